@@ -1,0 +1,12 @@
+import type { MigrationObject } from '@mikro-orm/core';
+import { Migration20261122193751_initial } from './Migration20261122193751_initial';
+import { Migration20261122193758_integrity } from './Migration20261122193758_integrity';
+
+/**
+ * Every migration, in order. `npm run migration:create` adds new ones here; CI fails when a
+ * migration file is missing from this list.
+ */
+export const migrationsList: MigrationObject[] = [
+  { name: 'Migration20261122193751_initial', class: Migration20261122193751_initial },
+  { name: 'Migration20261122193758_integrity', class: Migration20261122193758_integrity },
+];

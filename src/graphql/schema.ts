@@ -1,0 +1,44 @@
+import 'reflect-metadata';
+import { printSchema, type GraphQLSchema } from 'graphql';
+import { buildSchema } from 'type-graphql';
+import { AccessResolver } from '../modules/access/access.resolver';
+import { AuthResolver } from '../modules/auth/auth.resolver';
+import { CatalogResolver } from '../modules/catalog/catalog.resolver';
+import { EntitlementsResolver } from '../modules/entitlements/entitlements.resolver';
+import { LedgerResolver } from '../modules/ledger/ledger.resolver';
+import { UsageResolver } from '../modules/usage/usage.resolver';
+import { authChecker } from './auth-checker';
+import { DateTimeScalar, DecimalScalar } from './scalars';
+
+export const resolvers = [
+  CatalogResolver,
+  EntitlementsResolver,
+  AccessResolver,
+  UsageResolver,
+  LedgerResolver,
+  AuthResolver,
+] as const;
+
+let cached: GraphQLSchema | undefined;
+
+/** The schema, built once per process from the resolvers (code first). */
+export async function getSchema(): Promise<GraphQLSchema> {
+  cached ??= await buildSchema({
+    resolvers: [...resolvers] as unknown as [Function, ...Function[]],
+    authChecker,
+    authMode: 'error',
+    validate: { forbidUnknownValues: false },
+    scalarsMap: [
+      { type: Date, scalar: DateTimeScalar },
+    ],
+    emitSchemaFile: false,
+  });
+  return cached;
+}
+
+export async function printedSchema(): Promise<string> {
+  const header = '# Generated from the code by `npm run schema:emit`. Do not edit; CI checks it is current.\n\n';
+  return header + printSchema(await getSchema()) + '\n';
+}
+
+void DecimalScalar;

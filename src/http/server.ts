@@ -1,0 +1,100 @@
+import { ApolloServer } from '@apollo/server';
+import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
+import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import fastifyApollo, { fastifyApolloDrainPlugin } from '@as-integrations/fastify';
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { GraphQLError } from 'graphql';
+import type { Config } from '../config';
+import { pendingMigrations } from '../db/migrate';
+import type { Orm } from '../db/orm';
+import type { Context } from '../graphql/context';
+import { createFormatError } from '../graphql/format-error';
+import { costLimitPlugin, validationRules } from '../graphql/limits';
+import { createLoaders } from '../graphql/loaders';
+import { getSchema } from '../graphql/schema';
+import { DomainError } from '../shared/errors';
+import type { Services } from '../services';
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export interface HttpServer {
+  fastify: FastifyInstance;
+  apollo: ApolloServer<Context>;
+}
+
+/**
+ * Fastify with Apollo at /graphql and plain routes beside it (/healthz, /readyz; webhooks are
+ * registered by the payments module). Request ids: `x-request-id` is honoured when well-formed,
+ * generated otherwise, logged with every line and echoed on the response.
+ */
+export async function createHttpServer(config: Config, orm: Orm, services: Services, opts: { logger?: boolean | object } = {}): Promise<HttpServer> {
+  const fastify = Fastify({
+    logger: opts.logger ?? { level: config.logLevel },
+    bodyLimit: config.limits.bodyLimit,
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const header = req.headers['x-request-id'];
+      return typeof header === 'string' && REQUEST_ID_RE.test(header) ? header : randomUUID();
+    },
+  });
+  fastify.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  fastify.addHook('onResponse', async (request, reply) => {
+    if (reply.statusCode >= 500) request.log.warn({ url: request.url, statusCode: reply.statusCode }, 'request failed');
+  });
+
+  const schema = await getSchema();
+  const apollo = new ApolloServer<Context>({
+    schema,
+    introspection: config.introspection,
+    validationRules: validationRules(config.limits),
+    formatError: createFormatError((err) => fastify.log.error({ err }, 'unexpected error')),
+    includeStacktraceInErrorResponses: false,
+    allowBatchedHttpRequests: false,
+    plugins: [
+      fastifyApolloDrainPlugin(fastify),
+      costLimitPlugin(schema, config.limits.maxCost),
+      config.landingPage ? ApolloServerPluginLandingPageLocalDefault({ embed: true }) : ApolloServerPluginLandingPageDisabled(),
+    ],
+  });
+  await apollo.start();
+
+  await fastify.register(fastifyApollo(apollo), {
+    path: '/graphql',
+    method: ['GET', 'POST', 'OPTIONS'],
+    context: async (request): Promise<Context> => {
+      let principal;
+      try {
+        principal = await services.auth.authenticate(request.headers.authorization);
+      } catch (err) {
+        if (err instanceof DomainError) {
+          throw new GraphQLError(err.message, { extensions: { code: err.code, http: { status: 401 } } });
+        }
+        throw err;
+      }
+      return {
+        em: orm.em.fork() as Context['em'],
+        principal,
+        loaders: createLoaders(services),
+        services,
+        requestId: request.id,
+      };
+    },
+  });
+
+  fastify.get('/healthz', async () => ({ status: 'ok' }));
+  fastify.get('/readyz', async (_request, reply) => {
+    try {
+      await services.db.query('select 1');
+      const pending = await pendingMigrations(orm);
+      if (pending.length > 0) return reply.code(503).send({ status: 'migrations pending', pending });
+      return { status: 'ready' };
+    } catch {
+      return reply.code(503).send({ status: 'database unavailable' });
+    }
+  });
+
+  return { fastify, apollo };
+}

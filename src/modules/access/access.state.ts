@@ -1,0 +1,181 @@
+import { statement, type Sql } from '../../db/sql';
+import type { CustomerState, EntitlementRow, FeatureInfo, GrantRow, InactiveSummary, UsageRow } from './access.model';
+
+/**
+ * Loads everything a decision about `features` for one customer needs, in ONE statement: the
+ * features with their pools and gates, the customer's current entitlements to all of them, a
+ * summary of its ended ones, and the live grants of the pools. Numbers travel as text (exact);
+ * times are the database's. Indexed lookups only (see docs/performance.md).
+ */
+const LOAD_STATE = statement(
+  'access.load_state',
+  `with events as (
+     select u.* from usage_event u
+      where u.customer_id = $1 and (u.idempotency_key = any($3::text[]) or u.id = any($4::uuid[]))
+   ),
+   requested as (
+     select f.key, f.credit_pool_key, f.gated_by_key from feature f
+      where f.key = any($2::text[]) or f.key in (select feature_key from events)
+   ),
+   related as (
+     select key from requested
+     union select credit_pool_key from requested where credit_pool_key is not null
+     union select gated_by_key from requested where gated_by_key is not null
+   )
+   select
+     now() as now,
+     exists (select 1 from customer where id = $1) as customer_exists,
+     (select coalesce(json_agg(json_build_object(
+         'key', f.key, 'type', f.type, 'precision', f.precision, 'creditCost', f.credit_cost::text,
+         'creditPoolKey', f.credit_pool_key, 'gatedByKey', f.gated_by_key)), '[]')
+        from feature f where f.key in (select key from related)) as features,
+     (select coalesce(json_agg(json_build_object(
+         'id', e.id, 'featureKey', e.feature_key, 'source', e.source, 'sourceRef', e.source_ref,
+         'planKey', e.plan_key, 'validFrom', e.valid_from, 'validUntil', e.valid_until,
+         'allowance', e.allowance::text, 'resetPeriod', e.reset_period, 'overage', e.overage,
+         'overageLimit', e.overage_limit::text, 'value', e.value, 'rolloverCap', e.rollover_cap::text,
+         'priority', e.priority, 'createdAt', e.created_at, 'updatedAt', e.updated_at)), '[]')
+        from entitlement e
+       where e.customer_id = $1 and e.feature_key in (select key from related)
+         and e.revoked_at is null and (e.valid_until is null or e.valid_until > now())) as entitlements,
+     (select coalesce(json_agg(json_build_object('featureKey', x.feature_key, 'expired', x.expired, 'revoked', x.revoked)), '[]')
+        from (select e.feature_key,
+                     bool_or(e.revoked_at is null and e.valid_until <= now()) as expired,
+                     bool_or(e.revoked_at is not null) as revoked
+                from entitlement e
+               where e.customer_id = $1 and e.feature_key in (select key from related)
+                 and (e.revoked_at is not null or e.valid_until <= now())
+               group by e.feature_key) x) as inactive,
+     (select coalesce(json_agg(json_build_object(
+         'id', g.id, 'featureKey', g.feature_key, 'entitlementId', g.entitlement_id, 'source', g.source,
+         'periodStart', g.period_start, 'expiresAt', g.expires_at, 'priority', g.priority,
+         'amount', g.amount::text, 'remaining', g.remaining::text, 'held', g.held::text,
+         'consumed', g.consumed::text, 'writtenOff', g.written_off::text, 'floor', g.floor::text,
+         'revokedAt', g.revoked_at, 'createdAt', g.created_at)), '[]')
+        from credit_grant g
+       where g.customer_id = $1 and g.feature_key in (select key from related)
+         and ((g.revoked_at is null
+               and (g.expires_at is null or g.expires_at > now() or g.remaining > 0 or g.held > 0
+                    or g.period_start = (select max(g2.period_start) from credit_grant g2
+                                          where g2.customer_id = g.customer_id and g2.entitlement_id = g.entitlement_id)))
+              or g.id in (select (h->>'grantId')::uuid from events e, jsonb_array_elements(coalesce(e.holds, '[]')) h
+                           where e.status = 'HELD'))
+     ) as grants,
+     (select coalesce(json_agg(json_build_object(
+         'id', e.id, 'idempotencyKey', e.idempotency_key, 'kind', e.kind, 'featureKey', e.feature_key,
+         'poolKey', e.pool_key, 'quantity', e.quantity::text, 'rate', e.rate::text, 'status', e.status,
+         'allowed', e.allowed, 'reason', e.reason, 'charged', e.charged::text, 'overage', e.overage::text,
+         'uncollected', e.uncollected::text, 'held', e.held::text, 'holds', e.holds,
+         'committedQuantity', e.committed_quantity::text, 'late', e.late, 'balanceAfter', e.balance_after::text,
+         'providerCost', e.provider_cost::text, 'expiresAt', e.expires_at, 'createdAt', e.created_at,
+         'resolvedAt', e.resolved_at)), '[]')
+        from events e) as events`,
+);
+
+interface StateRow {
+  events: Array<Record<string, unknown>>;
+  now: Date;
+  customer_exists: boolean;
+  features: Array<FeatureInfo>;
+  entitlements: Array<Record<string, unknown>>;
+  inactive: Array<{ featureKey: string } & InactiveSummary>;
+  grants: Array<Record<string, unknown>>;
+}
+
+/** Microsecond timestamps from JSON, truncated to milliseconds like every time Tollgate computes. */
+const toDate = (v: unknown): Date | null => (v === null || v === undefined ? null : new Date(v as string));
+
+export function parseEntitlement(customerId: string, r: Record<string, unknown>): EntitlementRow {
+  return {
+    id: r.id as string,
+    customerId,
+    featureKey: r.featureKey as string,
+    source: r.source as EntitlementRow['source'],
+    sourceRef: (r.sourceRef as string | null) ?? null,
+    planKey: (r.planKey as string | null) ?? null,
+    validFrom: toDate(r.validFrom)!,
+    validUntil: toDate(r.validUntil),
+    allowance: (r.allowance as string | null) ?? null,
+    resetPeriod: (r.resetPeriod as EntitlementRow['resetPeriod']) ?? null,
+    overage: (r.overage as EntitlementRow['overage']) ?? null,
+    overageLimit: (r.overageLimit as string | null) ?? null,
+    value: r.value ?? null,
+    rolloverCap: (r.rolloverCap as string | null) ?? null,
+    priority: r.priority as number,
+    revokedAt: toDate(r.revokedAt),
+    revokeReason: (r.revokeReason as string | null) ?? null,
+    createdAt: toDate(r.createdAt)!,
+    updatedAt: toDate(r.updatedAt)!,
+  };
+}
+
+function parseGrant(r: Record<string, unknown>): GrantRow {
+  return {
+    id: r.id as string,
+    featureKey: r.featureKey as string,
+    entitlementId: r.entitlementId as string,
+    source: r.source as GrantRow['source'],
+    periodStart: toDate(r.periodStart)!,
+    expiresAt: toDate(r.expiresAt),
+    priority: r.priority as number,
+    amount: r.amount as string,
+    remaining: r.remaining as string,
+    held: r.held as string,
+    consumed: r.consumed as string,
+    writtenOff: r.writtenOff as string,
+    floor: (r.floor as string | null) ?? null,
+    revokedAt: toDate(r.revokedAt),
+    createdAt: toDate(r.createdAt)!,
+  };
+}
+
+export function parseUsage(customerId: string, r: Record<string, unknown>): UsageRow {
+  return {
+    id: r.id as string,
+    customerId,
+    idempotencyKey: r.idempotencyKey as string,
+    kind: r.kind as UsageRow['kind'],
+    featureKey: r.featureKey as string,
+    poolKey: (r.poolKey as string | null) ?? null,
+    quantity: r.quantity as string,
+    rate: (r.rate as string | null) ?? null,
+    status: r.status as UsageRow['status'],
+    allowed: r.allowed as boolean,
+    reason: r.reason as UsageRow['reason'],
+    charged: r.charged as string,
+    overage: r.overage as string,
+    uncollected: r.uncollected as string,
+    held: r.held as string,
+    holds: (r.holds as UsageRow['holds']) ?? null,
+    committedQuantity: (r.committedQuantity as string | null) ?? null,
+    late: Boolean(r.late),
+    balanceAfter: (r.balanceAfter as string | null) ?? null,
+    providerCost: (r.providerCost as string | null) ?? null,
+    expiresAt: toDate(r.expiresAt),
+    createdAt: toDate(r.createdAt)!,
+    resolvedAt: toDate(r.resolvedAt),
+    properties: (r.properties as Record<string, unknown> | null | undefined) ?? null,
+    actor: (r.actor as string | null | undefined) ?? null,
+  };
+}
+
+export async function loadCustomerState(
+  sql: Sql,
+  customerId: string,
+  featureKeys: string[],
+  usage: { keys?: string[]; ids?: string[] } = {},
+): Promise<CustomerState> {
+  const [row] = await sql.query<StateRow>(LOAD_STATE, [customerId, featureKeys, usage.keys ?? [], usage.ids ?? []]);
+  const events = row.events.map((e) => parseUsage(customerId, e));
+  return {
+    customerId,
+    now: row.now,
+    customerExists: row.customer_exists,
+    features: new Map(row.features.map((f) => [f.key, f])),
+    entitlements: row.entitlements.map((e) => parseEntitlement(customerId, e)),
+    inactive: new Map(row.inactive.map((i) => [i.featureKey, { expired: i.expired, revoked: i.revoked }])),
+    grants: row.grants.map(parseGrant),
+    usageByKey: new Map(events.map((e) => [e.idempotencyKey, e])),
+    usageById: new Map(events.map((e) => [e.id, e])),
+  };
+}

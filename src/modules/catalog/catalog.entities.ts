@@ -1,0 +1,195 @@
+import { ArrayType, Check, Collection, Entity, Enum, ManyToOne, OneToMany, OptionalProps, PrimaryKey, PrimaryKeyProp, Property } from '@mikro-orm/core';
+
+/** Feature kinds. A METERED feature either has its own balance or draws from a credit pool. */
+export enum FeatureType {
+  BOOLEAN = 'BOOLEAN',
+  METERED = 'METERED',
+  CONFIG = 'CONFIG',
+}
+
+export enum ResetPeriod {
+  NEVER = 'NEVER',
+  DAY = 'DAY',
+  WEEK = 'WEEK',
+  MONTH = 'MONTH',
+  YEAR = 'YEAR',
+}
+
+export enum OveragePolicy {
+  BLOCK = 'BLOCK',
+  ALLOW = 'ALLOW',
+}
+
+@Entity({ tableName: 'feature' })
+@Check({ name: 'feature_key_slug', expression: `key ~ '^[a-z0-9][a-z0-9._-]{0,63}$'` })
+@Check({ name: 'feature_credit_cost_positive', expression: 'credit_cost is null or credit_cost > 0' })
+@Check({ name: 'feature_precision_range', expression: 'precision between 0 and 9' })
+export class Feature {
+  [PrimaryKeyProp]?: 'key';
+  [OptionalProps]?: 'precision' | 'createdAt' | 'updatedAt';
+
+  @PrimaryKey({ type: 'text' })
+  key!: string;
+
+  @Property({ type: 'text' })
+  name!: string;
+
+  @Enum({ items: () => FeatureType, type: 'text' })
+  type!: FeatureType;
+
+  @Property({ type: 'text', nullable: true })
+  unit?: string | null;
+
+  @Property({ type: 'text', nullable: true })
+  description?: string | null;
+
+  /** The pool this feature draws from (a METERED feature). Null: the feature holds its own balance. */
+  @ManyToOne({ entity: () => Feature, nullable: true, fieldName: 'credit_pool_key', deleteRule: 'restrict' })
+  creditPool?: Feature | null;
+
+  /** Pool units per unit of this feature (e.g. 20 credits per image). */
+  @Property({ type: 'string', columnType: 'numeric', nullable: true })
+  creditCost?: string | null;
+
+  /** A BOOLEAN feature the customer must also hold to use this one. */
+  @ManyToOne({ entity: () => Feature, nullable: true, fieldName: 'gated_by_key', deleteRule: 'restrict' })
+  gatedBy?: Feature | null;
+
+  /** Decimal places of quantities and balances of this feature (costs round up to a pool's precision). */
+  @Property({ type: 'smallint', default: 0 })
+  precision: number = 0;
+
+  @Property({ type: 'datetime', columnType: 'timestamptz', defaultRaw: 'now()' })
+  createdAt: Date = new Date();
+
+  @Property({ type: 'datetime', columnType: 'timestamptz', defaultRaw: 'now()', onUpdate: () => new Date() })
+  updatedAt: Date = new Date();
+}
+
+@Entity({ tableName: 'plan' })
+@Check({ name: 'plan_key_slug', expression: `key ~ '^[a-z0-9][a-z0-9._-]{0,63}$'` })
+export class Plan {
+  [PrimaryKeyProp]?: 'key';
+  [OptionalProps]?: 'trialDays' | 'providerPriceIds' | 'createdAt' | 'updatedAt';
+
+  @PrimaryKey({ type: 'text' })
+  key!: string;
+
+  @Property({ type: 'text' })
+  name!: string;
+
+  @Property({ type: 'text', nullable: true })
+  description?: string | null;
+
+  @Property({ type: 'integer', default: 0 })
+  trialDays: number = 0;
+
+  @Property({ type: ArrayType, columnType: 'text[]', default: '{}' })
+  providerPriceIds: string[] = [];
+
+  @OneToMany({ entity: () => PlanEntitlement, mappedBy: 'plan', orphanRemoval: true })
+  entitlements = new Collection<PlanEntitlement>(this);
+
+  @Property({ type: 'datetime', columnType: 'timestamptz', defaultRaw: 'now()' })
+  createdAt: Date = new Date();
+
+  @Property({ type: 'datetime', columnType: 'timestamptz', defaultRaw: 'now()', onUpdate: () => new Date() })
+  updatedAt: Date = new Date();
+}
+
+/** The terms a plan grants for one feature. Copied onto each customer's entitlement when granted. */
+@Entity({ tableName: 'plan_entitlement' })
+export class PlanEntitlement {
+  [PrimaryKeyProp]?: ['plan', 'feature'];
+  [OptionalProps]?: 'perSeat' | 'position';
+
+  @ManyToOne({ entity: () => Plan, primary: true, fieldName: 'plan_key', deleteRule: 'cascade' })
+  plan!: Plan;
+
+  @ManyToOne({ entity: () => Feature, primary: true, fieldName: 'feature_key', deleteRule: 'restrict' })
+  feature!: Feature;
+
+  @Property({ type: 'string', columnType: 'numeric', nullable: true })
+  allowance?: string | null;
+
+  @Enum({ items: () => ResetPeriod, type: 'text', nullable: true })
+  resetPeriod?: ResetPeriod | null;
+
+  @Enum({ items: () => OveragePolicy, type: 'text', nullable: true })
+  overage?: OveragePolicy | null;
+
+  @Property({ type: 'string', columnType: 'numeric', nullable: true })
+  overageLimit?: string | null;
+
+  @Property({ type: 'json', nullable: true })
+  value?: unknown;
+
+  /** Unused allowance carried into the next period, up to this amount (null: no rollover). */
+  @Property({ type: 'string', columnType: 'numeric', nullable: true })
+  rolloverCap?: string | null;
+
+  /** Multiply the allowance by the subscription quantity (seats). */
+  @Property({ type: 'boolean', default: false })
+  perSeat: boolean = false;
+
+  @Property({ type: 'integer', default: 0 })
+  position: number = 0;
+}
+
+@Entity({ tableName: 'credit_pack' })
+@Check({ name: 'credit_pack_key_slug', expression: `key ~ '^[a-z0-9][a-z0-9._-]{0,63}$'` })
+@Check({ name: 'credit_pack_amount_positive', expression: 'amount > 0' })
+export class CreditPack {
+  [PrimaryKeyProp]?: 'key';
+  [OptionalProps]?: 'priority' | 'providerPriceIds' | 'createdAt' | 'updatedAt';
+
+  @PrimaryKey({ type: 'text' })
+  key!: string;
+
+  @Property({ type: 'text' })
+  name!: string;
+
+  @ManyToOne({ entity: () => Feature, fieldName: 'feature_key', deleteRule: 'restrict' })
+  feature!: Feature;
+
+  @Property({ type: 'string', columnType: 'numeric' })
+  amount!: string;
+
+  /** Days the credits stay valid after purchase (null: no expiry). */
+  @Property({ type: 'integer', nullable: true })
+  validDays?: number | null;
+
+  @Property({ type: 'integer', default: 50 })
+  priority: number = 50;
+
+  @Property({ type: ArrayType, columnType: 'text[]', default: '{}' })
+  providerPriceIds: string[] = [];
+
+  @Property({ type: 'datetime', columnType: 'timestamptz', defaultRaw: 'now()' })
+  createdAt: Date = new Date();
+
+  @Property({ type: 'datetime', columnType: 'timestamptz', defaultRaw: 'now()', onUpdate: () => new Date() })
+  updatedAt: Date = new Date();
+}
+
+/**
+ * A payment provider's price id, mapped to exactly one plan or credit pack. The primary key makes
+ * a price id mean one thing only.
+ */
+@Entity({ tableName: 'provider_price' })
+@Check({ name: 'provider_price_one_target', expression: '(plan_key is null) <> (pack_key is null)' })
+export class ProviderPrice {
+  [PrimaryKeyProp]?: ['provider', 'priceId'];
+
+  @PrimaryKey({ type: 'text' })
+  provider!: string;
+
+  @PrimaryKey({ type: 'text' })
+  priceId!: string;
+
+  @Property({ type: 'text', nullable: true })
+  planKey?: string | null;
+
+  @Property({ type: 'text', nullable: true })
+  packKey?: string | null;
+}

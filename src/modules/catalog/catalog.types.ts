@@ -1,0 +1,98 @@
+import { Field, ID, InputType, Int, ObjectType } from 'type-graphql';
+import { ArrayMaxSize, IsOptional, MaxLength } from 'class-validator';
+import { DecimalScalar, JSONScalar } from '../../graphql/scalars';
+import '../../graphql/enums';
+import type { Dec } from '../../shared/decimal';
+import { FeatureType, OveragePolicy, ResetPeriod } from './catalog.entities';
+
+@ObjectType("Feature", { description: 'Something a customer may use: a BOOLEAN switch, a METERED quantity, or a CONFIG value.' })
+export class FeatureGql {
+  @Field(() => ID) key!: string;
+  @Field(() => String) name!: string;
+  @Field(() => FeatureType) type!: FeatureType;
+  @Field(() => String, { nullable: true }) unit!: string | null;
+  @Field(() => String, { nullable: true }) description!: string | null;
+  @Field(() => String, { nullable: true, description: 'The credit pool this feature draws from (METERED).' }) creditPool!: string | null;
+  @Field(() => DecimalScalar, { nullable: true, description: 'Pool units per unit of this feature.' }) creditCost!: Dec | string | null;
+  @Field(() => String, { nullable: true, description: 'A BOOLEAN feature the customer must also hold.' }) gatedBy!: string | null;
+  @Field(() => Int, { description: 'Decimal places of quantities and balances of this feature.' }) precision!: number;
+}
+
+@ObjectType('PlanEntitlement')
+export class PlanEntitlementType {
+  @Field(() => String) feature!: string;
+  @Field(() => DecimalScalar, { nullable: true }) allowance!: Dec | string | null;
+  @Field(() => ResetPeriod, { nullable: true }) resetPeriod!: ResetPeriod | null;
+  @Field(() => OveragePolicy, { nullable: true }) overage!: OveragePolicy | null;
+  @Field(() => DecimalScalar, { nullable: true }) overageLimit!: Dec | string | null;
+  @Field(() => JSONScalar, { nullable: true }) value!: unknown;
+  @Field(() => DecimalScalar, { nullable: true }) rolloverCap!: Dec | string | null;
+  @Field(() => Boolean) perSeat!: boolean;
+}
+
+@ObjectType('Plan')
+export class PlanType {
+  @Field(() => ID) key!: string;
+  @Field(() => String) name!: string;
+  @Field(() => String, { nullable: true }) description!: string | null;
+  @Field(() => Int) trialDays!: number;
+  @Field(() => [String]) providerPriceIds!: string[];
+  @Field(() => [PlanEntitlementType]) entitlements!: PlanEntitlementType[];
+}
+
+@ObjectType('CreditPack')
+export class CreditPackType {
+  @Field(() => ID) key!: string;
+  @Field(() => String) name!: string;
+  @Field(() => String, { description: 'The pool the pack credits.' }) feature!: string;
+  @Field(() => DecimalScalar) amount!: Dec | string;
+  @Field(() => Int, { nullable: true }) validDays!: number | null;
+  @Field(() => Int) priority!: number;
+  @Field(() => [String]) providerPriceIds!: string[];
+}
+
+@InputType()
+export class FeatureInput {
+  @Field(() => String) @MaxLength(64) key!: string;
+  @Field(() => String) @MaxLength(200) name!: string;
+  @Field(() => FeatureType) type!: FeatureType;
+  @Field(() => String, { nullable: true }) @IsOptional() @MaxLength(64) unit?: string | null;
+  @Field(() => String, { nullable: true }) @IsOptional() @MaxLength(2000) description?: string | null;
+  @Field(() => String, { nullable: true }) @IsOptional() @MaxLength(64) creditPool?: string | null;
+  @Field(() => DecimalScalar, { nullable: true }) creditCost?: Dec | null;
+  @Field(() => String, { nullable: true }) @IsOptional() @MaxLength(64) gatedBy?: string | null;
+  @Field(() => Int, { nullable: true }) precision?: number | null;
+}
+
+@InputType()
+export class PlanEntitlementInput {
+  @Field(() => String) @MaxLength(64) feature!: string;
+  @Field(() => DecimalScalar, { nullable: true }) allowance?: Dec | null;
+  @Field(() => ResetPeriod, { nullable: true }) resetPeriod?: ResetPeriod | null;
+  @Field(() => OveragePolicy, { nullable: true }) overage?: OveragePolicy | null;
+  @Field(() => DecimalScalar, { nullable: true }) overageLimit?: Dec | null;
+  @Field(() => JSONScalar, { nullable: true }) value?: unknown;
+  @Field(() => DecimalScalar, { nullable: true }) rolloverCap?: Dec | null;
+  @Field(() => Boolean, { nullable: true }) perSeat?: boolean | null;
+}
+
+@InputType()
+export class PlanInput {
+  @Field(() => String) @MaxLength(64) key!: string;
+  @Field(() => String) @MaxLength(200) name!: string;
+  @Field(() => String, { nullable: true }) @IsOptional() @MaxLength(2000) description?: string | null;
+  @Field(() => [PlanEntitlementInput]) @ArrayMaxSize(200) entitlements!: PlanEntitlementInput[];
+  @Field(() => Int, { nullable: true }) trialDays?: number | null;
+  @Field(() => [String], { nullable: true }) @IsOptional() @ArrayMaxSize(50) providerPriceIds?: string[] | null;
+}
+
+@InputType()
+export class CreditPackInput {
+  @Field(() => String) @MaxLength(64) key!: string;
+  @Field(() => String) @MaxLength(200) name!: string;
+  @Field(() => String) @MaxLength(64) feature!: string;
+  @Field(() => DecimalScalar) amount!: Dec;
+  @Field(() => Int, { nullable: true }) validDays?: number | null;
+  @Field(() => Int, { nullable: true }) priority?: number | null;
+  @Field(() => [String], { nullable: true }) @IsOptional() @ArrayMaxSize(50) providerPriceIds?: string[] | null;
+}

@@ -1,0 +1,534 @@
+import { randomUUID } from 'node:crypto';
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { statement, type Db, type Sql } from '../../db/sql';
+import { dec, ZERO, type Dec } from '../../shared/decimal';
+import { badInput, conflict, notFound } from '../../shared/errors';
+import { parseEntitlement } from '../access/access.state';
+import type { EntitlementRow } from '../access/access.model';
+import { Feature, FeatureType, OveragePolicy, Plan, ResetPeriod } from '../catalog/catalog.entities';
+import { validateTerms, type EntitlementTerms } from '../catalog/catalog.service';
+import { LedgerKind } from '../ledger/ledger.entities';
+import type { LedgerService, NewGrant } from '../ledger/ledger.service';
+import { periodAt } from '../ledger/periods';
+import { ActorType, EntitlementAction, EntitlementSource } from './entitlement.entity';
+
+/**
+ * Entitlements: what each customer may use, from which source, with the terms it was granted
+ * with. Every change is recorded in entitlement_change with the actor that caused it.
+ */
+
+export interface Actor {
+  type: ActorType;
+  id: string | null;
+}
+
+/** The compact form stored on ledger entries and usage events. */
+export function actorString(actor: Actor): string {
+  const prefix = actor.type === ActorType.API_KEY ? 'key' : actor.type === ActorType.PAYMENT_EVENT ? 'event' : 'system';
+  return `${prefix}:${actor.id ?? 'unknown'}`;
+}
+
+export interface GrantEntitlementSpec {
+  customerId: string;
+  feature: string;
+  source?: EntitlementSource | null;
+  sourceRef?: string | null;
+  allowance?: Dec | string | null;
+  resetPeriod?: ResetPeriod | null;
+  overage?: OveragePolicy | null;
+  overageLimit?: Dec | string | null;
+  value?: unknown;
+  rolloverCap?: Dec | string | null;
+  priority?: number | null;
+  validFrom?: Date | null;
+  validUntil?: Date | null;
+  reason?: string | null;
+}
+
+export interface EntitlementChangeRow {
+  id: string;
+  customerId: string;
+  entitlementId: string;
+  featureKey: string;
+  action: EntitlementAction;
+  changes: Record<string, unknown>;
+  actorType: ActorType;
+  actorId: string | null;
+  reason: string | null;
+  createdAt: Date;
+}
+
+const ENTITLEMENT_JSON = `json_build_object(
+  'id', e.id, 'featureKey', e.feature_key, 'source', e.source, 'sourceRef', e.source_ref, 'planKey', e.plan_key,
+  'validFrom', e.valid_from, 'validUntil', e.valid_until, 'allowance', e.allowance::text, 'resetPeriod', e.reset_period,
+  'overage', e.overage, 'overageLimit', e.overage_limit::text, 'value', e.value, 'rolloverCap', e.rollover_cap::text,
+  'priority', e.priority, 'revokedAt', e.revoked_at, 'revokeReason', e.revoke_reason, 'createdAt', e.created_at,
+  'updatedAt', e.updated_at)`;
+
+const INSERT_ENTITLEMENTS = statement(
+  'entitlements.insert',
+  `with rows as (
+     select * from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[],
+                          $9::numeric[], $10::text[], $11::text[], $12::numeric[], $13::jsonb[], $14::numeric[], $15::int[])
+       as r(id, feature_key, source, source_ref, plan_key, valid_from, valid_until, allowance, reset_period, overage,
+            overage_limit, value, rollover_cap, priority)
+   ),
+   customer_row as (
+     insert into customer (id) values ($1) on conflict (id) do nothing
+   ),
+   inserted as (
+     insert into entitlement (customer_id, id, feature_key, source, source_ref, plan_key, valid_from, valid_until, allowance,
+                              reset_period, overage, overage_limit, value, rollover_cap, priority, created_at, updated_at)
+     select $1, r.id, r.feature_key, r.source, r.source_ref, r.plan_key,
+            coalesce(r.valid_from, date_trunc('milliseconds', now())), r.valid_until, r.allowance, r.reset_period,
+            r.overage, r.overage_limit, r.value, r.rollover_cap, r.priority, now(), now()
+       from rows r
+     returning *
+   ),
+   history as (
+     insert into entitlement_change (customer_id, entitlement_id, feature_key, action, changes, actor_type, actor_id, reason, created_at)
+     select $1, e.id, e.feature_key, 'GRANTED',
+            jsonb_strip_nulls(jsonb_build_object('source', e.source, 'sourceRef', e.source_ref, 'plan', e.plan_key,
+              'validFrom', e.valid_from, 'validUntil', e.valid_until, 'allowance', e.allowance, 'resetPeriod', e.reset_period,
+              'overage', e.overage, 'overageLimit', e.overage_limit, 'value', e.value, 'rolloverCap', e.rollover_cap,
+              'priority', e.priority)),
+            $16, $17, $18, now()
+       from inserted e
+   )
+   select coalesce(json_agg(${ENTITLEMENT_JSON}), '[]') as rows, now() as now from inserted e`,
+);
+
+interface NewEntitlement {
+  featureKey: string;
+  source: EntitlementSource;
+  sourceRef: string | null;
+  planKey: string | null;
+  validFrom: Date | null;
+  validUntil: Date | null;
+  terms: EntitlementTerms;
+  priority: number;
+}
+
+const MAX_TEXT = 500;
+
+export class EntitlementsService {
+  constructor(
+    private readonly db: Db,
+    private readonly ledger: LedgerService,
+  ) {}
+
+  // ---- reads -------------------------------------------------------------------------------
+
+  async list(customerId: string, opts: { includeInactive?: boolean; feature?: string | null } = {}): Promise<EntitlementRow[]> {
+    const rows = await this.db.query<{ row: Record<string, unknown> }>(
+      `select ${ENTITLEMENT_JSON} as row from entitlement e
+        where e.customer_id = $1 and ($3::text is null or e.feature_key = $3)
+          and ($2 or (e.revoked_at is null and (e.valid_until is null or e.valid_until > now())))
+        order by e.feature_key, e.valid_from, e.id
+        limit 1000`,
+      [customerId, opts.includeInactive ?? false, opts.feature ?? null],
+    );
+    return rows.map((r) => parseEntitlement(customerId, r.row));
+  }
+
+  async get(id: string): Promise<EntitlementRow> {
+    const [row] = await this.db.query<{ customer_id: string; row: Record<string, unknown> }>(
+      `select e.customer_id, ${ENTITLEMENT_JSON} as row from entitlement e where e.id = $1`,
+      [id],
+    );
+    if (!row) throw notFound('Entitlement', id);
+    return parseEntitlement(row.customer_id, row.row);
+  }
+
+  /** Loads many entitlements by id (for dataloaders): one query. */
+  async getMany(ids: readonly string[]): Promise<Map<string, EntitlementRow>> {
+    const rows = await this.db.query<{ customer_id: string; row: Record<string, unknown> }>(
+      `select e.customer_id, ${ENTITLEMENT_JSON} as row from entitlement e where e.id = any($1::uuid[])`,
+      [ids.filter((id) => /^[0-9a-f-]{36}$/i.test(id))],
+    );
+    return new Map(rows.map((r) => [r.row.id as string, parseEntitlement(r.customer_id, r.row)]));
+  }
+
+  async history(customerId: string, first: number, after?: string | null, entitlementId?: string | null) {
+    if (first < 1 || first > 500) throw badInput('first must be between 1 and 500');
+    let afterId: string | null = null;
+    if (after) {
+      const decoded = Buffer.from(after, 'base64url').toString('utf8');
+      if (!/^ec:\d{1,19}$/.test(decoded)) throw badInput('invalid cursor');
+      afterId = decoded.slice(3);
+    }
+    const rows = await this.db.query<Record<string, unknown>>(
+      `select id::text, customer_id, entitlement_id, feature_key, action, changes, actor_type, actor_id, reason, created_at
+         from entitlement_change
+        where customer_id = $1 and ($2::bigint is null or id < $2) and ($4::uuid is null or entitlement_id = $4)
+        order by id desc limit $3`,
+      [customerId, afterId, first + 1, entitlementId ?? null],
+    );
+    const items: EntitlementChangeRow[] = rows.slice(0, first).map((r) => ({
+      id: r.id as string,
+      customerId: r.customer_id as string,
+      entitlementId: r.entitlement_id as string,
+      featureKey: r.feature_key as string,
+      action: r.action as EntitlementAction,
+      changes: r.changes as Record<string, unknown>,
+      actorType: r.actor_type as ActorType,
+      actorId: (r.actor_id as string | null) ?? null,
+      reason: (r.reason as string | null) ?? null,
+      createdAt: r.created_at as Date,
+    }));
+    const last = items[items.length - 1];
+    return {
+      items,
+      hasNextPage: rows.length > first,
+      endCursor: last ? Buffer.from(`ec:${last.id}`).toString('base64url') : null,
+    };
+  }
+
+  // ---- commands ----------------------------------------------------------------------------
+
+  async grantEntitlement(spec: GrantEntitlementSpec, actor: Actor): Promise<EntitlementRow> {
+    validateCustomerId(spec.customerId);
+    const reason = optionalText(spec.reason, 'reason');
+    return this.db.transaction(async ({ em, sql }) => {
+      const feature = await em.findOne(Feature, { key: spec.feature });
+      if (!feature) throw notFound('Feature', spec.feature);
+      const terms = validateTerms(feature, spec, ResetPeriod.NEVER);
+      const [row] = await this.insert(
+        sql,
+        spec.customerId,
+        [
+          {
+            featureKey: feature.key,
+            source: spec.source ?? EntitlementSource.MANUAL,
+            sourceRef: optionalText(spec.sourceRef, 'sourceRef'),
+            planKey: null,
+            validFrom: spec.validFrom ?? null,
+            validUntil: spec.validUntil ?? null,
+            terms,
+            priority: priorityOf(spec.priority),
+          },
+        ],
+        actor,
+        reason,
+      );
+      return row;
+    });
+  }
+
+  /**
+   * Grants every entitlement of a plan to the customer (created if new), without any payment
+   * provider. `seats` multiplies per-seat allowances.
+   */
+  async assignPlan(
+    args: {
+      customerId: string;
+      plan: string;
+      validFrom?: Date | null;
+      validUntil?: Date | null;
+      source?: EntitlementSource;
+      sourceRef?: string | null;
+      seats?: number;
+      reason?: string | null;
+    },
+    actor: Actor,
+    tx?: { em: EntityManager; sql: Sql },
+  ): Promise<EntitlementRow[]> {
+    validateCustomerId(args.customerId);
+    const seats = args.seats ?? 1;
+    if (!Number.isInteger(seats) || seats < 1 || seats > 1_000_000) throw badInput('seats must be a positive integer');
+    const run = async ({ em, sql }: { em: EntityManager; sql: Sql }) => {
+      const plan = await em.findOne(Plan, { key: args.plan }, { populate: ['entitlements', 'entitlements.feature'] });
+      if (!plan) throw notFound('Plan', args.plan);
+      const items = plan.entitlements.getItems().sort((a, b) => a.position - b.position);
+      const rows: NewEntitlement[] = items.map((pe) => {
+        const perSeat = pe.perSeat && pe.feature.type === FeatureType.METERED;
+        const multiply = (v: string | null | undefined) => (v == null ? null : perSeat ? dec(v).times(seats).toFixed() : v);
+        return {
+          featureKey: pe.feature.key,
+          source: args.source ?? EntitlementSource.PLAN,
+          sourceRef: args.sourceRef ?? plan.key,
+          planKey: plan.key,
+          validFrom: args.validFrom ?? null,
+          validUntil: args.validUntil ?? null,
+          terms: {
+            allowance: multiply(pe.allowance),
+            resetPeriod: pe.resetPeriod ?? null,
+            overage: pe.overage ?? null,
+            overageLimit: multiply(pe.overageLimit),
+            value: pe.value ?? null,
+            rolloverCap: multiply(pe.rolloverCap),
+          },
+          priority: 50,
+        };
+      });
+      if (rows.length === 0) {
+        await sql.query(`insert into customer (id) values ($1) on conflict (id) do nothing`, [args.customerId]);
+        return [];
+      }
+      return this.insert(sql, args.customerId, rows, actor, optionalText(args.reason, 'reason'));
+    };
+    return tx ? run(tx) : this.db.transaction(run);
+  }
+
+  /**
+   * Creates one entitlement with an immediate balance (grantCredits, credit pack purchases): a
+   * single-period entitlement to the pool and its grant. Runs in the caller's transaction.
+   */
+  async grantBalance(
+    sql: Sql,
+    args: {
+      customerId: string;
+      pool: Feature;
+      amount: Dec;
+      source: EntitlementSource;
+      sourceRef: string | null;
+      validUntil: Date | null;
+      priority: number;
+      idempotencyKey: string | null;
+      reason: string | null;
+      metadata?: Record<string, unknown> | null;
+    },
+    actor: Actor,
+  ): Promise<{ entitlement: EntitlementRow; grantId: string | null }> {
+    const [entitlement] = await this.insert(
+      sql,
+      args.customerId,
+      [
+        {
+          featureKey: args.pool.key,
+          source: args.source,
+          sourceRef: args.sourceRef,
+          planKey: null,
+          validFrom: null,
+          validUntil: args.validUntil,
+          terms: {
+            allowance: args.amount.toFixed(),
+            resetPeriod: ResetPeriod.NEVER,
+            overage: OveragePolicy.BLOCK,
+            overageLimit: null,
+            value: null,
+            rolloverCap: null,
+          },
+          priority: args.priority,
+        },
+      ],
+      actor,
+      args.reason,
+      { materialize: false },
+    );
+    const grantId = randomUUID();
+    const created = await this.ledger.createGrants(
+      sql,
+      args.customerId,
+      [
+        {
+          id: grantId,
+          entitlementId: entitlement.id,
+          featureKey: args.pool.key,
+          source: args.source,
+          periodStart: entitlement.validFrom,
+          expiresAt: entitlement.validUntil,
+          priority: args.priority,
+          amount: args.amount,
+          floor: ZERO,
+          idempotencyKey: args.idempotencyKey,
+          reason: args.reason,
+          metadata: args.metadata ?? null,
+        },
+      ],
+      actorString(actor),
+    );
+    return { entitlement, grantId: created.length > 0 ? grantId : null };
+  }
+
+  async revokeEntitlement(id: string, reason: string, actor: Actor, tx?: { sql: Sql }): Promise<EntitlementRow> {
+    const why = optionalText(reason, 'reason');
+    if (!why || why.trim() === '') throw badInput('reason is required');
+    const run = async ({ sql }: { sql: Sql }) => {
+      const [row] = await sql.query<{ customer_id: string; revoked_at: Date | null }>(
+        `select customer_id, revoked_at from entitlement where id = $1 for no key update`,
+        [id],
+      );
+      if (!row) throw notFound('Entitlement', id);
+      if (row.revoked_at) throw conflict(`entitlement '${id}' is already revoked`, { entitlementId: id });
+      const customerId = row.customer_id;
+      await sql.query(
+        `update entitlement set revoked_at = now(), revoke_reason = $3, updated_at = now() where customer_id = $1 and id = $2`,
+        [customerId, id, why],
+      );
+      const written = await this.ledger.writeOff(sql, customerId, { entitlementId: id }, LedgerKind.REVOKE, actorString(actor), {
+        reason: why,
+      });
+      await this.recordChange(sql, customerId, id, EntitlementAction.REVOKED, { revokedAt: 'now', revokeReason: why, writtenOff: written }, actor, why);
+      return this.getIn(sql, customerId, id);
+    };
+    return tx ? run(tx) : this.db.transaction(run);
+  }
+
+  /**
+   * Ends an entitlement at `at` (default: now). What is left of its grants expires then; if `at`
+   * is in the future, the grants' expiry moves to `at`. Used by payments (cancellation, unpaid).
+   */
+  async endEntitlement(sql: Sql, customerId: string, id: string, at: Date | null, actor: Actor, reason: string): Promise<EntitlementRow> {
+    const [row] = await sql.query<{ valid_until: Date | null; valid_from: Date; now: Date }>(
+      `select valid_until, valid_from, now() as now from entitlement where customer_id = $1 and id = $2 for no key update`,
+      [customerId, id],
+    );
+    if (!row) throw notFound('Entitlement', id);
+    const end = at && at.getTime() > row.now.getTime() ? at : row.now;
+    const effectiveEnd = end.getTime() <= row.valid_from.getTime() ? new Date(row.valid_from.getTime() + 1) : end;
+    if (row.valid_until && row.valid_until.getTime() <= effectiveEnd.getTime()) return this.getIn(sql, customerId, id);
+    await sql.query(`update entitlement set valid_until = $3, updated_at = now() where customer_id = $1 and id = $2`, [
+      customerId,
+      id,
+      effectiveEnd,
+    ]);
+    if (effectiveEnd.getTime() <= row.now.getTime() + 1) {
+      await this.ledger.writeOff(sql, customerId, { entitlementId: id }, LedgerKind.EXPIRE, actorString(actor), { reason });
+    } else {
+      await sql.query(
+        `update credit_grant set expires_at = $3
+          where customer_id = $1 and entitlement_id = $2 and revoked_at is null and (expires_at is null or expires_at > $3)`,
+        [customerId, id, effectiveEnd],
+      );
+    }
+    await this.recordChange(
+      sql,
+      customerId,
+      id,
+      EntitlementAction.ENDED,
+      { validUntil: { from: row.valid_until, to: effectiveEnd } },
+      actor,
+      reason,
+    );
+    return this.getIn(sql, customerId, id);
+  }
+
+  /** Moves an entitlement's end (payments: a paid period extends it). Never shortens. */
+  async extendEntitlement(sql: Sql, customerId: string, id: string, validUntil: Date | null, actor: Actor, reason: string): Promise<EntitlementRow> {
+    const [row] = await sql.query<{ valid_until: Date | null }>(
+      `select valid_until from entitlement where customer_id = $1 and id = $2 and revoked_at is null for no key update`,
+      [customerId, id],
+    );
+    if (!row) throw notFound('Entitlement', id);
+    const longer = validUntil === null ? row.valid_until !== null : row.valid_until !== null && validUntil.getTime() > row.valid_until.getTime();
+    if (longer) {
+      await sql.query(`update entitlement set valid_until = $3, updated_at = now() where customer_id = $1 and id = $2`, [
+        customerId,
+        id,
+        validUntil,
+      ]);
+      await this.recordChange(sql, customerId, id, EntitlementAction.UPDATED, { validUntil: { from: row.valid_until, to: validUntil } }, actor, reason);
+    }
+    return this.getIn(sql, customerId, id);
+  }
+
+  async getIn(sql: Sql, customerId: string, id: string): Promise<EntitlementRow> {
+    const [row] = await sql.query<{ row: Record<string, unknown> }>(
+      `select ${ENTITLEMENT_JSON} as row from entitlement e where e.customer_id = $1 and e.id = $2`,
+      [customerId, id],
+    );
+    if (!row) throw notFound('Entitlement', id);
+    return parseEntitlement(customerId, row.row);
+  }
+
+  async recordChange(
+    sql: Sql,
+    customerId: string,
+    entitlementId: string,
+    action: EntitlementAction,
+    changes: Record<string, unknown>,
+    actor: Actor,
+    reason: string | null,
+  ): Promise<void> {
+    await sql.query(
+      `insert into entitlement_change (customer_id, entitlement_id, feature_key, action, changes, actor_type, actor_id, reason, created_at)
+       select $1, $2, feature_key, $3, $4, $5, $6, $7, now() from entitlement where customer_id = $1 and id = $2`,
+      [customerId, entitlementId, action, JSON.stringify(changes), actor.type, actor.id, reason],
+    );
+  }
+
+  /** Inserts entitlements (+ customer, + history) and materializes the current period grant of metered ones. */
+  async insert(
+    sql: Sql,
+    customerId: string,
+    rows: NewEntitlement[],
+    actor: Actor,
+    reason: string | null,
+    opts: { materialize?: boolean } = {},
+  ): Promise<EntitlementRow[]> {
+    for (const r of rows) {
+      if (r.validFrom && r.validUntil && r.validUntil.getTime() <= r.validFrom.getTime()) {
+        throw badInput('validUntil must be after validFrom', { feature: r.featureKey });
+      }
+    }
+    const [result] = await sql.query<{ rows: Array<Record<string, unknown>>; now: Date }>(INSERT_ENTITLEMENTS, [
+      customerId,
+      rows.map(() => randomUUID()),
+      rows.map((r) => r.featureKey),
+      rows.map((r) => r.source),
+      rows.map((r) => r.sourceRef),
+      rows.map((r) => r.planKey),
+      rows.map((r) => r.validFrom),
+      rows.map((r) => r.validUntil),
+      rows.map((r) => r.terms.allowance),
+      rows.map((r) => r.terms.resetPeriod),
+      rows.map((r) => r.terms.overage),
+      rows.map((r) => r.terms.overageLimit),
+      rows.map((r) => (r.terms.value === null || r.terms.value === undefined ? null : JSON.stringify(r.terms.value))),
+      rows.map((r) => r.terms.rolloverCap),
+      rows.map((r) => r.priority),
+      actor.type,
+      actor.id,
+      reason,
+    ]).catch((err: { code?: string; constraint?: string }) => {
+      if (err.code === '23514' && err.constraint === 'entitlement_window') {
+        throw badInput('validUntil must be after validFrom (which defaults to now)');
+      }
+      throw err;
+    });
+    const created = result.rows.map((r) => parseEntitlement(customerId, r));
+    if (opts.materialize === false) return created;
+    // Periods are also materialized lazily; creating the first one now puts the GRANT in the ledger
+    // at the moment the entitlement was granted.
+    const grants: NewGrant[] = [];
+    for (const e of created) {
+      if (e.allowance === null) continue;
+      const period = periodAt(e.validFrom, e.resetPeriod, result.now, e.validUntil);
+      if (!period) continue;
+      const floor = e.overage === OveragePolicy.ALLOW ? (e.overageLimit === null ? null : dec(e.overageLimit).neg()) : ZERO;
+      if (dec(e.allowance).isZero() && floor !== null && floor.isZero()) continue;
+      grants.push({
+        id: randomUUID(),
+        entitlementId: e.id,
+        featureKey: e.featureKey,
+        source: e.source,
+        periodStart: period.start,
+        expiresAt: period.end,
+        priority: e.priority,
+        amount: dec(e.allowance),
+        floor,
+      });
+    }
+    await this.ledger.createGrants(sql, customerId, grants, actorString(actor));
+    return created;
+  }
+}
+
+export function validateCustomerId(id: string): void {
+  if (typeof id !== 'string' || id.length < 1 || id.length > 255 || id.trim() !== id || /[\u0000-\u001f]/.test(id)) {
+    throw badInput('customerId must be 1 to 255 characters without surrounding spaces or control characters');
+  }
+}
+
+function optionalText(v: string | null | undefined, field: string): string | null {
+  if (v === undefined || v === null || v === '') return null;
+  if (v.length > MAX_TEXT) throw badInput(`${field} must be at most ${MAX_TEXT} characters`);
+  return v;
+}
+
+function priorityOf(p: number | null | undefined): number {
+  if (p === undefined || p === null) return 50;
+  if (!Number.isInteger(p) || p < 0 || p > 100) throw badInput('priority must be an integer from 0 (drawn first) to 100');
+  return p;
+}

@@ -1,0 +1,294 @@
+import { statement, type Sql } from '../../db/sql';
+import { TollgateSqlState } from '../../shared/db-errors';
+import { D, fmt, ZERO, type Dec } from '../../shared/decimal';
+import { LedgerKind } from './ledger.entities';
+
+/**
+ * Applies a plan of ledger postings (plus the usage events they belong to) for ONE customer in
+ * ONE statement, atomically. The plan was computed in TypeScript from a snapshot; the statement
+ * re-checks everything that matters at write time, under the row locks:
+ *   - new usage events claim their idempotency keys (unique constraint);
+ *   - usage events being resolved still have the expected status;
+ *   - every debited grant is still active and stays at or above its floor (relative updates,
+ *     never a balance computed in JavaScript);
+ *   - every write-off leaves the grant at or above zero.
+ * If any check fails the statement aborts itself (TG002, nothing written) and the caller re-reads
+ * and re-plans. Grants are locked in id order, so concurrent plans cannot deadlock.
+ *
+ * balance_after of each entry is the grant's balance right after that entry, derived from the
+ * updated row: the grant's new balance minus the entries that follow it in this plan.
+ */
+
+export interface UsageInsert {
+  id: string;
+  idempotencyKey: string;
+  kind: 'CONSUME' | 'RESERVE';
+  featureKey: string;
+  poolKey: string | null;
+  quantity: Dec;
+  rate: Dec | null;
+  status: string;
+  allowed: boolean;
+  reason: string;
+  charged: Dec;
+  overage: Dec;
+  uncollected: Dec;
+  held: Dec;
+  holds: Array<{ grantId: string; amount: string }> | null;
+  /** Reservations: when the hold lapses (computed from the database's clock read with the state). */
+  expiresAt: Date | null;
+  balanceAfter: Dec | null;
+  providerCost: Dec | null;
+  properties: Record<string, unknown> | null;
+  actor: string | null;
+}
+
+export interface UsageUpdate {
+  id: string;
+  /** Applied only if the event still has one of these statuses. */
+  expectedStatuses: string[];
+  status: string;
+  charged: Dec;
+  overage: Dec;
+  uncollected: Dec;
+  committedQuantity: Dec | null;
+  late: boolean;
+  balanceAfter: Dec | null;
+  providerCost: Dec | null;
+}
+
+export interface Posting {
+  grantId: string;
+  kind: LedgerKind;
+  /** Signed change of the grant's available balance. */
+  amount: Dec;
+  usageEventId: string | null;
+  idempotencyKey: string | null;
+  metadata: Record<string, unknown> | null;
+  /** Who caused it (`key:<id>`, `event:<id>`, `system:<job>`); defaults to the plan's actor. */
+  actor?: string | null;
+}
+
+export interface LedgerPlan {
+  inserts: UsageInsert[];
+  updates: UsageUpdate[];
+  postings: Posting[];
+}
+
+export const emptyPlan = (): LedgerPlan => ({ inserts: [], updates: [], postings: [] });
+
+export class StalePlanError extends Error {
+  constructor(readonly reason: string) {
+    super(`stale plan: ${reason}`);
+  }
+}
+
+const APPLY = statement(
+  'ledger.apply',
+  `with
+   new_events as (
+     insert into usage_event (customer_id, id, idempotency_key, kind, feature_key, pool_key, quantity, rate, status,
+                              allowed, reason, charged, overage, uncollected, held, holds, expires_at, balance_after,
+                              provider_cost, properties, actor, created_at, resolved_at)
+     select $1, u.id, u.key, u.kind, u.feature_key, u.pool_key, u.quantity, u.rate, u.status, u.allowed, u.reason,
+            u.charged, u.overage, u.uncollected, u.held, u.holds,
+            u.expires_at,
+            u.balance_after, u.provider_cost, u.properties, u.actor, date_trunc('milliseconds', now()),
+            case when u.status in ('HELD') then null else now() end
+       from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[], $8::numeric[], $9::text[],
+                   $10::boolean[], $11::text[], $12::numeric[], $13::numeric[], $14::numeric[], $15::numeric[], $16::jsonb[],
+                   $17::timestamptz[], $18::numeric[], $19::numeric[], $20::jsonb[], $21::text[])
+            as u(id, key, kind, feature_key, pool_key, quantity, rate, status, allowed, reason, charged, overage,
+                 uncollected, held, holds, expires_at, balance_after, provider_cost, properties, actor)
+     returning id
+   ),
+   resolved_events as (
+     update usage_event e
+        set status = v.status, charged = v.charged, overage = v.overage, uncollected = v.uncollected,
+            committed_quantity = v.committed_quantity, late = v.late, balance_after = v.balance_after,
+            provider_cost = coalesce(v.provider_cost, e.provider_cost), resolved_at = now()
+       from unnest($22::uuid[], $23::text[], $24::text[], $25::numeric[], $26::numeric[], $27::numeric[],
+                   $28::numeric[], $29::boolean[], $30::numeric[], $31::numeric[])
+            as v(id, expected, status, charged, overage, uncollected, committed_quantity, late, balance_after, provider_cost)
+      where e.customer_id = $1 and e.id = v.id and e.status = any(string_to_array(v.expected, ','))
+     returning e.id
+   ),
+   deltas as (
+     select * from unnest($32::uuid[], $33::numeric[], $34::numeric[], $35::numeric[], $36::numeric[], $37::boolean[],
+                          $38::boolean[], $39::boolean[])
+       as d(grant_id, d_remaining, d_held, d_consumed, d_written_off, check_floor, check_zero, require_active)
+   ),
+   locked as (
+     select g.id from credit_grant g
+      where g.customer_id = $1 and g.id in (select grant_id from deltas)
+      order by g.id
+        for no key update
+   ),
+   updated as (
+     update credit_grant g
+        set remaining = g.remaining + d.d_remaining, held = g.held + d.d_held,
+            consumed = g.consumed + d.d_consumed, written_off = g.written_off + d.d_written_off
+       from deltas d join locked l on l.id = d.grant_id
+      where g.customer_id = $1 and g.id = d.grant_id
+        and (not d.check_floor or g.floor is null or g.remaining + d.d_remaining >= g.floor)
+        and (not d.check_zero or g.remaining + d.d_remaining >= 0)
+        and (not d.require_active or (g.revoked_at is null and g.period_start <= now()
+                                      and (g.expires_at is null or g.expires_at > now())))
+     returning g.id, g.feature_key, g.remaining
+   ),
+   postings as (
+     select * from unnest($40::uuid[], $41::text[], $42::numeric[], $43::uuid[], $44::text[], $45::jsonb[], $46::int[], $47::text[])
+       as p(grant_id, kind, amount, usage_event_id, idempotency_key, metadata, seq, actor)
+   ),
+   entries as (
+     insert into ledger_entry (customer_id, feature_key, grant_id, kind, amount, balance_after, usage_event_id,
+                               idempotency_key, actor, metadata, created_at)
+     select $1, u.feature_key, p.grant_id, p.kind, p.amount,
+            u.remaining - coalesce(sum(p.amount) over (partition by p.grant_id order by p.seq
+                                                       rows between 1 following and unbounded following), 0),
+            p.usage_event_id, p.idempotency_key, p.actor, p.metadata, now()
+       from postings p join updated u on u.id = p.grant_id
+      order by p.seq
+     returning id
+   )
+   select (select count(*) from new_events)::int as inserted,
+          (select count(*) from resolved_events)::int as resolved,
+          (select count(*) from entries)::int as entries,
+          case when (select count(*) from new_events) <> cardinality($2::uuid[])
+                 or (select count(*) from resolved_events) <> cardinality($22::uuid[])
+                 or (select count(*) from updated) <> cardinality($32::uuid[])
+               then tollgate_fail('${TollgateSqlState.STALE_PLAN}',
+                      'stale plan: ' || (select count(*) from resolved_events) || '/' || cardinality($22::uuid[]) || ' events, '
+                      || (select count(*) from updated) || '/' || cardinality($32::uuid[]) || ' grants')
+          end as failed,
+          coalesce((select json_agg(json_build_object('id', u.id, 'remaining', u.remaining::text)) from updated u), '[]') as grants`,
+);
+
+interface GrantDelta {
+  remaining: Dec;
+  held: Dec;
+  consumed: Dec;
+  writtenOff: Dec;
+  checkFloor: boolean;
+  checkZero: boolean;
+  requireActive: boolean;
+}
+
+const DEBITS = new Set([LedgerKind.CONSUME, LedgerKind.CAPTURE, LedgerKind.HOLD]);
+
+function deltasOf(postings: Posting[]): Map<string, GrantDelta> {
+  const map = new Map<string, GrantDelta>();
+  for (const p of postings) {
+    let d = map.get(p.grantId);
+    if (!d) {
+      d = { remaining: ZERO, held: ZERO, consumed: ZERO, writtenOff: ZERO, checkFloor: false, checkZero: false, requireActive: false };
+      map.set(p.grantId, d);
+    }
+    d.remaining = d.remaining.plus(p.amount);
+    switch (p.kind) {
+      case LedgerKind.CONSUME:
+      case LedgerKind.CAPTURE:
+        d.consumed = d.consumed.minus(p.amount);
+        break;
+      case LedgerKind.HOLD:
+      case LedgerKind.RELEASE:
+        d.held = d.held.minus(p.amount);
+        break;
+      case LedgerKind.EXPIRE:
+      case LedgerKind.REVOKE:
+        d.writtenOff = d.writtenOff.minus(p.amount);
+        d.checkZero = true;
+        break;
+      case LedgerKind.ADJUST:
+      case LedgerKind.GRANT:
+        if (p.amount.isNegative()) d.checkFloor = true;
+        break;
+    }
+    if (DEBITS.has(p.kind)) {
+      d.checkFloor = true;
+      d.requireActive = true;
+    }
+  }
+  return map;
+}
+
+const n = (d: Dec | null | undefined) => (d === null || d === undefined ? null : fmt(d));
+
+export interface ApplyResult {
+  /** New available balance of every grant touched. */
+  grants: Map<string, Dec>;
+}
+
+/**
+ * Runs the plan. Throws StalePlanError when a precondition no longer holds (or an idempotency key
+ * was claimed concurrently): nothing was written, re-read and re-plan.
+ */
+export async function applyPlan(sql: Sql, customerId: string, plan: LedgerPlan, actor: string | null): Promise<ApplyResult> {
+  if (plan.inserts.length === 0 && plan.updates.length === 0 && plan.postings.length === 0) {
+    return { grants: new Map() };
+  }
+  const deltas = deltasOf(plan.postings);
+  const ids = [...deltas.keys()];
+  const ins = plan.inserts;
+  const upd = plan.updates;
+  const values: unknown[] = [
+    customerId,
+    ins.map((u) => u.id),
+    ins.map((u) => u.idempotencyKey),
+    ins.map((u) => u.kind),
+    ins.map((u) => u.featureKey),
+    ins.map((u) => u.poolKey),
+    ins.map((u) => fmt(u.quantity)),
+    ins.map((u) => n(u.rate)),
+    ins.map((u) => u.status),
+    ins.map((u) => u.allowed),
+    ins.map((u) => u.reason),
+    ins.map((u) => fmt(u.charged)),
+    ins.map((u) => fmt(u.overage)),
+    ins.map((u) => fmt(u.uncollected)),
+    ins.map((u) => fmt(u.held)),
+    ins.map((u) => (u.holds ? JSON.stringify(u.holds) : null)),
+    ins.map((u) => u.expiresAt),
+    ins.map((u) => n(u.balanceAfter)),
+    ins.map((u) => n(u.providerCost)),
+    ins.map((u) => (u.properties ? JSON.stringify(u.properties) : null)),
+    ins.map((u) => u.actor),
+    upd.map((u) => u.id),
+    upd.map((u) => u.expectedStatuses.join(',')),
+    upd.map((u) => u.status),
+    upd.map((u) => fmt(u.charged)),
+    upd.map((u) => fmt(u.overage)),
+    upd.map((u) => fmt(u.uncollected)),
+    upd.map((u) => n(u.committedQuantity)),
+    upd.map((u) => u.late),
+    upd.map((u) => n(u.balanceAfter)),
+    upd.map((u) => n(u.providerCost)),
+    ids,
+    ids.map((id) => fmt(deltas.get(id)!.remaining)),
+    ids.map((id) => fmt(deltas.get(id)!.held)),
+    ids.map((id) => fmt(deltas.get(id)!.consumed)),
+    ids.map((id) => fmt(deltas.get(id)!.writtenOff)),
+    ids.map((id) => deltas.get(id)!.checkFloor),
+    ids.map((id) => deltas.get(id)!.checkZero),
+    ids.map((id) => deltas.get(id)!.requireActive),
+    plan.postings.map((p) => p.grantId),
+    plan.postings.map((p) => p.kind),
+    plan.postings.map((p) => fmt(p.amount)),
+    plan.postings.map((p) => p.usageEventId),
+    plan.postings.map((p) => p.idempotencyKey),
+    plan.postings.map((p) => (p.metadata ? JSON.stringify(p.metadata) : null)),
+    plan.postings.map((_, i) => i),
+    plan.postings.map((p) => (p.actor === undefined ? actor : p.actor)),
+  ];
+  try {
+    const [row] = await sql.query<{ grants: Array<{ id: string; remaining: string }> }>(APPLY, values);
+    return { grants: new Map(row.grants.map((g) => [g.id, new D(g.remaining)])) };
+  } catch (err) {
+    const e = err as { code?: string; constraint?: string; message?: string };
+    if (e.code === TollgateSqlState.STALE_PLAN) throw new StalePlanError(e.message ?? 'stale');
+    if (e.code === '23505' && e.constraint === 'usage_event_idempotency_key') throw new StalePlanError('idempotency key claimed concurrently');
+    if (e.code === '23514' && e.constraint === 'credit_grant_floor') throw new StalePlanError('floor');
+    if (e.code === '23514' && e.constraint === 'credit_grant_held_nonneg') throw new StalePlanError('held');
+    throw err;
+  }
+}

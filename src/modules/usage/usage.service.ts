@@ -1,0 +1,387 @@
+import { randomUUID } from 'node:crypto';
+import type { Db } from '../../db/sql';
+import { dec, type Dec } from '../../shared/decimal';
+import { badInput, DomainError, ErrorCode } from '../../shared/errors';
+import { AccessReason, type UsageRow } from '../access/access.model';
+import { loadCustomerState, parseUsage } from '../access/access.state';
+import { validateCustomerId } from '../entitlements/entitlements.service';
+import { StalePlanError } from '../ledger/ledger.apply';
+import type { LedgerEntryRow, LedgerService, NewGrant } from '../ledger/ledger.service';
+import { planBatch, poolsOf, virtualGrants, type OpOutcome, type UsageOp } from './usage.plan';
+
+/**
+ * consume, reserve, commit and release. Every operation of a customer goes through that
+ * customer's queue: operations that arrive while a batch is being written are planned together
+ * and written by ONE atomic statement (group commit). Each still gets exactly the result it would
+ * have had alone, in arrival order. Across processes (replicas), batches of the same customer
+ * race optimistically: the write re-checks its preconditions under row locks and a stale plan is
+ * re-read and re-planned (docs/metering.md).
+ */
+
+export interface ConsumeInput {
+  customerId: string;
+  feature: string;
+  quantity: Dec;
+  idempotencyKey: string;
+  properties?: Record<string, unknown> | null;
+  providerCost?: Dec | null;
+}
+
+export interface ReserveInput {
+  customerId: string;
+  feature: string;
+  quantity: Dec;
+  idempotencyKey: string;
+  ttlSeconds?: number | null;
+  properties?: Record<string, unknown> | null;
+}
+
+export interface ConsumeResult {
+  allowed: boolean;
+  reason: AccessReason;
+  feature: string;
+  usageId: string | null;
+  charged: Dec;
+  overage: Dec;
+  uncollected: Dec;
+  balance: Dec | null;
+  replayed: boolean;
+  late: boolean;
+  detail: string | null;
+}
+
+export interface Reservation {
+  id: string;
+  customerId: string;
+  feature: string;
+  quantity: Dec;
+  status: 'HELD' | 'COMMITTED' | 'RELEASED' | 'EXPIRED' | 'DENIED';
+  held: Dec;
+  charged: Dec;
+  expiresAt: Date | null;
+  createdAt: Date;
+}
+
+export interface ReserveResult {
+  allowed: boolean;
+  reason: AccessReason;
+  reservation: Reservation | null;
+  balance: Dec | null;
+  replayed: boolean;
+  detail: string | null;
+}
+
+export interface UsageEventView {
+  id: string;
+  row: UsageRow;
+  entries: LedgerEntryRow[];
+}
+
+const MAX_BATCH = 128;
+const MAX_ATTEMPTS = 10;
+const PROPERTIES_LIMIT = 16_384;
+export const MAX_TTL_SECONDS = 3600;
+
+export { decodeUsageId, encodeUsageId } from '../../shared/ids';
+import { decodeUsageId, encodeUsageId } from '../../shared/ids';
+
+// ---- validation ------------------------------------------------------------------------------
+
+export function validateKey(key: string): string {
+  if (typeof key !== 'string' || key.length < 1 || key.length > 255) {
+    throw badInput('idempotencyKey must be 1 to 255 characters', { field: 'idempotencyKey' });
+  }
+  return key;
+}
+
+function validateQuantity(q: Dec, field: string, allowZero: boolean): Dec {
+  if (allowZero ? q.isNegative() : q.lte(0)) {
+    throw badInput(`${field} must be ${allowZero ? 'zero or more' : 'greater than zero'}`, { field });
+  }
+  return q;
+}
+
+function validateProperties(p: Record<string, unknown> | null | undefined): Record<string, unknown> | null {
+  if (p === undefined || p === null) return null;
+  if (typeof p !== 'object' || Array.isArray(p)) throw badInput('properties must be a JSON object', { field: 'properties' });
+  if (JSON.stringify(p).length > PROPERTIES_LIMIT) {
+    throw badInput(`properties must be at most ${PROPERTIES_LIMIT} bytes of JSON`, { field: 'properties' });
+  }
+  return p;
+}
+
+function validateCost(c: Dec | null | undefined): Dec | null {
+  if (c === undefined || c === null) return null;
+  if (c.isNegative()) throw badInput('providerCost must not be negative', { field: 'providerCost' });
+  return c;
+}
+
+// ---- results ---------------------------------------------------------------------------------
+
+function reservationOf(row: UsageRow): Reservation {
+  return {
+    id: encodeUsageId(row.customerId, row.id),
+    customerId: row.customerId,
+    feature: row.featureKey,
+    quantity: dec(row.quantity),
+    status: row.status as Reservation['status'],
+    held: dec(row.held),
+    charged: dec(row.charged),
+    expiresAt: row.expiresAt,
+    createdAt: row.createdAt,
+  };
+}
+
+function consumeResultOf(feature: string, o: Extract<OpOutcome, { ok: true }>): ConsumeResult {
+  const row = o.row;
+  if (!row) {
+    return {
+      allowed: false,
+      reason: o.reason ?? AccessReason.NO_ENTITLEMENT,
+      feature,
+      usageId: null,
+      charged: dec(0),
+      overage: dec(0),
+      uncollected: dec(0),
+      balance: null,
+      replayed: false,
+      late: false,
+      detail: o.detail,
+    };
+  }
+  return {
+    allowed: row.allowed,
+    reason: row.reason,
+    feature: row.featureKey,
+    usageId: encodeUsageId(row.customerId, row.id),
+    charged: dec(row.charged),
+    overage: dec(row.overage),
+    uncollected: dec(row.uncollected),
+    balance: row.balanceAfter === null ? null : dec(row.balanceAfter),
+    replayed: o.replayed,
+    late: row.late,
+    detail: o.detail,
+  };
+}
+
+// ---- the service -----------------------------------------------------------------------------
+
+interface Pending {
+  op: UsageOp;
+  featureKeys: string[];
+  key?: string;
+  id?: string;
+  resolve: (o: OpOutcome) => void;
+  reject: (e: unknown) => void;
+}
+
+export class UsageService {
+  private readonly queues = new Map<string, Pending[]>();
+  /** Statistics for the benchmark and tests. */
+  readonly stats = { batches: 0, operations: 0, stalePlans: 0, materializations: 0 };
+
+  constructor(
+    private readonly db: Db,
+    private readonly ledger: LedgerService,
+  ) {}
+
+  async consume(input: ConsumeInput, actor: string): Promise<ConsumeResult> {
+    validateCustomerId(input.customerId);
+    const op: UsageOp = {
+      type: 'consume',
+      featureKey: input.feature,
+      quantity: validateQuantity(input.quantity, 'quantity', false),
+      idempotencyKey: validateKey(input.idempotencyKey),
+      properties: validateProperties(input.properties),
+      providerCost: validateCost(input.providerCost),
+      actor,
+    };
+    const o = await this.submit(input.customerId, { op, featureKeys: [input.feature], key: op.idempotencyKey });
+    return consumeResultOf(input.feature, o);
+  }
+
+  async reserve(input: ReserveInput, actor: string): Promise<ReserveResult> {
+    validateCustomerId(input.customerId);
+    const ttl = input.ttlSeconds ?? 300;
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TTL_SECONDS) {
+      throw badInput(`ttlSeconds must be an integer from 1 to ${MAX_TTL_SECONDS}`, { field: 'ttlSeconds' });
+    }
+    const op: UsageOp = {
+      type: 'reserve',
+      featureKey: input.feature,
+      quantity: validateQuantity(input.quantity, 'quantity', false),
+      idempotencyKey: validateKey(input.idempotencyKey),
+      ttlSeconds: ttl,
+      properties: validateProperties(input.properties),
+      actor,
+    };
+    const o = await this.submit(input.customerId, { op, featureKeys: [input.feature], key: op.idempotencyKey });
+    const row = o.row;
+    return {
+      allowed: row ? row.allowed : false,
+      reason: row ? row.reason : (o.reason ?? AccessReason.NO_ENTITLEMENT),
+      reservation: row && row.allowed ? reservationOf(row) : null,
+      balance: row?.balanceAfter ? dec(row.balanceAfter) : null,
+      replayed: o.replayed,
+      detail: o.detail,
+    };
+  }
+
+  async commit(publicId: string, quantity: Dec, providerCost: Dec | null | undefined, actor: string): Promise<ConsumeResult & { customerId: string }> {
+    const { customerId, id } = decodeUsageId(publicId);
+    const op: UsageOp = {
+      type: 'commit',
+      id,
+      quantity: validateQuantity(quantity, 'quantity', true),
+      providerCost: validateCost(providerCost),
+      actor,
+    };
+    const o = await this.submit(customerId, { op, featureKeys: [], id });
+    return { ...consumeResultOf(o.row?.featureKey ?? '', o), customerId };
+  }
+
+  async release(publicId: string, actor: string): Promise<Reservation> {
+    const { customerId, id } = decodeUsageId(publicId);
+    const o = await this.submit(customerId, { op: { type: 'release', id, actor }, featureKeys: [], id });
+    return reservationOf(o.row!);
+  }
+
+  /** The customer a usage or reservation id belongs to (for authorization before acting). */
+  customerOf(publicId: string): string {
+    return decodeUsageId(publicId).customerId;
+  }
+
+  /** Sweeper entry: lapse expired holds and write off expired grants of one customer. */
+  async maintain(customerId: string, poolKeys: string[], holdIds: string[]): Promise<void> {
+    await this.submit(customerId, {
+      op: { type: 'maintain', holdIds, actor: 'system:sweeper' },
+      featureKeys: poolKeys,
+    });
+  }
+
+  /** One usage event and its ledger entries: "why was I charged?". */
+  async usageEvent(customerId: string, by: { idempotencyKey?: string | null; id?: string | null }): Promise<UsageEventView | null> {
+    let id: string | null = null;
+    if (by.id) {
+      const decoded = decodeUsageId(by.id);
+      if (decoded.customerId !== customerId) return null;
+      id = decoded.id;
+    } else if (!by.idempotencyKey) {
+      throw badInput('give the usage id or the idempotency key');
+    }
+    const [r] = await this.db.query<{ row: Record<string, unknown> }>(
+      `select json_build_object(
+         'id', e.id, 'idempotencyKey', e.idempotency_key, 'kind', e.kind, 'featureKey', e.feature_key,
+         'poolKey', e.pool_key, 'quantity', e.quantity::text, 'rate', e.rate::text, 'status', e.status,
+         'allowed', e.allowed, 'reason', e.reason, 'charged', e.charged::text, 'overage', e.overage::text,
+         'uncollected', e.uncollected::text, 'held', e.held::text, 'holds', e.holds,
+         'committedQuantity', e.committed_quantity::text, 'late', e.late, 'balanceAfter', e.balance_after::text,
+         'providerCost', e.provider_cost::text, 'expiresAt', e.expires_at, 'createdAt', e.created_at,
+         'resolvedAt', e.resolved_at, 'properties', e.properties, 'actor', e.actor) as row
+         from usage_event e
+        where e.customer_id = $1 and ($2::uuid is null or e.id = $2) and ($3::text is null or e.idempotency_key = $3)
+        limit 1`,
+      [customerId, id, id ? null : (by.idempotencyKey ?? null)],
+    );
+    if (!r) return null;
+    const row = parseUsage(customerId, r.row);
+    const entries = await this.ledger.entriesForUsage(customerId, row.id);
+    return { id: encodeUsageId(customerId, row.id), row, entries };
+  }
+
+  // ---- the per-customer queue --------------------------------------------------------------
+
+  private submit(customerId: string, p: Omit<Pending, 'resolve' | 'reject'>): Promise<Extract<OpOutcome, { ok: true }>> {
+    return new Promise<OpOutcome>((resolve, reject) => {
+      const pending: Pending = { ...p, resolve, reject };
+      const queue = this.queues.get(customerId);
+      if (queue) {
+        queue.push(pending);
+        return;
+      }
+      this.queues.set(customerId, [pending]);
+      void this.drain(customerId);
+    }).then((o) => {
+      if (!o.ok) throw o.error;
+      return o;
+    });
+  }
+
+  private async drain(customerId: string): Promise<void> {
+    const queue = this.queues.get(customerId)!;
+    while (queue.length > 0) {
+      const batch = queue.splice(0, MAX_BATCH);
+      try {
+        const outcomes = await this.runBatch(customerId, batch);
+        batch.forEach((p, i) => p.resolve(outcomes[i]));
+      } catch (err) {
+        if (batch.length > 1 && !(err instanceof DomainError)) {
+          // Something unexpected: run each operation alone so that one cannot fail the others.
+          for (const p of batch) {
+            try {
+              p.resolve((await this.runBatch(customerId, [p]))[0]);
+            } catch (e) {
+              p.reject(e);
+            }
+          }
+        } else {
+          batch.forEach((p) => p.reject(err));
+        }
+      }
+    }
+    this.queues.delete(customerId);
+  }
+
+  private async runBatch(customerId: string, batch: Pending[]): Promise<OpOutcome[]> {
+    const featureKeys = [...new Set(batch.flatMap((p) => p.featureKeys))];
+    const keys = batch.flatMap((p) => (p.key ? [p.key] : []));
+    const ids = batch.flatMap((p) => (p.id ? [p.id] : []));
+    const holdIds = batch.flatMap((p) => (p.op.type === 'maintain' ? p.op.holdIds : []));
+    this.stats.batches += 1;
+    this.stats.operations += batch.length;
+    let materialized = 0;
+    for (let attempt = 1; ; attempt++) {
+      const state = await this.db.run((sql) => loadCustomerState(sql, customerId, featureKeys, { keys, ids: [...ids, ...holdIds] }));
+      // Periods are materialized lazily: write the grants of periods that have begun, then re-read.
+      const pools = new Set<string>();
+      for (const k of state.features.keys()) for (const p of poolsOf(state, k)) pools.add(p);
+      const missing = virtualGrants(state, pools);
+      if (missing.length > 0 && materialized < 3) {
+        materialized += 1;
+        this.stats.materializations += 1;
+        await this.materialize(customerId, missing);
+        continue;
+      }
+      const { plan, outcomes } = planBatch(
+        state,
+        batch.map((p) => p.op),
+      );
+      try {
+        await this.db.run((sql) => this.ledger.apply(sql, customerId, plan, null));
+        return outcomes;
+      } catch (err) {
+        if (!(err instanceof StalePlanError)) throw err;
+        this.stats.stalePlans += 1;
+        if (attempt >= MAX_ATTEMPTS) {
+          throw new DomainError(ErrorCode.RETRY_LATER, 'too much contention on this customer; retry with the same idempotency key');
+        }
+      }
+    }
+  }
+
+  private async materialize(customerId: string, grants: ReturnType<typeof virtualGrants>): Promise<void> {
+    const rows: NewGrant[] = grants.map((g) => ({
+      id: randomUUID(),
+      entitlementId: g.entitlementId,
+      featureKey: g.featureKey,
+      source: g.source,
+      periodStart: g.periodStart,
+      expiresAt: g.expiresAt,
+      priority: g.priority,
+      amount: g.amount,
+      floor: g.floor,
+      metadata: g.rollover.gt(0) ? { rollover: g.rollover.toFixed() } : { period: 'started' },
+    }));
+    await this.db.run((sql) => this.ledger.createGrants(sql, customerId, rows, 'system:period'));
+  }
+}

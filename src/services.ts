@@ -1,0 +1,39 @@
+import type { Config } from './config';
+import type { Db } from './db/sql';
+import { AccessService } from './modules/access/access.service';
+import { AuthService } from './modules/auth/auth.service';
+import { CatalogService } from './modules/catalog/catalog.service';
+import { CustomersService } from './modules/customers/customers.service';
+import { CreditsService } from './modules/entitlements/credits.service';
+import { EntitlementsService } from './modules/entitlements/entitlements.service';
+import { LedgerService } from './modules/ledger/ledger.service';
+import { UsageService } from './modules/usage/usage.service';
+
+/** Every service, wired once per process. Stateless but for caches and the usage queues. */
+export interface Services {
+  db: Db;
+  catalog: CatalogService;
+  customers: CustomersService;
+  ledger: LedgerService;
+  entitlements: EntitlementsService;
+  credits: CreditsService;
+  access: AccessService;
+  usage: UsageService;
+  auth: AuthService;
+}
+
+export function createServices(db: Db, config: Config): Services {
+  const ledger = new LedgerService(db);
+  const entitlements = new EntitlementsService(db, ledger);
+  return {
+    db,
+    catalog: new CatalogService(db),
+    customers: new CustomersService(db),
+    ledger,
+    entitlements,
+    credits: new CreditsService(db, entitlements),
+    access: new AccessService(db),
+    usage: new UsageService(db, ledger),
+    auth: new AuthService(db, config),
+  };
+}
