@@ -63,6 +63,8 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
 
   await fastify.register(fastifyApollo(apollo), {
     path: '/graphql',
+    // Per-request access logs cost throughput on the hot path; failures are still logged.
+    logLevel: config.logLevel === 'debug' || config.logLevel === 'trace' ? config.logLevel : 'warn',
     method: ['GET', 'POST', 'OPTIONS'],
     context: async (request): Promise<Context> => {
       let principal;

@@ -131,6 +131,7 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
 
   /** Gives a reservation's holds back; what lands on a grant that can no longer be used is written off. */
   const releaseHolds = (row: UsageRow, actor: string) => {
+    if (row.poolKey) viewOf(row.poolKey);
     for (const h of row.holds ?? []) {
       const amount = dec(h.amount);
       if (amount.lte(0)) continue;
