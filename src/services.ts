@@ -8,6 +8,8 @@ import { CreditsService } from './modules/entitlements/credits.service';
 import { EntitlementsService } from './modules/entitlements/entitlements.service';
 import { LedgerService } from './modules/ledger/ledger.service';
 import { UsageService } from './modules/usage/usage.service';
+import { PaymentsService } from './modules/payments/payments.service';
+import { StripeProvider } from './modules/payments/stripe/stripe.adapter';
 
 /** Every service, wired once per process. Stateless but for caches and the usage queues. */
 export interface Services {
@@ -20,14 +22,19 @@ export interface Services {
   access: AccessService;
   usage: UsageService;
   auth: AuthService;
+  payments: PaymentsService;
 }
 
 export function createServices(db: Db, config: Config): Services {
   const ledger = new LedgerService(db);
   const entitlements = new EntitlementsService(db, ledger);
+  const catalog = new CatalogService(db);
+  const payments = new PaymentsService(db, catalog, entitlements, ledger, config.paymentGraceSeconds);
+  payments.register(new StripeProvider(config.stripe.webhookSecrets, config.stripe.secretKey, config.stripe.apiBase));
   return {
     db,
-    catalog: new CatalogService(db),
+    catalog,
+    payments,
     customers: new CustomersService(db),
     ledger,
     entitlements,

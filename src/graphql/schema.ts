@@ -7,6 +7,7 @@ import { CatalogResolver } from '../modules/catalog/catalog.resolver';
 import { EntitlementsResolver } from '../modules/entitlements/entitlements.resolver';
 import { LedgerResolver } from '../modules/ledger/ledger.resolver';
 import { UsageResolver } from '../modules/usage/usage.resolver';
+import { PaymentsResolver } from '../modules/payments/payments.resolver';
 import { authChecker } from './auth-checker';
 import { DateTimeScalar, DecimalScalar } from './scalars';
 
@@ -17,6 +18,7 @@ export const resolvers = [
   UsageResolver,
   LedgerResolver,
   AuthResolver,
+  PaymentsResolver,
 ] as const;
 
 let cached: GraphQLSchema | undefined;

@@ -15,6 +15,7 @@ import { createLoaders } from '../graphql/loaders';
 import { getSchema } from '../graphql/schema';
 import { DomainError } from '../shared/errors';
 import type { Services } from '../services';
+import { registerWebhooks } from './webhooks';
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -85,6 +86,8 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
       };
     },
   });
+
+  await registerWebhooks(fastify, services);
 
   fastify.get('/healthz', async () => ({ status: 'ok' }));
   fastify.get('/readyz', async (_request, reply) => {

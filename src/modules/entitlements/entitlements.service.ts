@@ -423,6 +423,58 @@ export class EntitlementsService {
     return this.getIn(sql, customerId, id);
   }
 
+  /**
+   * Sets an entitlement's end exactly (payments reconcile: the end follows the provider's state,
+   * in either direction, and may lie in the past). Ending it writes off what its grants hold
+   * (EXPIRE); moving the end keeps each period grant's expiry at min(period end, validUntil).
+   */
+  async setValidUntil(sql: Sql, customerId: string, id: string, validUntil: Date | null, actor: Actor, reason: string): Promise<EntitlementRow> {
+    const [row] = await sql.query<{ row: Record<string, unknown>; now: Date }>(
+      `select ${ENTITLEMENT_JSON} as row, now() as now from entitlement e where e.customer_id = $1 and e.id = $2 and e.revoked_at is null for no key update`,
+      [customerId, id],
+    );
+    if (!row) throw notFound('Entitlement', id);
+    const e = parseEntitlement(customerId, row.row);
+    const same = (e.validUntil?.getTime() ?? null) === (validUntil?.getTime() ?? null);
+    if (same) return e;
+    if (validUntil && validUntil.getTime() <= e.validFrom.getTime()) throw badInput('validUntil must be after validFrom');
+    await sql.query(`update entitlement set valid_until = $3, updated_at = now() where customer_id = $1 and id = $2`, [customerId, id, validUntil]);
+    if (validUntil && validUntil.getTime() <= row.now.getTime()) {
+      await this.ledger.writeOff(sql, customerId, { entitlementId: id }, LedgerKind.EXPIRE, actorString(actor), { reason });
+    } else {
+      const grants = await sql.query<{ id: string; period_start: Date }>(
+        `select id, period_start from credit_grant where customer_id = $1 and entitlement_id = $2 and revoked_at is null
+            and (expires_at is null or expires_at > now())`,
+        [customerId, id],
+      );
+      for (const g of grants) {
+        const period = periodAt(e.validFrom, e.resetPeriod, g.period_start, validUntil);
+        const end = period?.end ?? validUntil;
+        await sql.query(`update credit_grant set expires_at = $3 where customer_id = $1 and id = $2`, [customerId, g.id, end]);
+      }
+    }
+    await this.recordChange(
+      sql,
+      customerId,
+      id,
+      validUntil && validUntil.getTime() <= row.now.getTime() ? EntitlementAction.ENDED : EntitlementAction.UPDATED,
+      { validUntil: { from: e.validUntil, to: validUntil } },
+      actor,
+      reason,
+    );
+    return this.getIn(sql, customerId, id);
+  }
+
+  /** Entitlements whose sourceRef starts with `prefix` (payments: those of one subscription). */
+  async listBySourcePrefix(sql: Sql, customerId: string, prefix: string): Promise<EntitlementRow[]> {
+    const rows = await sql.query<{ row: Record<string, unknown> }>(
+      `select ${ENTITLEMENT_JSON} as row from entitlement e
+        where e.customer_id = $1 and e.revoked_at is null and starts_with(e.source_ref, $2) order by e.valid_from, e.id`,
+      [customerId, prefix],
+    );
+    return rows.map((r) => parseEntitlement(customerId, r.row));
+  }
+
   async getIn(sql: Sql, customerId: string, id: string): Promise<EntitlementRow> {
     const [row] = await sql.query<{ row: Record<string, unknown> }>(
       `select ${ENTITLEMENT_JSON} as row from entitlement e where e.customer_id = $1 and e.id = $2`,
@@ -494,6 +546,7 @@ export class EntitlementsService {
     const grants: NewGrant[] = [];
     for (const e of created) {
       if (e.allowance === null) continue;
+      if (e.validUntil && e.validUntil.getTime() <= result.now.getTime()) continue; // granted already over
       const period = periodAt(e.validFrom, e.resetPeriod, result.now, e.validUntil);
       if (!period) continue;
       const floor = e.overage === OveragePolicy.ALLOW ? (e.overageLimit === null ? null : dec(e.overageLimit).neg()) : ZERO;

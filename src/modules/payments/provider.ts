@@ -1,0 +1,74 @@
+/**
+ * What the payments layer needs from a payment provider. Stripe is the first adapter; another
+ * provider (Paddle, Lemon Squeezy) implements the same interface and maps its events onto the
+ * same intents — the event store, linking and reconciliation do not change.
+ */
+
+export type SubscriptionStatus =
+  | 'active'
+  | 'trialing'
+  | 'past_due'
+  | 'unpaid'
+  | 'incomplete'
+  | 'incomplete_expired'
+  | 'paused'
+  | 'canceled';
+
+/** A subscription as one event saw it. */
+export interface SubscriptionSnapshot {
+  id: string;
+  status: SubscriptionStatus;
+  priceId: string | null;
+  quantity: number;
+  startDate: Date | null;
+  currentPeriodStart: Date | null;
+  currentPeriodEnd: Date | null;
+  cancelAtPeriodEnd: boolean;
+  canceledAt: Date | null;
+  endedAt: Date | null;
+}
+
+/** What an event means for Tollgate, independent of the provider's format. */
+export type EventIntent =
+  | { kind: 'subscription'; subscription: SubscriptionSnapshot; deleted: boolean }
+  | { kind: 'invoice_paid'; subscriptionId: string; periodStart: Date | null; periodEnd: Date | null }
+  | { kind: 'invoice_failed'; subscriptionId: string }
+  | {
+      kind: 'checkout';
+      sessionId: string;
+      mode: string | null;
+      paymentIntent: string | null;
+      amountTotal: number | null;
+      packKey: string | null;
+      priceIds: string[];
+    }
+  | { kind: 'refund'; paymentIntent: string; amount: number; amountRefunded: number }
+  | { kind: 'dispute'; paymentIntent: string; amount: number }
+  | { kind: 'customer' }
+  | { kind: 'other' };
+
+export interface ProviderEvent {
+  id: string;
+  type: string;
+  created: Date;
+  /** The provider's customer id, when the event names one. */
+  providerCustomerId: string | null;
+  /** A Tollgate customer id carried by the event (client_reference_id, metadata.customer_id). */
+  customerIdHint: string | null;
+  /** Groups events whose order matters: the subscription, the checkout session, the payment intent. */
+  objectId: string | null;
+  intent: EventIntent;
+  payload: unknown;
+}
+
+export class SignatureError extends Error {}
+
+export interface PaymentProvider {
+  readonly name: string;
+  /** Verifies the signature over the raw body and parses the event; throws SignatureError. */
+  verify(rawBody: Buffer, headers: Record<string, string | string[] | undefined>): ProviderEvent;
+  /** Re-parses a stored event (replay). */
+  parse(payload: unknown): ProviderEvent;
+  /** Price ids of a checkout session's line items, when the provider API is configured. */
+  lineItemPriceIds?(sessionId: string): Promise<string[]>;
+}

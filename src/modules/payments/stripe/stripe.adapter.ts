@@ -1,0 +1,149 @@
+import Stripe from 'stripe';
+import { SignatureError, type EventIntent, type PaymentProvider, type ProviderEvent, type SubscriptionSnapshot } from '../provider';
+
+/**
+ * Stripe: signatures verified by the official SDK (raw body, 5-minute tolerance, several secrets
+ * for rotation); objects read defensively because Stripe's API versions move fields around
+ * (periods on the subscription in older versions, on each item in newer ones; the invoice's
+ * subscription at the top level or under parent.subscription_details).
+ */
+
+type Obj = Record<string, any>;
+
+const TOLERANCE_SECONDS = 300;
+
+const date = (seconds: unknown): Date | null => (typeof seconds === 'number' && Number.isFinite(seconds) ? new Date(seconds * 1000) : null);
+const str = (v: unknown): string | null => (typeof v === 'string' && v.length > 0 ? v : v && typeof v === 'object' && typeof (v as Obj).id === 'string' ? (v as Obj).id : null);
+
+function subscriptionSnapshot(s: Obj): SubscriptionSnapshot {
+  const item: Obj | undefined = s.items?.data?.[0];
+  return {
+    id: s.id,
+    status: s.status,
+    priceId: str(item?.price) ?? str(s.plan) ?? null,
+    quantity: Number.isInteger(item?.quantity) ? item!.quantity : Number.isInteger(s.quantity) ? s.quantity : 1,
+    startDate: date(s.start_date),
+    currentPeriodStart: date(s.current_period_start ?? item?.current_period_start),
+    currentPeriodEnd: date(s.current_period_end ?? item?.current_period_end),
+    cancelAtPeriodEnd: Boolean(s.cancel_at_period_end),
+    canceledAt: date(s.canceled_at),
+    endedAt: date(s.ended_at),
+  };
+}
+
+function invoiceSubscription(inv: Obj): string | null {
+  return str(inv.subscription) ?? str(inv.parent?.subscription_details?.subscription) ?? str(inv.lines?.data?.[0]?.subscription) ?? null;
+}
+
+export function parseStripeEvent(event: Obj): ProviderEvent {
+  if (!event || typeof event !== 'object' || typeof event.id !== 'string' || typeof event.type !== 'string' || typeof event.created !== 'number') {
+    throw new SignatureError('not a Stripe event');
+  }
+  const o: Obj = event.data?.object ?? {};
+  let intent: EventIntent = { kind: 'other' };
+  let objectId: string | null = null;
+  let customerIdHint: string | null = typeof o.metadata?.customer_id === 'string' ? o.metadata.customer_id : null;
+  switch (event.type) {
+    case 'customer.subscription.created':
+    case 'customer.subscription.updated':
+    case 'customer.subscription.deleted':
+    case 'customer.subscription.paused':
+    case 'customer.subscription.resumed':
+      intent = { kind: 'subscription', subscription: subscriptionSnapshot(o), deleted: event.type === 'customer.subscription.deleted' };
+      objectId = o.id;
+      break;
+    case 'invoice.paid':
+    case 'invoice.payment_succeeded': {
+      const sub = invoiceSubscription(o);
+      if (sub) {
+        const period = o.lines?.data?.[0]?.period ?? {};
+        intent = { kind: 'invoice_paid', subscriptionId: sub, periodStart: date(period.start ?? o.period_start), periodEnd: date(period.end ?? o.period_end) };
+        objectId = sub;
+      }
+      break;
+    }
+    case 'invoice.payment_failed': {
+      const sub = invoiceSubscription(o);
+      if (sub) {
+        intent = { kind: 'invoice_failed', subscriptionId: sub };
+        objectId = sub;
+      }
+      break;
+    }
+    case 'checkout.session.completed':
+      customerIdHint = typeof o.client_reference_id === 'string' ? o.client_reference_id : customerIdHint;
+      intent = {
+        kind: 'checkout',
+        sessionId: o.id,
+        mode: o.mode ?? null,
+        paymentIntent: str(o.payment_intent),
+        amountTotal: typeof o.amount_total === 'number' ? o.amount_total : null,
+        packKey: typeof o.metadata?.pack === 'string' ? o.metadata.pack : null,
+        priceIds: typeof o.metadata?.price_id === 'string' ? [o.metadata.price_id] : [],
+      };
+      objectId = str(o.payment_intent) ?? o.id;
+      break;
+    case 'charge.refunded':
+      if (str(o.payment_intent)) {
+        intent = { kind: 'refund', paymentIntent: str(o.payment_intent)!, amount: Number(o.amount) || 0, amountRefunded: Number(o.amount_refunded) || 0 };
+        objectId = str(o.payment_intent);
+      }
+      break;
+    case 'charge.dispute.created':
+      if (str(o.payment_intent)) {
+        intent = { kind: 'dispute', paymentIntent: str(o.payment_intent)!, amount: Number(o.amount) || 0 };
+        objectId = str(o.payment_intent);
+      }
+      break;
+    case 'customer.created':
+    case 'customer.updated':
+      intent = { kind: 'customer' };
+      break;
+  }
+  const providerCustomerId = event.type.startsWith('customer.') && !event.type.startsWith('customer.subscription') ? str(o.id) : str(o.customer);
+  return { id: event.id, type: event.type, created: new Date(event.created * 1000), providerCustomerId, customerIdHint, objectId, intent, payload: event };
+}
+
+export class StripeProvider implements PaymentProvider {
+  readonly name = 'stripe';
+  private readonly stripe: Stripe;
+
+  constructor(
+    private readonly secrets: string[],
+    private readonly secretKey: string | undefined,
+    apiBase: string | undefined,
+  ) {
+    const base = apiBase ? new URL(apiBase) : undefined;
+    this.stripe = new Stripe(secretKey ?? 'sk_test_unconfigured', {
+      ...(base ? { host: base.hostname, port: base.port || (base.protocol === 'http:' ? 80 : 443), protocol: base.protocol.replace(':', '') as 'http' | 'https' } : {}),
+      maxNetworkRetries: 2,
+      timeout: 10_000,
+    });
+  }
+
+  verify(rawBody: Buffer, headers: Record<string, string | string[] | undefined>): ProviderEvent {
+    const signature = headers['stripe-signature'];
+    if (typeof signature !== 'string' || signature.length === 0) throw new SignatureError('missing Stripe-Signature header');
+    if (this.secrets.length === 0) throw new SignatureError('no webhook secret configured (STRIPE_WEBHOOK_SECRET)');
+    let lastError: unknown;
+    for (const secret of this.secrets) {
+      try {
+        const event = this.stripe.webhooks.constructEvent(rawBody, signature, secret, TOLERANCE_SECONDS);
+        return parseStripeEvent(event as unknown as Obj);
+      } catch (err) {
+        lastError = err;
+      }
+    }
+    throw new SignatureError(lastError instanceof Error ? lastError.message : 'invalid signature');
+  }
+
+  parse(payload: unknown): ProviderEvent {
+    return parseStripeEvent(payload as Obj);
+  }
+
+  async lineItemPriceIds(sessionId: string): Promise<string[]> {
+    if (!this.secretKey) return [];
+    const items = await this.stripe.checkout.sessions.listLineItems(sessionId, { limit: 20 });
+    return items.data.map((li) => str(li.price)).filter((x): x is string => x !== null);
+  }
+}
