@@ -22,7 +22,7 @@ async function main() {
   const baseUrl = process.env.DATABASE_URL ?? pg!.url();
   const db = `tollgate_scratch_${randomBytes(4).toString('hex')}`;
   await ensureDatabaseExists(baseUrl, db);
-  const orm = await createOrm({ url: withDatabase(baseUrl, db) });
+  const orm = await createOrm({ url: withDatabase(baseUrl, db), snapshot: true });
   try {
     const migrator = orm.getMigrator();
     const result = await migrator.createMigration(path.join(rootDir, 'migrations'), blank, initial, name);

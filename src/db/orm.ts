@@ -11,6 +11,11 @@ export interface OrmSettings {
   url: string;
   poolMax?: number;
   debug?: boolean;
+  /**
+   * Only the migration scripts use the snapshot. MikroORM rewrites migrations/.snapshot.json from
+   * the database after every `up()`, which would dirty the repository on every start and test.
+   */
+  snapshot?: boolean;
 }
 
 /** Repository root (works from `src/` under ts-jest and from `dist/src/` when compiled). */
@@ -38,7 +43,7 @@ export function ormOptions(settings: OrmSettings): Options {
       transactional: true,
       silent: true,
       allOrNothing: true,
-      snapshot: true,
+      snapshot: settings.snapshot ?? false,
       snapshotName: '.snapshot',
       emit: 'ts',
       disableForeignKeys: false,
