@@ -157,6 +157,11 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const dataDir = path.join(dir, 'pg');
   const credentialsFile = path.join(dir, 'pg-credentials.json');
   await fs.mkdir(dir, { recursive: true });
+  // As root the server runs as the `postgres` user, which must be able to reach its data folder.
+  if (process.getuid?.() === 0) {
+    const mode = (await fs.stat(dir)).mode;
+    if ((mode & 0o001) === 0) await fs.chmod(dir, (mode & 0o777) | 0o711);
+  }
 
   let credentials: Credentials;
   if (existsSync(path.join(dataDir, 'PG_VERSION')) && existsSync(credentialsFile)) {
