@@ -28,6 +28,8 @@ export class Migration20261122193758_integrity extends Migration {
     // Lookups by an entitlement's id alone (revokeEntitlement(id)), and the ledger by pool.
     this.addSql(`create index "entitlement_id_idx" on "entitlement" ("id");`);
     this.addSql(`create index "ledger_entry_feature_idx" on "ledger_entry" ("customer_id", "feature_key", "id");`);
+    // Lapsed holds of one customer (given back lazily by its next write).
+    this.addSql(`create index "usage_event_customer_hold_idx" on "usage_event" ("customer_id", "expires_at") where "status" = 'HELD';`);
 
     // Append-only tables.
     this.addSql(`create function tollgate_reject_change() returns trigger language plpgsql as $$
@@ -54,6 +56,7 @@ end $$;`);
     }
     this.addSql(`drop function if exists tollgate_reject_change();`);
     this.addSql(`drop index if exists "ledger_entry_feature_idx";`);
+    this.addSql(`drop index if exists "usage_event_customer_hold_idx";`);
     this.addSql(`drop index if exists "entitlement_id_idx";`);
     for (const [table, fk] of [
       ['ledger_entry', 'ledger_entry_usage_event_fk'],

@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import { Client } from 'pg';
 import type { Config } from './config';
 import { migrate } from './db/migrate';
 import { createOrm, type Orm } from './db/orm';
@@ -31,6 +32,12 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
     if (config.adminKey) await services.auth.ensureEnvAdminKey(config.adminKey);
     const http = await createHttpServer(config, orm, services, { logger: opts.logger });
     const sweeper = new Sweeper(db, services.usage, (err) => http.fastify.log.error({ err }, 'sweeper failed'));
+    // API key revocations made by any replica clear this replica's key cache at once.
+    const listener = new Client({ connectionString: url });
+    listener.on('notification', () => services.auth.invalidate());
+    listener.on('error', (err) => http.fastify.log.warn({ err }, 'auth listener lost its connection'));
+    await listener.connect();
+    await listener.query('listen tollgate_auth');
     let closed = false;
     return {
       config,
@@ -44,6 +51,7 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
         closed = true;
         await sweeper.stop();
         await http.fastify.close();
+        await listener.end().catch(() => undefined);
         await orm.close(true);
       },
     };

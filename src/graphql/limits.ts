@@ -1,5 +1,4 @@
-import { GraphQLError, type ValidationContext, type ValidationRule, type ASTVisitor } from 'graphql';
-import depthLimit from 'graphql-depth-limit';
+import { GraphQLError, Kind, type ASTVisitor, type DocumentNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionSetNode, type ValidationContext, type ValidationRule } from 'graphql';
 import { getComplexity, simpleEstimator } from 'graphql-query-complexity';
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { GraphQLSchema } from 'graphql';
@@ -23,8 +22,61 @@ export function aliasLimit(max: number): ValidationRule {
   };
 }
 
+/** Rejects operations nested deeper than `max` (safe with unknown or cyclic fragments). */
+export function depthLimit(max: number): ValidationRule {
+  return (context: ValidationContext): ASTVisitor => ({
+    Document(node) {
+      for (const d of node.definitions) {
+        if (d.kind !== Kind.OPERATION_DEFINITION) continue;
+        const depth = operationDepth(node, d.name?.value ?? null, d);
+        if (depth > max) {
+          context.reportError(
+            new GraphQLError(`'${d.name?.value ?? 'anonymous'}' exceeds maximum operation depth of ${max} (it is ${depth} levels deep)`, {
+              nodes: [d],
+              extensions: { code: 'GRAPHQL_VALIDATION_FAILED' },
+            }),
+          );
+        }
+      }
+    },
+  });
+}
+
 export function validationRules(limits: { maxDepth: number; maxAliases: number }): ValidationRule[] {
-  return [depthLimit(limits.maxDepth) as ValidationRule, aliasLimit(limits.maxAliases)];
+  return [depthLimit(limits.maxDepth), aliasLimit(limits.maxAliases)];
+}
+
+/**
+ * Depth of an operation, following fragments (each at most once per path, so cycles end).
+ * Introspection subtrees (`__schema`, `__type`) are not counted, as in graphql-depth-limit.
+ */
+export function operationDepth(document: DocumentNode, operationName?: string | null, only?: OperationDefinitionNode): number {
+  const fragments = new Map<string, FragmentDefinitionNode>();
+  let operation: OperationDefinitionNode | undefined = only;
+  for (const d of document.definitions) {
+    if (d.kind === Kind.FRAGMENT_DEFINITION) fragments.set(d.name.value, d);
+    if (d.kind === Kind.OPERATION_DEFINITION && (!operationName || d.name?.value === operationName)) operation ??= d;
+  }
+  const depth = (set: SelectionSetNode | undefined, seen: Set<string>): number => {
+    if (!set) return 0;
+    let max = 0;
+    for (const sel of set.selections) {
+      if (sel.kind === Kind.FIELD) {
+        if (sel.name.value.startsWith('__')) continue;
+        max = Math.max(max, 1 + depth(sel.selectionSet, seen));
+      } else if (sel.kind === Kind.INLINE_FRAGMENT) {
+        max = Math.max(max, depth(sel.selectionSet, seen));
+      } else {
+        const name = sel.name.value;
+        const f = fragments.get(name);
+        if (!f || seen.has(name)) continue;
+        max = Math.max(max, depth(f.selectionSet, new Set([...seen, name])));
+      }
+    }
+    return max;
+  };
+  // Counted like graphql-depth-limit: the root fields are at depth 0.
+  return operation ? Math.max(0, depth(operation.selectionSet, new Set()) - 1) : 0;
 }
 
 /** Cost limit: every field costs 1, lists of inputs and aliases add up (graphql-query-complexity). */
@@ -33,13 +85,20 @@ export function costLimitPlugin(schema: GraphQLSchema, maxCost: number): ApolloS
     async requestDidStart() {
       return {
         async didResolveOperation({ request, document }) {
-          const cost = getComplexity({
-            schema,
-            query: document,
-            operationName: request.operationName ?? undefined,
-            variables: request.variables ?? {},
-            estimators: [simpleEstimator({ defaultComplexity: 1 })],
-          });
+          let cost: number;
+          try {
+            cost = getComplexity({
+              schema,
+              query: document,
+              operationName: request.operationName ?? undefined,
+              variables: request.variables ?? {},
+              estimators: [simpleEstimator({ defaultComplexity: 1 })],
+            });
+          } catch (err) {
+            // Bad variables: left to Apollo, which reports them as BAD_USER_INPUT.
+            if (err instanceof GraphQLError) return;
+            throw err;
+          }
           if (cost > maxCost) {
             throw new GraphQLError(`The query costs ${cost}, more than the limit of ${maxCost}`, {
               extensions: { code: 'QUERY_TOO_COMPLEX', cost, maxCost, http: { status: 400 } },

@@ -62,10 +62,11 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
   });
   await apollo.start();
 
-  await fastify.register(fastifyApollo(apollo), {
+  // Per-request access logs cost throughput on the hot path; failures are still logged.
+  const graphqlLogLevel = config.logLevel === 'debug' || config.logLevel === 'trace' ? config.logLevel : 'warn';
+  await fastify.register(async (scope) => {
+  await scope.register(fastifyApollo(apollo), {
     path: '/graphql',
-    // Per-request access logs cost throughput on the hot path; failures are still logged.
-    logLevel: config.logLevel === 'debug' || config.logLevel === 'trace' ? config.logLevel : 'warn',
     method: ['GET', 'POST', 'OPTIONS'],
     context: async (request): Promise<Context> => {
       let principal;
@@ -86,6 +87,7 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
       };
     },
   });
+  }, { logLevel: graphqlLogLevel });
 
   await registerWebhooks(fastify, services);
 

@@ -39,6 +39,8 @@ export function mapDbError(err: unknown): unknown {
     case '22003':
     case '22007':
     case '22008':
+    case '22021': // invalid byte sequence (e.g. a NUL character in a string)
+    case '22P05': // untranslatable character in JSON
       return new DomainError(ErrorCode.BAD_USER_INPUT, 'The input violates a constraint', { constraint: e.constraint });
     case '40001':
     case '40P01':

@@ -86,6 +86,7 @@ export async function startTestApp(overrides: Record<string, string> = {}): Prom
   const config = testConfig(overrides);
   const app = await createApp(config, url, { logger: false, migrate: false });
   const direct = new Client({ connectionString: url });
+  direct.on('error', () => undefined); // the database is dropped under it at close
   await direct.connect();
   await direct.query(`set timezone = 'UTC'`);
 

@@ -12,6 +12,13 @@ const LOAD_STATE = statement(
   `with events as (
      select u.* from usage_event u
       where u.customer_id = $1 and (u.idempotency_key = any($3::text[]) or u.id = any($4::uuid[]))
+     union
+     -- Lapsed holds of this customer, given back by the next write (bounded; the sweeper does the rest).
+     (select u.* from usage_event u
+       where u.customer_id = $1 and u.status = 'HELD' and u.expires_at <= now()
+         and u.feature_key in (select f.key from feature f where f.key = any($2::text[])
+                               or f.credit_pool_key in (select coalesce(f2.credit_pool_key, f2.key) from feature f2 where f2.key = any($2::text[])))
+       limit 20)
    ),
    requested as (
      select f.key, f.credit_pool_key, f.gated_by_key from feature f

@@ -92,22 +92,23 @@ export function costOf(quantity: Dec, rate: Dec, poolPrecision: number): Dec {
   return ceilTo(quantity.times(rate), poolPrecision);
 }
 
-/** Period usage figures of the entitlement whose grant is drawn first. */
+/**
+ * The entitlement reported is the one whose grant is drawn first; "limit / used / resets at"
+ * describe the allowance that resets (a plan's period), when there is one.
+ */
 function periodFigures(view: PoolView): Pick<AccessDecision, 'entitlement' | 'limit' | 'used' | 'resetsAt'> {
-  const first = view.grants[0];
-  const entitlement =
-    (first && view.entitlements.find((e) => e.id === first.entitlementId)) ??
-    view.entitlements.find((e) => e.resetPeriod && e.resetPeriod !== ResetPeriod.NEVER) ??
-    view.entitlements[0] ??
-    null;
+  const resets = (e: EntitlementRow | undefined) => !!e && !!e.resetPeriod && e.resetPeriod !== ResetPeriod.NEVER;
+  const entitlementOf = (g: PoolView['grants'][number] | undefined) => (g ? view.entitlements.find((e) => e.id === g.entitlementId) : undefined);
+  const entitlement = entitlementOf(view.grants[0]) ?? view.entitlements.find((e) => resets(e)) ?? view.entitlements[0] ?? null;
   if (!entitlement) return { entitlement: null, limit: null, used: null, resetsAt: null };
-  const grant = view.grants.find((g) => g.entitlementId === entitlement.id);
-  const periodic = entitlement.resetPeriod !== null && entitlement.resetPeriod !== ResetPeriod.NEVER;
+  const periodicGrant = view.grants.find((g) => resets(entitlementOf(g)));
+  const grant = periodicGrant ?? view.grants.find((g) => g.entitlementId === entitlement.id);
+  const periodicEntitlement = periodicGrant ? entitlementOf(periodicGrant)! : entitlement;
   return {
     entitlement,
-    limit: grant ? grant.amount : dec(entitlement.allowance),
+    limit: grant ? grant.amount : dec(periodicEntitlement.allowance),
     used: grant ? grant.consumed : ZERO,
-    resetsAt: periodic ? (grant?.expiresAt ?? null) : null,
+    resetsAt: periodicGrant ? periodicGrant.expiresAt : null,
   };
 }
 

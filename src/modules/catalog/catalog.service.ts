@@ -193,6 +193,8 @@ export class CatalogService {
   }
 
   async getFeature(em: EntityManager, key: string): Promise<Feature> {
+    if (/[\u0000-\u001f]/.test(key)) throw badInput('key must not contain control characters', { field: 'key' });
+    if (!SLUG_RE.test(key)) throw notFound('Feature', key.slice(0, 80));
     const f = await em.findOne(Feature, { key });
     if (!f) throw notFound('Feature', key);
     return f;
@@ -203,6 +205,8 @@ export class CatalogService {
   }
 
   async getPlan(em: EntityManager, key: string): Promise<Plan> {
+    if (/[\u0000-\u001f]/.test(key)) throw badInput('key must not contain control characters', { field: 'key' });
+    if (!SLUG_RE.test(key)) throw notFound('Plan', key.slice(0, 80));
     const p = await em.findOne(Plan, { key }, { populate: ['entitlements'] });
     if (!p) throw notFound('Plan', key);
     return p;
@@ -213,6 +217,8 @@ export class CatalogService {
   }
 
   async getCreditPack(em: EntityManager, key: string): Promise<CreditPack> {
+    if (/[\u0000-\u001f]/.test(key)) throw badInput('key must not contain control characters', { field: 'key' });
+    if (!SLUG_RE.test(key)) throw notFound('CreditPack', key.slice(0, 80));
     const p = await em.findOne(CreditPack, { key });
     if (!p) throw notFound('CreditPack', key);
     return p;

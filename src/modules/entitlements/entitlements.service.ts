@@ -161,7 +161,7 @@ export class EntitlementsService {
       `select id::text, customer_id, entitlement_id, feature_key, action, changes, actor_type, actor_id, reason, created_at
          from entitlement_change
         where customer_id = $1 and ($2::bigint is null or id < $2) and ($4::uuid is null or entitlement_id = $4)
-        order by id desc limit $3`,
+        order by entitlement_change.id desc limit $3`,
       [customerId, afterId, first + 1, entitlementId ?? null],
     );
     const items: EntitlementChangeRow[] = rows.slice(0, first).map((r) => ({

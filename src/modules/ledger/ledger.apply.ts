@@ -55,6 +55,9 @@ export interface UsageUpdate {
   late: boolean;
   balanceAfter: Dec | null;
   providerCost: Dec | null;
+  /** Commit: whether the whole usage could be charged (false when some is uncollected). */
+  allowed: boolean;
+  reason: string;
 }
 
 export interface Posting {
@@ -106,10 +109,10 @@ const APPLY = statement(
      update usage_event e
         set status = v.status, charged = v.charged, overage = v.overage, uncollected = v.uncollected,
             committed_quantity = v.committed_quantity, late = v.late, balance_after = v.balance_after,
-            provider_cost = coalesce(v.provider_cost, e.provider_cost), resolved_at = now()
+            provider_cost = coalesce(v.provider_cost, e.provider_cost), allowed = v.allowed, reason = v.reason, resolved_at = now()
        from unnest($22::uuid[], $23::text[], $24::text[], $25::numeric[], $26::numeric[], $27::numeric[],
-                   $28::numeric[], $29::boolean[], $30::numeric[], $31::numeric[])
-            as v(id, expected, status, charged, overage, uncollected, committed_quantity, late, balance_after, provider_cost)
+                   $28::numeric[], $29::boolean[], $30::numeric[], $31::numeric[], $48::boolean[], $49::text[])
+            as v(id, expected, status, charged, overage, uncollected, committed_quantity, late, balance_after, provider_cost, allowed, reason)
       where e.customer_id = $1 and e.id = v.id and e.status = any(string_to_array(v.expected, ','))
      returning e.id
    ),
@@ -279,6 +282,8 @@ export async function applyPlan(sql: Sql, customerId: string, plan: LedgerPlan, 
     plan.postings.map((p) => (p.metadata ? JSON.stringify(p.metadata) : null)),
     plan.postings.map((_, i) => i),
     plan.postings.map((p) => (p.actor === undefined ? actor : p.actor)),
+    upd.map((u) => u.allowed),
+    upd.map((u) => u.reason),
   ];
   try {
     const [row] = await sql.query<{ grants: Array<{ id: string; remaining: string }> }>(APPLY, values);

@@ -205,7 +205,7 @@ export class LedgerService {
           and ($3::timestamptz is null or created_at >= $3)
           and ($4::timestamptz is null or created_at < $4)
           and ($5::bigint is null or id < $5)
-        order by id desc
+        order by ledger_entry.id desc
         limit $6`,
       [args.customerId, args.feature ?? null, args.from ?? null, args.to ?? null, afterId, args.first + 1],
     );
@@ -221,7 +221,7 @@ export class LedgerService {
 
   async entriesForUsage(customerId: string, usageEventId: string): Promise<LedgerEntryRow[]> {
     const rows = await this.db.query<Record<string, unknown>>(
-      `select ${ENTRY_COLUMNS} from ledger_entry where customer_id = $1 and usage_event_id = $2 order by id`,
+      `select ${ENTRY_COLUMNS} from ledger_entry where customer_id = $1 and usage_event_id = $2 order by ledger_entry.id`,
       [customerId, usageEventId],
     );
     return rows.map(toEntry);

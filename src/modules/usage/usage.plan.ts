@@ -170,7 +170,7 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
     plan.inserts.push(ins);
   };
 
-  const resolve = (row: UsageRow, upd: Omit<UsageUpdate, 'id' | 'expectedStatuses'>) => {
+  const resolve = (row: UsageRow, upd: Omit<UsageUpdate, 'id' | 'expectedStatuses' | 'allowed' | 'reason'>) => {
     const pendingInsert = inserted.get(row.id);
     const next: UsageRow = {
       ...row,
@@ -208,7 +208,13 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
     }
     const expected = row.status;
     const existing = updates.get(row.id);
-    const u: UsageUpdate = { id: row.id, expectedStatuses: existing?.expectedStatuses ?? [expected], ...upd };
+    const u: UsageUpdate = {
+      id: row.id,
+      expectedStatuses: existing?.expectedStatuses ?? [expected],
+      ...upd,
+      allowed: next.allowed,
+      reason: next.reason,
+    };
     if (existing) Object.assign(existing, u);
     else {
       updates.set(row.id, u);
@@ -216,6 +222,24 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
     }
     return next;
   };
+
+  // Holds whose reservation expired are given back lazily, by whichever batch first sees them
+  // (the sweeper only catches the ones nobody touches). Expiry is judged by the database clock.
+  const targeted = new Set(ops.flatMap((op) => (op.type === 'commit' || op.type === 'release' ? [op.id] : [])));
+  for (const row of state.usageById.values()) {
+    if (row.status !== 'HELD' || !row.expiresAt || row.expiresAt.getTime() > now.getTime() || targeted.has(row.id)) continue;
+    releaseHolds(row, 'system:expiry');
+    resolve(row, {
+      status: 'EXPIRED',
+      charged: ZERO,
+      overage: ZERO,
+      uncollected: ZERO,
+      committedQuantity: null,
+      late: false,
+      balanceAfter: row.poolKey ? available(viewOf(row.poolKey)) : null,
+      providerCost: null,
+    });
+  }
 
   for (const op of ops) {
     try {
