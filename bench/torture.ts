@@ -1,0 +1,836 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Client } from 'pg';
+import { ensureDatabaseExists } from '../src/db/database';
+import { startEmbeddedPostgres, type RunningPostgres } from '../src/db/embedded';
+import { decodeUsageId } from '../src/shared/ids';
+
+/**
+ * Torture test (issue 6, part 1): >= 64 concurrent clients issue consume / reserve / commit /
+ * release / grantCredits with idempotency keys against the compiled server, retrying the same key
+ * after timeouts and dropped connections (sometimes concurrently) and reusing keys with other
+ * parameters, while the service is SIGKILLed and restarted several times a minute and the
+ * PostgreSQL postmaster is SIGKILLed and restarted at least once. Every acknowledged outcome is
+ * recorded client-side; at the end the invariants are checked with direct SQL. docs/reliability.md
+ *
+ *   node dist/bench/torture.js --duration 20 --seed 42 --clients 64
+ */
+
+// ---- arguments and PRNG ----------------------------------------------------------------------
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return fallback;
+  const n = Number(process.argv[i + 1]);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`--${name} must be a number`);
+  return n;
+}
+const flag = (name: string) => process.argv.includes(`--${name}`);
+
+const DURATION_S = arg('duration', 60);
+const SEED = Math.floor(arg('seed', Date.now() % 1_000_000_000));
+const CLIENTS = Math.max(1, Math.floor(arg('clients', 64)));
+const CUSTOMERS = Math.max(10, Math.floor(arg('customers', 200)));
+const KEEP = flag('keep');
+const VERBOSE = flag('verbose');
+
+/** mulberry32: small, fast, seeded. */
+function prng(seed: number) {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return {
+    next,
+    int: (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1)),
+    chance: (p: number) => next() < p,
+    pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)],
+  };
+}
+type Rng = ReturnType<typeof prng>;
+const master = prng(SEED);
+Math.random = master.next; // anything else that draws randomness in this process follows the seed
+
+const log = (line: string) => process.stdout.write(`${line}\n`);
+const debug = (line: string) => {
+  if (VERBOSE) log(`  [${((Date.now() - t0) / 1000).toFixed(1)}s] ${line}`);
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const t0 = Date.now();
+
+// ---- processes -------------------------------------------------------------------------------
+
+const root = path.resolve(__dirname, '..', '..');
+const mainJs = path.join(root, 'dist', 'src', 'main.js');
+const ADMIN = `tg_torture_admin_${SEED}_0123456789abcdef`;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const counts = {
+  opsSent: 0,
+  requests: 0,
+  acknowledged: 0,
+  refusals: 0,
+  retried: 0,
+  concurrentDuplicates: 0,
+  keyReuses: 0,
+  timeouts: 0,
+  connectionErrors: 0,
+  transientErrors: 0,
+  lost: 0,
+  serviceKills: 0,
+  serviceKillsDuringStart: 0,
+  serviceUnexpectedExits: 0,
+  serviceFailedStarts: 0,
+  dbKills: 0,
+};
+
+interface Env {
+  dir: string;
+  pgPort: number;
+  port: number;
+  pg: RunningPostgres;
+  dbUrl: string;
+  base: string;
+}
+
+class Service {
+  child: ChildProcess | undefined;
+  private output = '';
+  private killing = false;
+  constructor(private readonly env: Env) {}
+
+  private starting: Promise<void> | undefined;
+  /** Ready since (ms), undefined while down or starting. */
+  readySince: number | undefined;
+
+  /** Starts the server and waits for /readyz; retries while the database is down or a start-up is killed. */
+  start(): Promise<void> {
+    this.starting ??= (async () => {
+      try {
+        for (let attempt = 1; ; attempt++) {
+          if (await this.startOnce()) {
+            this.readySince = Date.now();
+            debug(`service ready (attempt ${attempt})`);
+            return;
+          }
+          if (!this.killedDuringStart) counts.serviceFailedStarts += 1;
+          this.killedDuringStart = false;
+          if (attempt > 100) throw new Error(`the service did not start after ${attempt} attempts:\n${this.output.slice(-3000)}`);
+          await sleep(300);
+        }
+      } finally {
+        this.starting = undefined;
+      }
+    })();
+    return this.starting;
+  }
+  private killedDuringStart = false;
+
+  private startOnce(): Promise<boolean> {
+    const { env } = this;
+    this.output = '';
+    const child = spawn(process.execPath, [mainJs], {
+      cwd: root,
+      env: {
+        ...process.env,
+        NODE_ENV: 'development',
+        DATABASE_URL: env.dbUrl,
+        TOLLGATE_DATA_DIR: path.join(env.dir, 'app'),
+        PORT: String(env.port),
+        TOLLGATE_PG_PORT: String(env.pgPort),
+        TOLLGATE_ADMIN_KEY: ADMIN,
+        TOLLGATE_DEMO_CATALOG: 'true',
+        TOLLGATE_SWEEP_INTERVAL: '3s',
+        LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    child.stdout!.on('data', (d) => (this.output = (this.output + d).slice(-20000)));
+    child.stderr!.on('data', (d) => (this.output = (this.output + d).slice(-20000)));
+    return new Promise<boolean>((resolve) => {
+      let done = false;
+      const finish = (ok: boolean) => {
+        if (done) return;
+        done = true;
+        resolve(ok);
+      };
+      child.once('exit', (code, signal) => {
+        if (this.child === child) {
+          this.child = undefined;
+          this.readySince = undefined;
+        }
+        if (!done) finish(false);
+        else if (!this.killing) {
+          counts.serviceUnexpectedExits += 1;
+          void this.start().catch((err) => log(`  ! ${String(err)}`));
+          log(`  ! service exited on its own (code ${code}, signal ${signal}):\n${this.output.slice(-2000)}`);
+        }
+      });
+      const poll = async () => {
+        const deadline = Date.now() + 60_000;
+        while (!done && Date.now() < deadline) {
+          try {
+            const res = await fetch(`${env.base}/readyz`, { signal: AbortSignal.timeout(1000) });
+            if (res.status === 200) return finish(true);
+          } catch {
+            /* not yet */
+          }
+          await sleep(100);
+        }
+        if (!done) {
+          child.kill('SIGKILL');
+          finish(false);
+        }
+      };
+      void poll();
+    });
+  }
+
+  /** SIGKILL whatever runs now (serving or still starting), and have it started again. */
+  async kill(): Promise<'serving' | 'starting' | 'none'> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return 'none';
+    const state = this.readySince === undefined ? 'starting' : 'serving';
+    this.killing = true;
+    if (state === 'starting') this.killedDuringStart = true;
+    this.readySince = undefined;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill('SIGKILL');
+    await exited;
+    this.killing = false;
+    counts.serviceKills += 1;
+    if (state === 'starting') counts.serviceKillsDuringStart += 1;
+    else void this.start().catch((err) => log(`  ! ${String(err)}`));
+    return state;
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    this.killing = true;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill('SIGTERM');
+    await Promise.race([exited, sleep(25_000).then(() => child.kill('SIGKILL'))]);
+    await exited;
+  }
+
+  /** Up, or started again (after an unexpected exit). */
+  async ensureUp(): Promise<void> {
+    if (this.starting) await this.starting;
+    if (this.child && this.child.exitCode === null) return;
+    await this.start();
+  }
+}
+
+// ---- GraphQL client with retries -------------------------------------------------------------
+
+type GqlError = { message: string; extensions?: { code?: string } };
+type Attempt =
+  | { kind: 'data'; data: any }
+  | { kind: 'error'; code: string; message: string }
+  | { kind: 'timeout' }
+  | { kind: 'network'; message: string };
+
+let base = '';
+let stopping = false; // end of the run: no more random timeouts
+const RETRYABLE = new Set(['INTERNAL_SERVER_ERROR', 'SERVICE_UNAVAILABLE', 'RETRY_LATER', 'HTTP']);
+
+async function attempt(query: string, variables: Record<string, unknown>, timeoutMs: number): Promise<Attempt> {
+  counts.requests += 1;
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), timeoutMs);
+  try {
+    const res = await fetch(`${base}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` },
+      body: JSON.stringify({ query, variables }),
+      signal: ctl.signal,
+    });
+    const text = await res.text();
+    let body: { data?: any; errors?: GqlError[] };
+    try {
+      body = JSON.parse(text) as typeof body;
+    } catch {
+      return { kind: 'error', code: 'HTTP', message: `${res.status}: ${text.slice(0, 200)}` };
+    }
+    if (body.errors?.length) {
+      const e = body.errors[0];
+      return { kind: 'error', code: e.extensions?.code ?? 'UNKNOWN', message: e.message };
+    }
+    if (!body.data) return { kind: 'error', code: 'HTTP', message: `${res.status} without data` };
+    return { kind: 'data', data: body.data };
+  } catch (err) {
+    if (ctl.signal.aborted) return { kind: 'timeout' };
+    return { kind: 'network', message: err instanceof Error ? `${err.message} ${String((err as { cause?: unknown }).cause ?? '')}` : String(err) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Sends one logical operation until it gets an answer that is not a transient failure:
+ * random short timeouts (AbortController) and dropped connections are retried with the SAME
+ * variables (same idempotency key), sometimes by several concurrent requests at once.
+ * Every answer that arrives is passed to `onAnswer` (several may arrive for one operation).
+ */
+async function send(
+  rng: Rng,
+  query: string,
+  variables: Record<string, unknown>,
+  onAnswer: (a: Extract<Attempt, { kind: 'data' | 'error' }>) => void,
+): Promise<Extract<Attempt, { kind: 'data' | 'error' }> | undefined> {
+  counts.opsSent += 1;
+  const giveUp = () => Date.now() > hardDeadline;
+  for (let round = 0; ; round++) {
+    if (round > 0) counts.retried += 1;
+    const fanout = !stopping && rng.chance(0.08) ? rng.int(2, 4) : 1;
+    if (fanout > 1) counts.concurrentDuplicates += fanout - 1;
+    const timeouts = Array.from({ length: fanout }, () => (!stopping && rng.chance(0.15) ? rng.int(2, 120) : 15_000));
+    const results = await Promise.all(timeouts.map((t) => attempt(query, variables, t)));
+    let final: Extract<Attempt, { kind: 'data' | 'error' }> | undefined;
+    for (const r of results) {
+      if (r.kind === 'timeout') counts.timeouts += 1;
+      else if (r.kind === 'network') counts.connectionErrors += 1;
+      else if (r.kind === 'error' && RETRYABLE.has(r.code)) {
+        counts.transientErrors += 1;
+        debug(`transient ${r.code}: ${r.message}`);
+      } else {
+        onAnswer(r);
+        final ??= r;
+      }
+    }
+    if (final) return final;
+    if (giveUp()) {
+      counts.lost += 1;
+      return undefined;
+    }
+    await sleep(rng.int(5, stopping ? 300 : 150));
+  }
+}
+
+// ---- the workload and its history -------------------------------------------------------------
+
+const CONSUME = `mutation($input: ConsumeInput!) { consume(input: $input) { allowed reason usageId charged replayed } }`;
+const RESERVE = `mutation($input: ReserveInput!) { reserve(input: $input) { allowed reason replayed reservation { id status held quantity } } }`;
+const COMMIT = `mutation($id: ID!, $q: Decimal!) { commitReservation(id: $id, quantity: $q) { allowed reason usageId charged replayed } }`;
+const RELEASE = `mutation($id: ID!) { releaseReservation(id: $id) { id status held charged } }`;
+const GRANT = `mutation($input: GrantCreditsInput!) { grantCredits(input: $input) { id amount replayed } }`;
+
+const FEATURES = [
+  { key: 'text.generate', max: 5 },
+  { key: 'image.generate', max: 3 },
+  { key: 'llm.tokens', max: 4000 },
+] as const;
+
+/** Client-side history: every answer received, per idempotency key or reservation. */
+interface ConsumeRecord {
+  customerId: string;
+  key: string;
+  feature: string;
+  quantity: string;
+  answers: Array<{ allowed: boolean; usageId: string | null; charged: string }>;
+  errors: string[];
+}
+interface ReserveRecord {
+  customerId: string;
+  key: string;
+  answers: Array<{ allowed: boolean; id: string | null; held: string | null }>;
+  errors: string[];
+}
+interface ResolveRecord {
+  customerId: string;
+  quantity: string;
+  commits: Array<{ charged: string; usageId: string | null; allowed: boolean }>;
+  releases: string[]; // statuses answered
+  refusals: string[]; // CONFLICT etc.
+}
+interface GrantRecord {
+  customerId: string;
+  key: string;
+  amount: string;
+  answers: Array<{ id: string; amount: string }>;
+  errors: string[];
+}
+
+const consumes = new Map<string, ConsumeRecord>(); // customer|key
+const reserves = new Map<string, ReserveRecord>();
+const resolutions = new Map<string, ResolveRecord>(); // public reservation id
+const grants = new Map<string, GrantRecord>();
+const openReservations: Array<{ id: string; customerId: string; quantity: number }> = [];
+const reusable: Array<{ type: 'consume' | 'grant'; customerId: string; key: string; feature: string; quantity: string }> = [];
+const unexpected: string[] = [];
+const reuseFailures: string[] = [];
+
+const customerId = (i: number) => `t${SEED}-c${String(i).padStart(3, '0')}`;
+const HOT = 5;
+function pickCustomer(rng: Rng): string {
+  return customerId(rng.chance(0.5) ? rng.int(0, HOT - 1) : rng.int(0, CUSTOMERS - 1));
+}
+
+let hardDeadline = Number.POSITIVE_INFINITY;
+
+async function clientLoop(index: number, until: number): Promise<void> {
+  const rng = prng((SEED * 1_000_003 + index * 7919) >>> 0);
+  let n = 0;
+  while (Date.now() < until) {
+    n += 1;
+    const r = rng.next();
+    const cust = pickCustomer(rng);
+    const key = `k-${index}-${n}`;
+    if (r < 0.4) {
+      const f = rng.pick(FEATURES);
+      const quantity = String(rng.int(1, f.max));
+      const rec: ConsumeRecord = { customerId: cust, key, feature: f.key, quantity, answers: [], errors: [] };
+      consumes.set(`${cust}|${key}`, rec);
+      await send(rng, CONSUME, { input: { customerId: cust, feature: f.key, quantity, idempotencyKey: key } }, (a) => {
+        if (a.kind === 'data') {
+          const c = a.data.consume;
+          rec.answers.push({ allowed: c.allowed, usageId: c.usageId, charged: c.charged });
+          counts.acknowledged += 1;
+          if (!c.allowed) counts.refusals += 1;
+          else if (rng.chance(0.3)) reusable.push({ type: 'consume', customerId: cust, key, feature: f.key, quantity });
+        } else rec.errors.push(`${a.code}: ${a.message}`);
+      });
+    } else if (r < 0.6) {
+      const f = rng.pick(FEATURES.slice(0, 2));
+      const quantity = rng.int(1, f.max);
+      const rec: ReserveRecord = { customerId: cust, key, answers: [], errors: [] };
+      reserves.set(`${cust}|${key}`, rec);
+      const ttlSeconds = rng.int(2, 40);
+      await send(rng, RESERVE, { input: { customerId: cust, feature: f.key, quantity: String(quantity), idempotencyKey: key, ttlSeconds } }, (a) => {
+        if (a.kind === 'data') {
+          const v = a.data.reserve;
+          rec.answers.push({ allowed: v.allowed, id: v.reservation?.id ?? null, held: v.reservation?.held ?? null });
+          counts.acknowledged += 1;
+          if (!v.allowed) counts.refusals += 1;
+          else if (v.reservation && !resolutions.has(v.reservation.id)) {
+            resolutions.set(v.reservation.id, { customerId: cust, quantity: String(quantity), commits: [], releases: [], refusals: [] });
+            openReservations.push({ id: v.reservation.id, customerId: cust, quantity });
+          }
+        } else rec.errors.push(`${a.code}: ${a.message}`);
+      });
+    } else if (r < 0.85 && openReservations.length > 0) {
+      // commit or release a reservation someone acknowledged (often one another client also resolves)
+      const i = rng.int(Math.max(0, openReservations.length - 50), openReservations.length - 1);
+      const res = openReservations[i];
+      if (rng.chance(0.7)) openReservations.splice(i, 1);
+      const rec = resolutions.get(res.id)!;
+      if (rng.chance(0.65)) {
+        const q = String(rng.int(0, res.quantity + 1));
+        await send(rng, COMMIT, { id: res.id, q }, (a) => {
+          if (a.kind === 'data') {
+            const c = a.data.commitReservation;
+            rec.commits.push({ charged: c.charged, usageId: c.usageId, allowed: c.allowed });
+            counts.acknowledged += 1;
+          } else if (a.code === 'CONFLICT') rec.refusals.push(a.message);
+          else unexpected.push(`commit ${res.id}: ${a.code}: ${a.message}`);
+        });
+      } else {
+        await send(rng, RELEASE, { id: res.id }, (a) => {
+          if (a.kind === 'data') {
+            rec.releases.push(a.data.releaseReservation.status);
+            counts.acknowledged += 1;
+          } else if (a.code === 'CONFLICT') rec.refusals.push(a.message);
+          else unexpected.push(`release ${res.id}: ${a.code}: ${a.message}`);
+        });
+      }
+    } else if (r < 0.95) {
+      const amount = String(rng.int(10, 500));
+      const rec: GrantRecord = { customerId: cust, key: `g-${key}`, amount, answers: [], errors: [] };
+      grants.set(`${cust}|${rec.key}`, rec);
+      await send(rng, GRANT, { input: { customerId: cust, feature: 'credits', amount, idempotencyKey: rec.key } }, (a) => {
+        if (a.kind === 'data') {
+          rec.answers.push({ id: a.data.grantCredits.id, amount: a.data.grantCredits.amount });
+          counts.acknowledged += 1;
+          if (rng.chance(0.3)) reusable.push({ type: 'grant', customerId: cust, key: rec.key, feature: 'credits', quantity: amount });
+        } else rec.errors.push(`${a.code}: ${a.message}`);
+      });
+    } else if (reusable.length > 0) {
+      // the same key with different parameters: must be refused with IDEMPOTENCY_KEY_REUSED
+      const old = rng.pick(reusable);
+      counts.keyReuses += 1;
+      const other = String(Number(old.quantity) + rng.int(1, 3));
+      const [query, variables] =
+        old.type === 'consume'
+          ? [CONSUME, { input: { customerId: old.customerId, feature: old.feature, quantity: other, idempotencyKey: old.key } }]
+          : [GRANT, { input: { customerId: old.customerId, feature: 'credits', amount: other, idempotencyKey: old.key } }];
+      const answer = await send(rng, query, variables, () => undefined);
+      if (answer && (answer.kind !== 'error' || answer.code !== 'IDEMPOTENCY_KEY_REUSED')) {
+        reuseFailures.push(`${old.type} key ${old.customerId}/${old.key} reused with ${other} (was ${old.quantity}): ${JSON.stringify(answer).slice(0, 300)}`);
+      }
+    }
+  }
+}
+
+// ---- faults ----------------------------------------------------------------------------------
+
+async function faults(rng: Rng, env: Env, service: Service, until: number, dbKillAt: number): Promise<void> {
+  // At least one power cut of PostgreSQL: SIGKILL of the postmaster (and its backends), then a start on the same data.
+  const dbRng = prng(rng.int(0, 2 ** 31));
+  const db = (async () => {
+    await sleep(Math.max(0, dbKillAt - Date.now()));
+    debug('SIGKILL postmaster');
+    await env.pg.kill();
+    counts.dbKills += 1;
+    await sleep(dbRng.int(200, 2500));
+    env.pg = await startEmbeddedPostgres({ dir: env.dir, port: env.pgPort });
+    debug('postgres restarted');
+  })();
+  // A service SIGKILL 1 to 4 s after the previous one, at a random moment: usually while serving
+  // (then 0.3 to 2 s after it became ready), one in four times while it is still starting up.
+  for (;;) {
+    await sleep(rng.int(1000, 4000));
+    if (Date.now() >= until) break;
+    if (service.readySince === undefined && !rng.chance(0.25)) {
+      // mostly let the restart finish and kill the instance while it serves
+      await service.ensureUp();
+      await sleep(rng.int(300, 2000));
+      if (Date.now() >= until) break;
+    }
+    const state = await service.kill();
+    debug(`SIGKILL service (${state})`);
+  }
+  await db;
+}
+
+// ---- checks ----------------------------------------------------------------------------------
+
+interface Check {
+  name: string;
+  checked: number;
+  violations: string[];
+}
+
+async function check(env: Env): Promise<Check[]> {
+  const db = new Client({ connectionString: env.dbUrl });
+  await db.connect();
+  const checks: Check[] = [];
+  const add = (name: string) => {
+    const c: Check = { name, checked: 0, violations: [] };
+    checks.push(c);
+    return c;
+  };
+  try {
+    const events = new Map<string, any>(); // customer|key
+    const byId = new Map<string, any>();
+    const dupKeys = await db.query(`select customer_id, idempotency_key, count(*)::int n from usage_event group by 1, 2 having count(*) > 1`);
+    const { rows } = await db.query(
+      `select e.customer_id, e.id, e.idempotency_key, e.kind, e.status, e.allowed, e.charged::text, e.held::text,
+              coalesce(sum(l.amount), 0)::text as net,
+              coalesce(sum(l.amount) filter (where l.kind = 'HOLD'), 0)::text as hold,
+              coalesce(sum(l.amount) filter (where l.kind = 'RELEASE'), 0)::text as release,
+              count(l.id) filter (where l.kind = 'CAPTURE')::int as captures
+         from usage_event e left join ledger_entry l on l.customer_id = e.customer_id and l.usage_event_id = e.id
+        group by e.customer_id, e.id`,
+    );
+    for (const r of rows) {
+      events.set(`${r.customer_id}|${r.idempotency_key}`, r);
+      byId.set(`${r.customer_id}|${r.id}`, r);
+    }
+
+    // 1. acknowledged consumes: in usage_event exactly once, acknowledged amount, ledger = -charged
+    const ackConsume = add('acknowledged consume: stored once, same amount, ledger = -charged');
+    const outcome = add('every key has at most one outcome (all answers agree)');
+    const refused = add('no charge for a consume the client saw refused');
+    let unacked = 0;
+    for (const rec of consumes.values()) {
+      const k = `${rec.customerId}|${rec.key}`;
+      const ev = events.get(k);
+      if (rec.answers.length === 0) {
+        unacked += 1;
+        continue;
+      }
+      outcome.checked += 1;
+      const first = rec.answers[0];
+      for (const a of rec.answers) {
+        if (a.allowed !== first.allowed || a.charged !== first.charged || a.usageId !== first.usageId) {
+          outcome.violations.push(`consume ${k}: answers differ: ${JSON.stringify(rec.answers)}`);
+          break;
+        }
+      }
+      if (rec.answers.some((a) => a.allowed)) {
+        ackConsume.checked += 1;
+        const a = rec.answers.find((x) => x.allowed)!;
+        const id = a.usageId ? decodeUsageId(a.usageId).id : null;
+        if (!ev) ackConsume.violations.push(`consume ${k}: acknowledged (charged ${a.charged}) but no usage_event`);
+        else if (ev.id !== id) ackConsume.violations.push(`consume ${k}: acknowledged usage ${id}, stored ${ev.id}`);
+        else if (ev.status !== 'CHARGED' || Number(ev.charged) !== Number(a.charged))
+          ackConsume.violations.push(`consume ${k}: acknowledged charged ${a.charged}, stored ${ev.status} ${ev.charged}`);
+        else if (Number(ev.net) !== -Number(ev.charged)) ackConsume.violations.push(`consume ${k}: charged ${ev.charged} but ledger net ${ev.net}`);
+      } else {
+        refused.checked += 1;
+        if (ev && ev.status === 'CHARGED') refused.violations.push(`consume ${k}: every answer was a refusal but usage_event ${ev.id} is CHARGED ${ev.charged}`);
+      }
+    }
+    for (const rec of reserves.values()) {
+      const k = `${rec.customerId}|${rec.key}`;
+      if (rec.answers.length === 0) {
+        unacked += 1;
+        continue;
+      }
+      outcome.checked += 1;
+      const first = rec.answers[0];
+      if (rec.answers.some((a) => a.allowed !== first.allowed || a.id !== first.id)) outcome.violations.push(`reserve ${k}: answers differ: ${JSON.stringify(rec.answers)}`);
+      const ev = events.get(k);
+      if (first.allowed) {
+        if (!ev || ev.id !== decodeUsageId(first.id!).id) outcome.violations.push(`reserve ${k}: acknowledged ${first.id} but stored ${ev?.id ?? 'nothing'}`);
+      } else {
+        refused.checked += 1;
+        if (ev && ev.allowed) refused.violations.push(`reserve ${k}: every answer was a refusal but usage_event ${ev.id} is ${ev.status}`);
+      }
+    }
+    for (const d of dupKeys.rows) outcome.violations.push(`usage_event: key ${d.customer_id}|${d.idempotency_key} stored ${d.n} times`);
+
+    // 2. commits: stored with the acknowledged amount, at most one resolution
+    const ackCommit = add('acknowledged commit: COMMITTED once, same amount, ledger = -charged');
+    const resolvedOnce = add('every reservation resolved at most once');
+    for (const [publicId, rec] of resolutions) {
+      const { customerId: cust, id } = decodeUsageId(publicId);
+      const ev = byId.get(`${cust}|${id}`);
+      resolvedOnce.checked += 1;
+      const released = rec.releases.filter((s) => s === 'RELEASED');
+      if (rec.commits.length > 0 && released.length > 0)
+        resolvedOnce.violations.push(`reservation ${publicId}: acknowledged commit (${rec.commits[0].charged}) AND release (${released.join(',')})`);
+      if (new Set(rec.commits.map((c) => c.charged)).size > 1) resolvedOnce.violations.push(`reservation ${publicId}: commits answered different amounts ${JSON.stringify(rec.commits)}`);
+      if (rec.commits.length > 0) {
+        ackCommit.checked += 1;
+        const c = rec.commits[0];
+        if (!ev) ackCommit.violations.push(`reservation ${publicId}: commit acknowledged but no usage_event`);
+        else if (ev.status !== 'COMMITTED' || Number(ev.charged) !== Number(c.charged))
+          ackCommit.violations.push(`reservation ${publicId}: acknowledged commit ${c.charged}, stored ${ev.status} ${ev.charged}`);
+        else if (Number(ev.net) !== -Number(ev.charged)) ackCommit.violations.push(`reservation ${publicId}: charged ${ev.charged} but ledger net ${ev.net}`);
+      }
+      if (released.length > 0 && ev && !['RELEASED', 'EXPIRED'].includes(ev.status))
+        resolvedOnce.violations.push(`reservation ${publicId}: release acknowledged but stored ${ev.status}`);
+    }
+    // ledger side of every reservation: holds released exactly once when resolved, at most one capture
+    for (const ev of byId.values()) {
+      if (ev.kind !== 'RESERVE') continue;
+      resolvedOnce.checked += 1;
+      const hold = Number(ev.hold);
+      const release = Number(ev.release);
+      const expectRelease = ev.status === 'HELD' || ev.status === 'DENIED' ? 0 : -hold;
+      if (Math.abs(release - expectRelease) > 1e-9) resolvedOnce.violations.push(`reservation ${ev.customer_id}/${ev.id} (${ev.status}): HOLD ${ev.hold}, RELEASE ${ev.release}`);
+      if (ev.status !== 'COMMITTED' && ev.captures > 0) resolvedOnce.violations.push(`reservation ${ev.customer_id}/${ev.id} (${ev.status}) has ${ev.captures} CAPTURE entries`);
+    }
+
+    // 3. every stored usage event: ledger net matches its status (covers unacknowledged keys)
+    const net = add('every usage event: ledger net = -(charged or held)');
+    for (const ev of byId.values()) {
+      net.checked += 1;
+      const expected = ev.status === 'CHARGED' || ev.status === 'COMMITTED' ? -Number(ev.charged) : ev.status === 'HELD' ? -Number(ev.held) : 0;
+      if (Math.abs(Number(ev.net) - expected) > 1e-9) net.violations.push(`usage ${ev.customer_id}/${ev.id} ${ev.kind} ${ev.status} charged ${ev.charged} held ${ev.held}: ledger net ${ev.net}`);
+    }
+
+    // 4. grants acknowledged: stored once with the acknowledged amount
+    const ackGrant = add('acknowledged grantCredits: stored once, same amount');
+    const grantRows = await db.query(`select customer_id, idempotency_key, id, amount::text from credit_grant where idempotency_key is not null`);
+    const grantByKey = new Map<string, any[]>();
+    for (const g of grantRows.rows) {
+      const k = `${g.customer_id}|${g.idempotency_key}`;
+      grantByKey.set(k, [...(grantByKey.get(k) ?? []), g]);
+    }
+    for (const [k, rec] of grants) {
+      if (rec.answers.length === 0) {
+        unacked += 1;
+        continue;
+      }
+      ackGrant.checked += 1;
+      const stored = grantByKey.get(k) ?? [];
+      if (stored.length !== 1) ackGrant.violations.push(`grant ${k}: acknowledged, stored ${stored.length} times`);
+      else if (rec.answers.some((a) => a.id !== stored[0].id || Number(a.amount) !== Number(stored[0].amount)))
+        ackGrant.violations.push(`grant ${k}: answers ${JSON.stringify(rec.answers)}, stored ${stored[0].id} ${stored[0].amount}`);
+    }
+    for (const [k, stored] of grantByKey) if (stored.length > 1) ackGrant.violations.push(`grant ${k}: stored ${stored.length} times`);
+
+    // 5. verifyLedger through the service
+    const verify = add('verifyLedger (service) returns []');
+    verify.checked = 1;
+    const v = await attempt(`{ verifyLedger { customerId grantId field materialized fromLedger } }`, {}, 60_000);
+    if (v.kind !== 'data') verify.violations.push(`verifyLedger failed: ${JSON.stringify(v)}`);
+    else for (const d of v.data.verifyLedger) verify.violations.push(`verifyLedger: ${JSON.stringify(d)}`);
+
+    // 6. no grant below what its overage policy allows (computed from the entitlement, not the stored floor)
+    const floor = add('no balance below its overage policy');
+    const floors = await db.query(
+      `select g.customer_id, g.id, g.remaining::text, g.floor::text, e.overage, e.overage_limit::text,
+              case when e.overage = 'ALLOW' then -e.overage_limit else 0 end as allowed_floor
+         from credit_grant g join entitlement e on e.customer_id = g.customer_id and e.id = g.entitlement_id`,
+    );
+    for (const g of floors.rows) {
+      floor.checked += 1;
+      if (g.allowed_floor !== null && Number(g.remaining) < Number(g.allowed_floor))
+        floor.violations.push(`grant ${g.customer_id}/${g.id}: remaining ${g.remaining} < ${g.allowed_floor} (${g.overage} limit ${g.overage_limit})`);
+    }
+
+    // 7. holds on grants = held amounts of open reservations, per customer
+    const holds = add('holds on grants = sum of open reservations (per customer)');
+    const held = await db.query(
+      `select coalesce(g.customer_id, u.customer_id) customer_id, coalesce(g.held, 0)::text grants_held, coalesce(u.held, 0)::text usage_held
+         from (select customer_id, sum(held) held from credit_grant group by 1) g
+         full join (select customer_id, sum(held) held from usage_event where status = 'HELD' group by 1) u on u.customer_id = g.customer_id`,
+    );
+    for (const h of held.rows) {
+      holds.checked += 1;
+      if (Number(h.grants_held) !== Number(h.usage_held)) holds.violations.push(`customer ${h.customer_id}: grants hold ${h.grants_held}, open reservations ${h.usage_held}`);
+    }
+
+    // 8. the client-side expectations that are not about stored state
+    const reuse = add('key reused with other parameters -> IDEMPOTENCY_KEY_REUSED');
+    reuse.checked = counts.keyReuses;
+    reuse.violations.push(...reuseFailures);
+    const other = add('no unexpected error answers');
+    other.checked = counts.acknowledged;
+    for (const rec of consumes.values()) for (const e of rec.errors) other.violations.push(`consume ${rec.customerId}|${rec.key}: ${e}`);
+    for (const rec of reserves.values()) for (const e of rec.errors) other.violations.push(`reserve ${rec.customerId}|${rec.key}: ${e}`);
+    for (const rec of grants.values()) for (const e of rec.errors) other.violations.push(`grant ${rec.customerId}|${rec.key}: ${e}`);
+    other.violations.push(...unexpected);
+    const exits = add('the service never exited on its own');
+    exits.checked = counts.serviceKills + 1;
+    if (counts.serviceUnexpectedExits > 0) exits.violations.push(`${counts.serviceUnexpectedExits} unexpected exit(s) (see output above)`);
+    counts.lost = unacked;
+  } finally {
+    await db.end();
+  }
+  return checks;
+}
+
+// ---- main ------------------------------------------------------------------------------------
+
+async function seedCustomers(rng: Rng): Promise<void> {
+  const queue = Array.from({ length: CUSTOMERS }, (_, i) => i);
+  const worker = async () => {
+    for (;;) {
+      const i = queue.shift();
+      if (i === undefined) return;
+      const cust = customerId(i);
+      const noop = () => undefined;
+      // a quarter on the pro plan (overage ALLOW down to -2000), everyone gets manual credits (floor 0)
+      if (i % 4 === 0) {
+        const r = await send(rng, `mutation($c: ID!) { assignPlan(customerId: $c, plan: "pro") { id } }`, { c: cust }, noop);
+        if (r?.kind !== 'data') throw new Error(`assignPlan ${cust}: ${JSON.stringify(r)}`);
+      }
+      // hot customers run low during the run; one in ten starts with nothing (refusals)
+      if (i % 10 === 9) continue;
+      const amount = String(i < HOT ? rng.int(500, 3000) : rng.int(10, 300));
+      const r = await send(rng, GRANT, { input: { customerId: cust, feature: 'credits', amount, idempotencyKey: `seed-${i}` } }, noop);
+      if (r?.kind !== 'data') throw new Error(`grantCredits ${cust}: ${JSON.stringify(r)}`);
+      grants.set(`${cust}|seed-${i}`, { customerId: cust, key: `seed-${i}`, amount, answers: [{ id: r.data.grantCredits.id, amount: r.data.grantCredits.amount }], errors: [] });
+    }
+  };
+  stopping = true; // no random timeouts while seeding
+  await Promise.all(Array.from({ length: 16 }, worker));
+  stopping = false;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ')} |`;
+  return [line(rows[0]), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
+}
+
+async function main(): Promise<number> {
+  if (!fs.existsSync(mainJs)) throw new Error(`${mainJs} is missing: run npm run build`);
+  log(`torture: seed ${SEED}, ${DURATION_S} s, ${CLIENTS} clients, ${CUSTOMERS} customers (${HOT} hot)`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-torture-'));
+  const pgPort = await freePort();
+  const port = await freePort();
+  const pg = await startEmbeddedPostgres({ dir, port: pgPort });
+  await ensureDatabaseExists(pg.url(), 'tollgate');
+  const env: Env = { dir, pgPort, port, pg, dbUrl: pg.url('tollgate'), base: `http://127.0.0.1:${port}` };
+  base = env.base;
+  const service = new Service(env);
+  let code = 1;
+  try {
+    await service.start();
+    await seedCustomers(prng(SEED ^ 0x5eed));
+    log(`seeded ${CUSTOMERS} customers in ${((Date.now() - t0) / 1000).toFixed(1)} s; running the workload with faults`);
+
+    const started = Date.now();
+    const until = started + DURATION_S * 1000;
+    hardDeadline = until + 90_000;
+    const frng = prng(SEED ^ 0xfa17);
+    const dbKillAt = started + DURATION_S * 1000 * (0.25 + frng.next() * 0.4);
+    const faulting = faults(frng, env, service, until - 1000, dbKillAt);
+    const clients = Array.from({ length: CLIENTS }, (_, i) => clientLoop(i, until));
+    await faulting;
+    stopping = true; // the last operations retry without random timeouts
+    await service.ensureUp();
+    await Promise.all(clients);
+    const ranFor = (Date.now() - started) / 1000;
+    await service.ensureUp();
+    await sleep(500);
+
+    const checks = await check(env);
+    const violations = checks.reduce((n, c) => n + c.violations.length, 0);
+    log('');
+    log(table([['invariant', 'checked', 'violations'], ...checks.map((c) => [c.name, String(c.checked), String(c.violations.length)])]));
+    log('');
+    log(
+      table([
+        ['figure', 'value'],
+        ['run (s)', ranFor.toFixed(1)],
+        ['clients', String(CLIENTS)],
+        ['operations sent', String(counts.opsSent)],
+        ['HTTP requests', String(counts.requests)],
+        ['answers acknowledged', String(counts.acknowledged)],
+        ['  of which refusals (allowed:false)', String(counts.refusals)],
+        ['retries (same key)', String(counts.retried)],
+        ['concurrent duplicate requests', String(counts.concurrentDuplicates)],
+        ['client timeouts (aborted)', String(counts.timeouts)],
+        ['connection errors', String(counts.connectionErrors)],
+        ['transient error answers', String(counts.transientErrors)],
+        ['keys reused with other parameters', String(counts.keyReuses)],
+        ['operations never acknowledged', String(counts.lost)],
+        ['service SIGKILLs survived', String(counts.serviceKills)],
+        ['  of which during start-up', String(counts.serviceKillsDuringStart)],
+        ['service kills per minute', ((counts.serviceKills * 60) / ranFor).toFixed(1)],
+        ['service failed starts (DB down)', String(counts.serviceFailedStarts)],
+        ['postmaster SIGKILLs + restarts', String(counts.dbKills)],
+        ['invariant violations', String(violations)],
+      ]),
+    );
+    if (violations > 0) {
+      log('');
+      for (const c of checks)
+        for (const v of c.violations.slice(0, 20)) log(`VIOLATION [${c.name}] ${v}`);
+      log(`\nFAILED with seed ${SEED}: replay with  node dist/bench/torture.js --duration ${DURATION_S} --clients ${CLIENTS} --seed ${SEED}`);
+      log(`data kept in ${dir}`);
+    } else log(`\nPASSED (seed ${SEED})`);
+    code = violations > 0 ? 1 : 0;
+  } catch (err) {
+    log(`torture run failed (seed ${SEED}): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    code = 1;
+  } finally {
+    await service.stop().catch(() => undefined);
+    await env.pg.stop().catch(() => undefined);
+    if (code === 0 && !KEEP) fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return code;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\nseed ${SEED}\n`);
+    process.exit(1);
+  },
+);
