@@ -88,7 +88,7 @@ export class AccessService {
     for (const key of pools) {
       const f = state.features.get(key);
       if (!f || f.type !== 'METERED' || f.creditPoolKey) continue;
-      const view = buildPoolView(state, key);
+      const view = buildPoolView(state, key, true);
       const periodic = pickPeriodic(view.entitlements, view.grants);
       out.push({
         feature: key,

@@ -153,7 +153,7 @@ export function decideAccess(
   const { poolKey, rate } = pricing(feature);
   const pool = state.features.get(poolKey);
   if (!pool) return deny(featureKey, AccessReason.UNKNOWN_FEATURE, `pool '${poolKey}' does not exist`);
-  const view = views?.get(poolKey) ?? buildPoolView(state, poolKey);
+  const view = views?.get(poolKey) ?? buildPoolView(state, poolKey, views === undefined);
   views?.set(poolKey, view);
   if (view.entitlements.length === 0) {
     return { ...deny(featureKey, absenceReason(state, poolKey)), pool: poolKey };

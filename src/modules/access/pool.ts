@@ -101,7 +101,11 @@ function rolloverInto(e: EntitlementRow, currentIndex: number, grants: GrantRow[
   return carried;
 }
 
-export function buildPoolView(state: CustomerState, poolKey: string): PoolView {
+/**
+ * `lapseExpiredHolds`: for reads, count holds whose reservation has expired (by the database clock)
+ * as given back, as the next write will do. The write path gives them back explicitly instead.
+ */
+export function buildPoolView(state: CustomerState, poolKey: string, lapseExpiredHolds = false): PoolView {
   const now = state.now;
   const t = now.getTime();
   const entitlements = state.entitlements.filter((e) => e.featureKey === poolKey && isActive(e, now));
@@ -150,6 +154,17 @@ export function buildPoolView(state: CustomerState, poolKey: string): PoolView {
       virtual: true,
       rollover,
     });
+  }
+  if (lapseExpiredHolds) {
+    for (const u of state.usageById.values()) {
+      if (u.status !== 'HELD' || !u.expiresAt || u.expiresAt.getTime() > t) continue;
+      for (const h of u.holds ?? []) {
+        const g = grants.find((x) => x.id === h.grantId);
+        if (!g) continue;
+        g.remaining = g.remaining.plus(dec(h.amount));
+        g.held = g.held.minus(dec(h.amount));
+      }
+    }
   }
   grants.sort(burnDownCompare);
   return { poolKey, now, entitlements, grants, toWriteOff };

@@ -217,10 +217,12 @@ export class UsageService {
     };
     const o = await this.submit(input.customerId, { op, featureKeys: [input.feature], key: op.idempotencyKey });
     const row = o.row;
+    // The reservation's own outcome: a later commit's shortfall does not change what reserve answered.
+    const granted = row !== null && row.status !== 'DENIED';
     return {
-      allowed: row ? row.allowed : false,
-      reason: row ? row.reason : (o.reason ?? AccessReason.NO_ENTITLEMENT),
-      reservation: row && row.allowed ? reservationOf(row) : null,
+      allowed: granted,
+      reason: !row ? (o.reason ?? AccessReason.NO_ENTITLEMENT) : granted ? AccessReason.ENTITLED : row.reason,
+      reservation: granted ? reservationOf(row) : null,
       balance: row?.balanceAfter ? dec(row.balanceAfter) : null,
       replayed: o.replayed,
       detail: o.detail,
