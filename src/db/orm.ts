@@ -34,7 +34,10 @@ export function ormOptions(settings: OrmSettings): Options {
     debug: settings.debug ?? false,
     pool: { min: 0, max: settings.poolMax ?? 16 },
     // Every connection works in UTC, so that interval arithmetic and now() agree everywhere.
-    driverOptions: { connection: { options: '-c TimeZone=UTC -c statement_timeout=30000' } },
+    // The hot-path statements are named prepared statements whose plans do not depend on their
+    // arguments (index lookups by customer); a generic plan avoids re-planning them on every call
+    // (measured: 2-4 ms of planning for 0.6 ms of execution once customers had history).
+    driverOptions: { connection: { options: '-c TimeZone=UTC -c statement_timeout=30000 -c plan_cache_mode=force_generic_plan' } },
     migrations: {
       tableName: 'mikro_orm_migrations',
       path: path.join(rootDir, 'migrations'),

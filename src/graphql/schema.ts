@@ -9,6 +9,7 @@ import { LedgerResolver } from '../modules/ledger/ledger.resolver';
 import { UsageResolver } from '../modules/usage/usage.resolver';
 import { PaymentsResolver } from '../modules/payments/payments.resolver';
 import { authChecker } from './auth-checker';
+import { validateArgument } from './validate';
 import { DateTimeScalar, DecimalScalar } from './scalars';
 
 export const resolvers = [
@@ -29,7 +30,7 @@ export async function getSchema(): Promise<GraphQLSchema> {
     resolvers: [...resolvers] as unknown as [Function, ...Function[]],
     authChecker,
     authMode: 'error',
-    validate: { forbidUnknownValues: false },
+    validateFn: validateArgument,
     scalarsMap: [
       { type: Date, scalar: DateTimeScalar },
     ],

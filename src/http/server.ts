@@ -78,10 +78,17 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
         }
         throw err;
       }
+      // The EntityManager fork and the loaders are made on first use: most requests need neither.
+      let em: Context['em'] | undefined;
+      let loaders: Context['loaders'] | undefined;
       return {
-        em: orm.em.fork() as Context['em'],
+        get em() {
+          return (em ??= orm.em.fork() as Context['em']);
+        },
+        get loaders() {
+          return (loaders ??= createLoaders(services));
+        },
         principal,
-        loaders: createLoaders(services),
         services,
         requestId: request.id,
       };

@@ -10,8 +10,13 @@ import type { CustomerState, EntitlementRow, FeatureInfo, GrantRow, InactiveSumm
 const LOAD_STATE = statement(
   'access.load_state',
   `with events as (
+     -- Two index lookups (unique (customer_id, idempotency_key); primary key (customer_id, id)), each
+     -- empty when its array is: an OR here made PostgreSQL scan all of a customer's events.
      select u.* from usage_event u
-      where u.customer_id = $1 and (u.idempotency_key = any($3::text[]) or u.id = any($4::uuid[]))
+      where u.customer_id = $1 and cardinality($3::text[]) > 0 and u.idempotency_key = any($3::text[])
+     union
+     select u.* from usage_event u
+      where u.customer_id = $1 and cardinality($4::uuid[]) > 0 and u.id = any($4::uuid[])
      union
      -- Lapsed holds of this customer, given back by the next write (bounded; the sweeper does the rest).
      (select u.* from usage_event u
