@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Db } from '../../db/sql';
+import type { Db, Sql } from '../../db/sql';
 import { dec, type Dec } from '../../shared/decimal';
 import { badInput, DomainError, ErrorCode } from '../../shared/errors';
 import { AccessReason, type UsageRow } from '../access/access.model';
@@ -341,37 +341,41 @@ export class UsageService {
     const holdIds = batch.flatMap((p) => (p.op.type === 'maintain' ? p.op.holdIds : []));
     this.stats.batches += 1;
     this.stats.operations += batch.length;
-    let materialized = 0;
-    for (let attempt = 1; ; attempt++) {
-      const state = await this.db.run((sql) => loadCustomerState(sql, customerId, featureKeys, { keys, ids: [...ids, ...holdIds] }));
-      // Periods are materialized lazily: write the grants of periods that have begun, then re-read.
-      const pools = new Set<string>();
-      for (const k of state.features.keys()) for (const p of poolsOf(state, k)) pools.add(p);
-      const missing = virtualGrants(state, pools);
-      if (missing.length > 0 && materialized < 3) {
-        materialized += 1;
-        this.stats.materializations += 1;
-        await this.materialize(customerId, missing);
-        continue;
-      }
-      const { plan, outcomes } = planBatch(
-        state,
-        batch.map((p) => p.op),
-      );
-      try {
-        await this.db.run((sql) => this.ledger.apply(sql, customerId, plan, null));
-        return outcomes;
-      } catch (err) {
-        if (!(err instanceof StalePlanError)) throw err;
-        this.stats.stalePlans += 1;
-        if (attempt >= MAX_ATTEMPTS) {
-          throw new DomainError(ErrorCode.RETRY_LATER, 'too much contention on this customer; retry with the same idempotency key');
+    // One pooled connection for the whole batch: read, (materialize,) apply — no transaction is
+    // held open; the apply statement is atomic on its own.
+    return this.db.run(async (sql) => {
+      let materialized = 0;
+      for (let attempt = 1; ; attempt++) {
+        const state = await loadCustomerState(sql, customerId, featureKeys, { keys, ids: [...ids, ...holdIds] });
+        // Periods are materialized lazily: write the grants of periods that have begun, then re-read.
+        const pools = new Set<string>();
+        for (const k of state.features.keys()) for (const p of poolsOf(state, k)) pools.add(p);
+        const missing = virtualGrants(state, pools);
+        if (missing.length > 0 && materialized < 3) {
+          materialized += 1;
+          this.stats.materializations += 1;
+          await this.materialize(sql, customerId, missing);
+          continue;
+        }
+        const { plan, outcomes } = planBatch(
+          state,
+          batch.map((p) => p.op),
+        );
+        try {
+          await this.ledger.apply(sql, customerId, plan, null);
+          return outcomes;
+        } catch (err) {
+          if (!(err instanceof StalePlanError)) throw err;
+          this.stats.stalePlans += 1;
+          if (attempt >= MAX_ATTEMPTS) {
+            throw new DomainError(ErrorCode.RETRY_LATER, 'too much contention on this customer; retry with the same idempotency key');
+          }
         }
       }
-    }
+    });
   }
 
-  private async materialize(customerId: string, grants: ReturnType<typeof virtualGrants>): Promise<void> {
+  private async materialize(sql: Sql, customerId: string, grants: ReturnType<typeof virtualGrants>): Promise<void> {
     const rows: NewGrant[] = grants.map((g) => ({
       id: randomUUID(),
       entitlementId: g.entitlementId,
@@ -384,6 +388,6 @@ export class UsageService {
       floor: g.floor,
       metadata: g.rollover.gt(0) ? { rollover: g.rollover.toFixed() } : { period: 'started' },
     }));
-    await this.db.run((sql) => this.ledger.createGrants(sql, customerId, rows, 'system:period'));
+    await this.ledger.createGrants(sql, customerId, rows, 'system:period');
   }
 }
