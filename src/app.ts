@@ -31,7 +31,11 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
     await services.auth.init();
     if (config.adminKey) await services.auth.ensureEnvAdminKey(config.adminKey);
     const http = await createHttpServer(config, orm, services, { logger: opts.logger });
-    const sweeper = new Sweeper(db, services.usage, (err) => http.fastify.log.error({ err }, 'sweeper failed'));
+    const sweeper = new Sweeper(db, services.usage, (err) => http.fastify.log.error({ err }, 'sweeper failed'), [
+      () => services.payments.processResolvable(),
+    ]);
+    // Catch up on payment events a previous process left waiting although they can be applied.
+    await services.payments.processResolvable().catch((err) => http.fastify.log.error({ err }, 'payments catch-up failed'));
     // API key revocations made by any replica clear this replica's key cache at once.
     const listener = new Client({ connectionString: url });
     listener.on('notification', () => services.auth.invalidate());

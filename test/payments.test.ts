@@ -150,7 +150,21 @@ describe('receiving Stripe webhooks', () => {
     const a = await access('late-payer');
     expect(a.video).toMatchObject({ allowed: false, reason: 'EXPIRED' }); // failed 4 days ago, grace 3 days
     await post(event('invoice.paid', invoice({ id: 'in_f', customer: 'cus_f', subscription: 'sub_f', periodStart: base.periodStart, periodEnd: base.periodEnd }), { created: now() - 60 }));
-    expect((await access('late-payer')).video.allowed).toBe(true);
+    const recovered = await access('late-payer');
+    expect(recovered.video.allowed).toBe(true);
+    // The period allowance written off when access ended comes back with the payment.
+    expect(recovered.credits).toMatchObject({ allowed: true, balance: '5000' });
+    const [restored] = await t.sql(`select count(*)::int as n from ledger_entry where customer_id = 'late-payer' and kind = 'GRANT' and metadata->>'reason' like 'restored%'`);
+    expect(restored.n).toBe(1);
+  });
+
+  test('a dispute, which names no Stripe customer, finds the purchase by its payment intent', async () => {
+    const session = checkoutSession({ id: 'cs_d', customer: null, clientReferenceId: 'disputer', paymentIntent: 'pi_d', amountTotal: 1000, metadata: { pack: 'credits-1000' } });
+    expect((await post(event('checkout.session.completed', session))).body.status).toBe('APPLIED');
+    const dispute = event('charge.dispute.created', { id: 'dp_1', object: 'dispute', charge: 'ch_d', payment_intent: 'pi_d', amount: 1000, status: 'needs_response' });
+    const r = await post(dispute);
+    expect(r.body).toMatchObject({ status: 'APPLIED' });
+    expect((await access('disputer')).credits.balance).toBe('0');
   });
 });
 

@@ -9,6 +9,7 @@ import { Feature, FeatureType, OveragePolicy, Plan, ResetPeriod } from '../catal
 import { validateTerms, type EntitlementTerms } from '../catalog/catalog.service';
 import { LedgerKind } from '../ledger/ledger.entities';
 import type { LedgerService, NewGrant } from '../ledger/ledger.service';
+import type { Posting } from '../ledger/ledger.apply';
 import { periodAt } from '../ledger/periods';
 import { ActorType, EntitlementAction, EntitlementSource } from './entitlement.entity';
 
@@ -442,16 +443,34 @@ export class EntitlementsService {
     if (validUntil && validUntil.getTime() <= row.now.getTime()) {
       await this.ledger.writeOff(sql, customerId, { entitlementId: id }, LedgerKind.EXPIRE, actorString(actor), { reason });
     } else {
-      const grants = await sql.query<{ id: string; period_start: Date }>(
-        `select id, period_start from credit_grant where customer_id = $1 and entitlement_id = $2 and revoked_at is null
-            and (expires_at is null or expires_at > now())`,
+      // Each period grant now ends at min(its period end, validUntil). A grant that had been cut
+      // short by an earlier end (and written off) and whose period is live again gets back what was
+      // written off: a GRANT entry, explained in its metadata (payments: a failed payment recovered
+      // after the grace period; events applied out of order).
+      const grants = await sql.query<{ id: string; period_start: Date; expires_at: Date | null; written_off: string; remaining: string }>(
+        `select id, period_start, expires_at, written_off::text, remaining::text from credit_grant
+          where customer_id = $1 and entitlement_id = $2 and revoked_at is null order by id for no key update`,
         [customerId, id],
       );
+      const restore: Posting[] = [];
       for (const g of grants) {
         const period = periodAt(e.validFrom, e.resetPeriod, g.period_start, validUntil);
-        const end = period?.end ?? validUntil;
+        const end = period ? period.end : validUntil;
+        if (end !== null && end.getTime() <= row.now.getTime()) continue; // a period that is over stays over
+        const wasCut = g.expires_at !== null && g.expires_at.getTime() <= row.now.getTime();
+        if (wasCut && dec(g.written_off).gt(0)) {
+          restore.push({
+            grantId: g.id,
+            kind: LedgerKind.GRANT,
+            amount: dec(g.written_off),
+            usageEventId: null,
+            idempotencyKey: null,
+            metadata: { reason: `restored: entitlement extended (${reason})` },
+          });
+        }
         await sql.query(`update credit_grant set expires_at = $3 where customer_id = $1 and id = $2`, [customerId, g.id, end]);
       }
+      if (restore.length > 0) await this.ledger.apply(sql, customerId, { inserts: [], updates: [], postings: restore }, actorString(actor));
     }
     await this.recordChange(
       sql,

@@ -115,7 +115,9 @@ export class PaymentsService {
     if (!inserted) {
       const existing = await this.get(providerName, event.id);
       // A provider retry of an event that failed (or is still being applied) is safe to re-run.
-      if (existing.status === 'FAILED' || existing.status === 'RECEIVED') return { event: await this.process(providerName, event.id), duplicate: true };
+      if (existing.status === 'FAILED' || existing.status === 'RECEIVED' || existing.status === 'PENDING_LINK') {
+        return { event: await this.process(providerName, event.id), duplicate: true };
+      }
       return { event: existing, duplicate: true };
     }
     return { event: await this.process(providerName, event.id), duplicate: false };
@@ -198,6 +200,30 @@ export class PaymentsService {
     return row.customer_id;
   }
 
+  /**
+   * Applies waiting events that can now be applied: their provider customer was linked, or the
+   * purchase a refund waits for exists. Applying follow-ups right after the event that unblocked
+   * them is only a shortcut; this pass (run at start and by the sweeper) makes it certain even if
+   * the process died in between. Safe with many replicas: each event is applied under its row lock.
+   */
+  async processResolvable(limit = 200): Promise<number> {
+    const rows = await this.db.query<{ provider: string; id: string }>(
+      `select e.provider, e.id from payment_event e
+        where e.status = 'PENDING_LINK'
+          and (exists (select 1 from provider_customer c where c.provider = e.provider and c.provider_customer_id = e.provider_customer_id)
+               or exists (select 1 from provider_purchase p where p.provider = e.provider and p.payment_intent = e.object_id))
+        order by e.event_created, e.id limit $1`,
+      [limit],
+    );
+    let applied = 0;
+    for (const r of rows) {
+      if (!this.providers.has(r.provider)) continue;
+      const after = await this.process(r.provider, r.id);
+      if (after.status !== 'PENDING_LINK') applied++;
+    }
+    return applied;
+  }
+
   private async processPending(provider: string, providerCustomerId: string): Promise<number> {
     const pending = await this.db.query<{ id: string }>(
       `select id from payment_event where provider = $1 and provider_customer_id = $2 and status = 'PENDING_LINK'
@@ -268,13 +294,26 @@ export class PaymentsService {
       }
       if (customerId) {
         const pending = await sql.query<{ id: string }>(
-          `select id from payment_event where provider = $1 and provider_customer_id = $2 and status = 'PENDING_LINK' and id <> $3
-            order by event_created, id`,
+          `select e.id from payment_event e
+            where e.provider = $1 and e.provider_customer_id = $2 and e.status = 'PENDING_LINK' and e.id <> $3
+              and (e.type not in ('charge.refunded', 'charge.dispute.created')
+                   or exists (select 1 from provider_purchase p where p.provider = e.provider and p.payment_intent = e.object_id))
+            order by e.event_created, e.id`,
           [provider.name, event.providerCustomerId, event.id],
         );
         follow.push(...pending.map((p) => p.id));
       }
-    } else if (event.customerIdHint && intent.kind === 'checkout') {
+    }
+    if (!customerId && (intent.kind === 'refund' || intent.kind === 'dispute')) {
+      // Stripe's dispute object names no customer; a purchase made without a Stripe customer
+      // neither. The payment intent leads to the purchase, and so to its customer.
+      const [purchase] = await sql.query<{ customer_id: string }>(
+        `select customer_id from provider_purchase where provider = $1 and payment_intent = $2`,
+        [provider.name, intent.paymentIntent],
+      );
+      if (!purchase) return { status: 'PENDING_LINK', detail: `waiting for the purchase of payment ${intent.paymentIntent}` };
+      customerId = purchase.customer_id;
+    } else if (!customerId && event.customerIdHint && intent.kind === 'checkout') {
       validateCustomerId(event.customerIdHint);
       customerId = event.customerIdHint;
       await sql.query(`insert into customer (id) values ($1) on conflict (id) do nothing`, [customerId]);

@@ -1,6 +1,9 @@
 import type { Db } from '../../db/sql';
 import type { UsageService } from './usage.service';
 
+/** Other periodic catch-up work (payments: waiting events that can now be applied). */
+export type SweepTask = () => Promise<unknown>;
+
 /**
  * Periodic clean-up: lapses expired holds and writes off expired grants, through the same
  * per-customer queue and atomic statement as every usage operation. Safe with many replicas
@@ -15,6 +18,7 @@ export class Sweeper {
     private readonly db: Db,
     private readonly usage: UsageService,
     private readonly onError: (err: unknown) => void,
+    private readonly tasks: SweepTask[] = [],
   ) {}
 
   start(intervalSeconds: number): void {
@@ -50,6 +54,7 @@ export class Sweeper {
       [limit],
     );
     for (const r of rows) await this.usage.maintain(r.customer_id, r.pools, r.holds);
+    for (const task of this.tasks) await task();
     return rows.length;
   }
 }
