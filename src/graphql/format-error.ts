@@ -1,4 +1,4 @@
-import type { GraphQLFormattedError } from 'graphql';
+import { GraphQLError, type GraphQLFormattedError } from 'graphql';
 import { unwrapResolverError } from '@apollo/server/errors';
 import type { ValidationError } from 'class-validator';
 import { mapDbError } from '../shared/db-errors';
@@ -46,8 +46,18 @@ export function createFormatError(log: (err: unknown) => void) {
       const validationErrors = formatted.extensions?.validationErrors as ValidationError[] | undefined;
       if (Array.isArray(validationErrors)) extensions.validation = validationDetails(validationErrors);
       // Variable coercion errors quote the input; keep them short.
-      const message = formatted.message.length > 500 ? `${formatted.message.slice(0, 500)}...` : formatted.message;
+      let message = formatted.message.length > 500 ? `${formatted.message.slice(0, 500)}...` : formatted.message;
+      // The engine's own words (a parser recursing past the stack) are not for clients.
+      if (/call stack/i.test(message)) message = 'The document is too deeply nested';
       return { ...base, message, extensions };
+    }
+    // graphql-js and Apollo raise some client mistakes without a code (a null for a non-null
+    // argument, too many invalid variables, an unsupported request extension): these are the
+    // client's, not ours. Anything that wraps another error is ours.
+    if (original instanceof GraphQLError && !original.originalError) {
+      const status = (formatted.extensions?.http as { status?: number } | undefined)?.status;
+      const message = formatted.message.length > 500 ? `${formatted.message.slice(0, 500)}...` : formatted.message;
+      return { ...base, message, extensions: { code: status === 400 ? 'BAD_REQUEST' : ErrorCode.BAD_USER_INPUT } };
     }
     log(original);
     return { ...base, message: 'Internal server error', extensions: { code: ErrorCode.INTERNAL_SERVER_ERROR } };

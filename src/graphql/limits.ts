@@ -97,6 +97,11 @@ export function costLimitPlugin(schema: GraphQLSchema, maxCost: number): ApolloS
           } catch (err) {
             // Bad variables: left to Apollo, which reports them as BAD_USER_INPUT.
             if (err instanceof GraphQLError) return;
+            if (err instanceof RangeError) {
+              throw new GraphQLError('The query is too deeply nested to estimate its cost', {
+                extensions: { code: 'QUERY_TOO_COMPLEX', http: { status: 400 } },
+              });
+            }
             throw err;
           }
           if (cost > maxCost) {

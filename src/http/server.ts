@@ -54,6 +54,8 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
     formatError: createFormatError((err) => fastify.log.error({ err }, 'unexpected error')),
     includeStacktraceInErrorResponses: false,
     allowBatchedHttpRequests: false,
+    // Bounds parsing work (and recursion depth) before any other limit applies.
+    parseOptions: { maxTokens: 5000 },
     plugins: [
       fastifyApolloDrainPlugin(fastify),
       costLimitPlugin(schema, config.limits.maxCost),

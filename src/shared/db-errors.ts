@@ -41,6 +41,7 @@ export function mapDbError(err: unknown): unknown {
     case '22008':
     case '22021': // invalid byte sequence (e.g. a NUL character in a string)
     case '22P05': // untranslatable character in JSON
+    case '08P01': // a NUL byte in a protocol message
       return new DomainError(ErrorCode.BAD_USER_INPUT, 'The input violates a constraint', { constraint: e.constraint });
     case '40001':
     case '40P01':

@@ -194,6 +194,9 @@ export class AuthService {
   }
 
   private async verifyCustomerToken(token: string): Promise<Principal> {
+    // Strict compact form: base64url decoders skip characters outside the alphabet, which would let
+    // a token with appended garbage through.
+    if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}$/.test(token)) throw unauthenticated('Invalid customer token');
     try {
       const { payload } = await jwtVerify(token, this.key(), {
         issuer: TOKEN_ISSUER,
