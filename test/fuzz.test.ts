@@ -1355,7 +1355,7 @@ describe('found by fuzzing (kept as exact cases)', () => {
       });
       const body = (await res.json()) as { errors?: Array<{ extensions?: { code?: string } }> };
       // A client error with a stable code (which of the two client codes is not the point).
-      expect({ persistedQuery, status: res.status, client: ['BAD_REQUEST', 'BAD_USER_INPUT'].includes(body.errors?.[0]?.extensions?.code) }).toEqual({
+      expect({ persistedQuery, status: res.status, client: ['BAD_REQUEST', 'BAD_USER_INPUT'].includes(body.errors?.[0]?.extensions?.code ?? '') }).toEqual({
         persistedQuery,
         status: 400,
         client: true,
