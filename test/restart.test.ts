@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -32,6 +33,17 @@ function start(dataDir: string, port: number, pgPort: number): Promise<{ child: 
   });
 }
 
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
 function stop(child: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => {
     child.removeAllListeners('exit');
@@ -52,8 +64,9 @@ async function gql(port: number, query: string, auth = ADMIN) {
 test('npm start serves on embedded PostgreSQL with the demo catalog, and data survives a restart', async () => {
   expect(fs.existsSync(main)).toBe(true); // npm test runs the build first
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-restart-'));
-  const port = 42000 + (process.pid % 1000);
-  const pgPort = 43000 + (process.pid % 1000);
+  // Free ports chosen by the OS (fixed ones collided with the torture runs' databases).
+  const port = await freePort();
+  const pgPort = await freePort();
   try {
     const first = await start(dataDir, port, pgPort);
     expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);

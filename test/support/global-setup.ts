@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Client } from 'pg';
@@ -10,12 +11,23 @@ export const TEMPLATE_DB = 'tollgate_test_template';
  * Once per `npm test`: PostgreSQL (embedded unless DATABASE_URL is set). The first test file
  * migrates a template database; every test file gets its own copy of it (see support/app.ts).
  */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
 export default async function globalSetup(): Promise<void> {
   let adminUrl = process.env.DATABASE_URL;
   let pg: RunningPostgres | undefined;
   if (!adminUrl) {
-    const port = 55000 + (process.pid % 5000);
-    pg = await startEmbeddedPostgres({ dir: path.join(os.tmpdir(), `tollgate-test-${port}`), port, settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '300' } });
+    const port = await freePort();
+    pg = await startEmbeddedPostgres({ dir: path.join(os.tmpdir(), `tollgate-test-${process.pid}-${port}`), port, settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '300' } });
     adminUrl = pg.url();
   }
   const admin = new Client({ connectionString: adminUrl });
