@@ -66,6 +66,39 @@ describe('receiving Stripe webhooks', () => {
     expect(history.entitlementHistory.items.every((i: any) => i.actorType === 'PAYMENT_EVENT' && i.actorId === `stripe:${e.id}`)).toBe(true);
   });
 
+  test('a huge body is refused with 413 and nothing is stored', async () => {
+    const e = event('customer.subscription.created', { ...subscription({ id: 'sub_big', customer: 'cus_big', price: 'price_pro_monthly', start: now(), periodStart: now(), periodEnd: now() + 30 * DAY }), padding: 'x'.repeat(2_000_000) });
+    expect((await post(e)).status).toBe(413);
+    expect(await count('payment_event')).toBe(0);
+  });
+
+  test('an event that fails mid-way leaves no partial change, is stored as FAILED, and the provider retry applies it', async () => {
+    // Make the plan's `video` entitlement fail inside the transaction, after the customer and its
+    // Stripe link were written in it.
+    await t.sql(`create function test_fail_video() returns trigger language plpgsql as $$
+      begin if new.feature_key = 'video' then raise exception 'injected failure'; end if; return new; end $$`);
+    await t.sql(`create trigger test_fail_video before insert on entitlement for each row execute function test_fail_video()`);
+    const e = event('customer.subscription.created', subscription({ id: 'sub_mid', customer: 'cus_mid', price: 'price_pro_monthly', start: now() - 60, periodStart: now() - 60, periodEnd: now() + 30 * DAY, customerId: 'midway' }));
+    try {
+      const failed = await post(e);
+      expect(failed.status).toBe(500);
+      expect(failed.body.status).toBe('FAILED');
+      expect(await count('entitlement')).toBe(0);
+      expect(await count('credit_grant')).toBe(0);
+      expect(await count('entitlement_change')).toBe(0);
+      const [stored] = await t.sql(`select status, attempts from payment_event where id = $1`, [e.id]);
+      expect(stored).toEqual({ status: 'FAILED', attempts: 1 });
+    } finally {
+      await t.sql(`drop trigger test_fail_video on entitlement`);
+      await t.sql(`drop function test_fail_video()`);
+    }
+    const retried = await post(e);
+    expect(retried.status).toBe(200);
+    expect(retried.body.status).toBe('APPLIED');
+    expect((await access('midway')).video.allowed).toBe(true);
+    expect(await count('entitlement')).toBe(3);
+  });
+
   test('unknown event types and unknown prices are stored as IGNORED with the reason', async () => {
     const other = event('payment_method.attached', { id: 'pm_1', object: 'payment_method', customer: 'cus_1' });
     expect((await post(other)).body.status).toBe('IGNORED');
