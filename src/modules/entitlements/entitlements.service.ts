@@ -447,9 +447,15 @@ export class EntitlementsService {
       // short by an earlier end (and written off) and whose period is live again gets back what was
       // written off: a GRANT entry, explained in its metadata (payments: a failed payment recovered
       // after the grace period; events applied out of order).
+      // written_off only grows; what earlier extensions already gave back is subtracted, so each
+      // write-off is restored at most once.
       const grants = await sql.query<{ id: string; period_start: Date; expires_at: Date | null; written_off: string; remaining: string }>(
-        `select id, period_start, expires_at, written_off::text, remaining::text from credit_grant
-          where customer_id = $1 and entitlement_id = $2 and revoked_at is null order by id for no key update`,
+        `select g.id, g.period_start, g.expires_at, g.remaining::text,
+                (g.written_off - coalesce((select sum(l.amount) from ledger_entry l
+                                            where l.customer_id = g.customer_id and l.grant_id = g.id and l.kind = 'GRANT'
+                                              and l.metadata->>'reason' like 'restored:%'), 0))::text as written_off
+           from credit_grant g
+          where g.customer_id = $1 and g.entitlement_id = $2 and g.revoked_at is null order by g.id for no key update of g`,
         [customerId, id],
       );
       const restore: Posting[] = [];

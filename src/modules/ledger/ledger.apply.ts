@@ -76,6 +76,13 @@ export interface LedgerPlan {
   inserts: UsageInsert[];
   updates: UsageUpdate[];
   postings: Posting[];
+  /**
+   * Optimistic checks: each grant's balance as the plan read it (the split between allowance and
+   * overage, and every balance_after, depend on it), and the grants the plan treated as usable
+   * (still active at write time). A mismatch aborts the statement: re-read and re-plan.
+   */
+  expectRemaining?: Map<string, Dec>;
+  usable?: Set<string>;
 }
 
 export const emptyPlan = (): LedgerPlan => ({ inserts: [], updates: [], postings: [] });
@@ -118,8 +125,8 @@ const APPLY = statement(
    ),
    deltas as (
      select * from unnest($32::uuid[], $33::numeric[], $34::numeric[], $35::numeric[], $36::numeric[], $37::boolean[],
-                          $38::boolean[], $39::boolean[])
-       as d(grant_id, d_remaining, d_held, d_consumed, d_written_off, check_floor, check_zero, require_active)
+                          $38::boolean[], $39::boolean[], $50::numeric[])
+       as d(grant_id, d_remaining, d_held, d_consumed, d_written_off, check_floor, check_zero, require_active, expect_remaining)
    ),
    locked as (
      select g.id from credit_grant g
@@ -135,6 +142,7 @@ const APPLY = statement(
       where g.customer_id = $1 and g.id = d.grant_id
         and (not d.check_floor or g.floor is null or g.remaining + d.d_remaining >= g.floor)
         and (not d.check_zero or g.remaining + d.d_remaining >= 0)
+        and (d.expect_remaining is null or g.remaining = d.expect_remaining)
         and (not d.require_active or (g.revoked_at is null and g.period_start <= now()
                                       and (g.expires_at is null or g.expires_at > now())))
      returning g.id, g.feature_key, g.remaining
@@ -273,7 +281,7 @@ export async function applyPlan(sql: Sql, customerId: string, plan: LedgerPlan, 
     ids.map((id) => fmt(deltas.get(id)!.writtenOff)),
     ids.map((id) => deltas.get(id)!.checkFloor),
     ids.map((id) => deltas.get(id)!.checkZero),
-    ids.map((id) => deltas.get(id)!.requireActive),
+    ids.map((id) => deltas.get(id)!.requireActive || (plan.usable?.has(id) ?? false)),
     plan.postings.map((p) => p.grantId),
     plan.postings.map((p) => p.kind),
     plan.postings.map((p) => fmt(p.amount)),
@@ -284,6 +292,7 @@ export async function applyPlan(sql: Sql, customerId: string, plan: LedgerPlan, 
     plan.postings.map((p) => (p.actor === undefined ? actor : p.actor)),
     upd.map((u) => u.allowed),
     upd.map((u) => u.reason),
+    ids.map((id) => n(plan.expectRemaining?.get(id))),
   ];
   try {
     const [row] = await sql.query<{ grants: Array<{ id: string; remaining: string }> }>(APPLY, values);

@@ -96,7 +96,6 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
   const byId = new Map(state.usageById);
   const inserted = new Map<string, UsageInsert>();
   const updates = new Map<string, UsageUpdate>();
-  const writtenOff = new Set<string>();
   const now = state.now;
 
   const viewOf = (poolKey: string): PoolView => {
@@ -108,15 +107,28 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
     return v;
   };
 
-  /** Expired grants with a balance left: written off (EXPIRE) by this batch, once. */
-  const expireTouched = (poolKey: string, actor: string) => {
-    for (const g of viewOf(poolKey).toWriteOff) {
-      if (writtenOff.has(g.id)) continue;
-      writtenOff.add(g.id);
-      const amount = dec(g.remaining);
-      if (amount.lte(0)) continue;
-      plan.postings.push(posting(g.id, LedgerKind.EXPIRE, amount.neg(), null, null, { reason: 'grant expired' }, actor));
+  /**
+   * Grants that can no longer be drawn (expired, revoked): their working balance in this batch.
+   * Whatever part of it is positive is written off, and never more — a hold given back onto a
+   * grant that ended in overage only cancels that overage first.
+   */
+  const endedRemaining = new Map<string, Dec>();
+  const endedBalance = (grantId: string) =>
+    endedRemaining.get(grantId) ?? dec(state.grants.find((g) => g.id === grantId)?.remaining ?? '0');
+  const writeOffPositive = (grantId: string, kind: LedgerKind, usageId: string | null, metadata: Record<string, unknown>, actor: string) => {
+    const r = endedBalance(grantId);
+    if (r.gt(0)) {
+      plan.postings.push(posting(grantId, kind, r.neg(), usageId, null, metadata, actor));
+      endedRemaining.set(grantId, ZERO);
+    } else {
+      endedRemaining.set(grantId, r);
     }
+  };
+  const usable = new Set<string>();
+
+  /** Expired grants with a balance left: written off (EXPIRE) by this batch. */
+  const expireTouched = (poolKey: string, actor: string) => {
+    for (const g of viewOf(poolKey).toWriteOff) writeOffPositive(g.id, LedgerKind.EXPIRE, null, { reason: 'grant expired' }, actor);
   };
 
   /** Grants by id as the batch sees them (usable ones from the views, others from the snapshot). */
@@ -140,11 +152,11 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
       if (gs.usable) {
         gs.grant.remaining = gs.grant.remaining.plus(amount);
         gs.grant.held = gs.grant.held.minus(amount);
+        usable.add(h.grantId);
       } else {
         const reason = gs.row?.revokedAt ? LedgerKind.REVOKE : LedgerKind.EXPIRE;
-        plan.postings.push(
-          posting(h.grantId, reason, amount.neg(), row.id, null, { reason: 'released onto a grant that has ended' }, actor),
-        );
+        endedRemaining.set(h.grantId, endedBalance(h.grantId).plus(amount));
+        writeOffPositive(h.grantId, reason, row.id, { reason: 'released onto a grant that has ended' }, actor);
       }
     }
   };
@@ -155,6 +167,7 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
     for (const d of result.draws) {
       if (!d.grant.id) throw new Error('planning against a grant that was not materialized');
       plan.postings.push(posting(d.grant.id, kind, d.amount.neg(), usageId, key, null, actor));
+      usable.add(d.grant.id);
       d.grant.remaining = d.grant.remaining.minus(d.amount);
       if (kind === LedgerKind.HOLD) d.grant.held = d.grant.held.plus(d.amount);
       else d.grant.consumed = d.grant.consumed.plus(d.amount);
@@ -430,6 +443,14 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
     }
   }
 
+  // Optimistic checks for the write: every touched grant still has the balance this plan read,
+  // and the ones it used as live are still live.
+  plan.expectRemaining = new Map();
+  for (const p of plan.postings) {
+    const row = state.grants.find((g) => g.id === p.grantId);
+    if (row) plan.expectRemaining.set(p.grantId, dec(row.remaining));
+  }
+  plan.usable = usable;
   return { plan, outcomes };
 }
 
