@@ -420,11 +420,20 @@ describe('pool', () => {
   test('buildPoolView: unused balance rolls over into a virtual period up to rolloverCap', () => {
     const plan = allowance('credits', '100', { resetPeriod: ResetPeriod.MONTH, validFrom: new Date('2026-02-01T00:00:00Z'), rolloverCap: '50' });
     const feb = (remaining: string) =>
-      grantOf(plan, { periodStart: new Date('2026-02-01T00:00:00Z'), expiresAt: anchor, remaining: '0', writtenOff: remaining });
+      // A consistent past period: of its 100, `remaining` was left unused and written off at expiry.
+      grantOf(plan, { periodStart: new Date('2026-02-01T00:00:00Z'), expiresAt: anchor, remaining: '0', writtenOff: remaining, consumed: String(100 - Number(remaining)) });
     const small = buildPoolView(state({ entitlements: [plan], grants: [feb('30')] }), 'credits');
     expect(small.grants.map((g) => [str(g.amount), str(g.rollover)])).toEqual([['130', '30']]);
     const capped = buildPoolView(state({ entitlements: [plan], grants: [feb('80')] }), 'credits');
     expect(capped.grants.map((g) => [str(g.amount), str(g.rollover)])).toEqual([['150', '50']]);
+  });
+
+  test('buildPoolView: a write-off that was later restored and consumed does not roll over again', () => {
+    const plan = allowance('credits', '100', { resetPeriod: ResetPeriod.MONTH, validFrom: new Date('2026-02-01T00:00:00Z'), rolloverCap: '50' });
+    // Cut (EXPIRE 100), restored (+100), then all 100 consumed: written_off stays 100, nothing was unused.
+    const feb = grantOf(plan, { periodStart: new Date('2026-02-01T00:00:00Z'), expiresAt: anchor, remaining: '0', writtenOff: '100', consumed: '100' });
+    const view = buildPoolView(state({ entitlements: [plan], grants: [feb] }), 'credits');
+    expect(view.grants.map((g) => [str(g.amount), str(g.rollover)])).toEqual([['100', '0']]);
   });
 
   test('burnDownCompare: priority first, then soonest expiry (never-expiring last), then oldest period', () => {

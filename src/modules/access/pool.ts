@@ -93,7 +93,9 @@ function rolloverInto(e: EntitlementRow, currentIndex: number, grants: GrantRow[
     .filter((g) => g.entitlementId === e.id && periodIndexOf(g) < currentIndex)
     .sort((a, b) => b.periodStart.getTime() - a.periodStart.getTime())[0];
   if (!previous) return ZERO;
-  const unused = D.max(dec(previous.remaining), ZERO).plus(dec(previous.writtenOff));
+  // What the previous period did not use: its amount minus what was consumed from it (a write-off
+  // later restored, or a hold, does not count as unused twice).
+  const unused = D.max(dec(previous.amount).minus(dec(previous.consumed)), ZERO);
   let carried = decMin(unused, cap);
   // Periods nobody touched: their whole allowance (plus what they received) was unused.
   const skipped = currentIndex - periodIndexOf(previous) - 1;
