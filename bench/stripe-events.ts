@@ -2,9 +2,8 @@ import Stripe from 'stripe';
 
 /**
  * Stripe events in the shape Stripe sends them, and a signer using the official SDK's
- * test-header helper. A copy of the few builders of test/support/stripe.ts that the webhook chaos
- * run needs (test/ is not compiled by tsconfig.build.json). Ids are passed in by the caller so
- * that a seed always produces the same events.
+ * test-header helper. Used by the webhook chaos run and, through test/support/stripe.ts, by the
+ * tests. Ids are passed in by the caller so that a seed always produces the same events.
  */
 
 const stripe = new Stripe('sk_test_unused');
