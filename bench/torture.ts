@@ -1,12 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Client } from 'pg';
 import { ensureDatabaseExists } from '../src/db/database';
 import { startEmbeddedPostgres, type RunningPostgres } from '../src/db/embedded';
 import { decodeUsageId } from '../src/shared/ids';
+import { arg, flag, freePort, prng, sleep, table, type Rng } from './harness';
 
 /**
  * Torture test (issue 6, part 1): >= 64 concurrent clients issue consume / reserve / commit /
@@ -21,14 +21,6 @@ import { decodeUsageId } from '../src/shared/ids';
 
 // ---- arguments and PRNG ----------------------------------------------------------------------
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const n = Number(process.argv[i + 1]);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`--${name} must be a number`);
-  return n;
-}
-const flag = (name: string) => process.argv.includes(`--${name}`);
 
 const DURATION_S = arg('duration', 60);
 const SEED = Math.floor(arg('seed', Date.now() % 1_000_000_000));
@@ -37,24 +29,6 @@ const CUSTOMERS = Math.max(10, Math.floor(arg('customers', 200)));
 const KEEP = flag('keep');
 const VERBOSE = flag('verbose');
 
-/** mulberry32: small, fast, seeded. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return {
-    next,
-    int: (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1)),
-    chance: (p: number) => next() < p,
-    pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)],
-  };
-}
-type Rng = ReturnType<typeof prng>;
 const master = prng(SEED);
 Math.random = master.next; // anything else that draws randomness in this process follows the seed
 
@@ -62,7 +36,6 @@ const log = (line: string) => process.stdout.write(`${line}\n`);
 const debug = (line: string) => {
   if (VERBOSE) log(`  [${((Date.now() - t0) / 1000).toFixed(1)}s] ${line}`);
 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const t0 = Date.now();
 
 // ---- processes -------------------------------------------------------------------------------
@@ -71,16 +44,6 @@ const root = path.resolve(__dirname, '..', '..');
 const mainJs = path.join(root, 'dist', 'src', 'main.js');
 const ADMIN = `tg_torture_admin_${SEED}_0123456789abcdef`;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const counts = {
   opsSent: 0,
@@ -741,11 +704,6 @@ async function seedCustomers(rng: Rng): Promise<void> {
   stopping = false;
 }
 
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  const line = (r: string[]) => `| ${r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ')} |`;
-  return [line(rows[0]), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
-}
 
 async function main(): Promise<number> {
   if (!fs.existsSync(mainJs)) throw new Error(`${mainJs} is missing: run npm run build`);

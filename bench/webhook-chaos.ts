@@ -1,7 +1,6 @@
 import 'reflect-metadata';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Client } from 'pg';
@@ -10,6 +9,7 @@ import { startEmbeddedPostgres, type RunningPostgres } from '../src/db/embedded'
 import type { ResetPeriod } from '../src/modules/catalog/catalog.entities';
 import { addMonthsUTC, periodAt } from '../src/modules/ledger/periods';
 import * as S from './stripe-events';
+import { arg, flag, freePort, prng, sleep, table, type Rng } from './harness';
 
 /**
  * Webhook chaos (issue 6, part 2). Seeded Stripe event streams of >= 100 customers' lifecycles
@@ -31,14 +31,6 @@ import * as S from './stripe-events';
 
 // ---- arguments and PRNG ----------------------------------------------------------------------
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const n = Number(process.argv[i + 1]);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`--${name} must be a non-negative number`);
-  return n;
-}
-const flag = (name: string) => process.argv.includes(`--${name}`);
 
 const SEED = Math.floor(arg('seed', Date.now() % 1_000_000_000));
 const CUSTOMERS = Math.max(1, Math.floor(arg('customers', 100)));
@@ -48,24 +40,6 @@ const DISPUTES = flag('disputes');
 const KEEP = flag('keep');
 const VERBOSE = flag('verbose');
 
-/** mulberry32: small, fast, seeded. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return {
-    next,
-    int: (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1)),
-    chance: (p: number) => next() < p,
-    pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)],
-  };
-}
-type Rng = ReturnType<typeof prng>;
 const subSeed = (tag: number) => (Math.imul(SEED ^ 0x9e3779b9, 2654435761) + Math.imul(tag, 40503)) >>> 0;
 
 const t0 = Date.now();
@@ -73,7 +47,6 @@ const log = (line: string) => process.stdout.write(`${line}\n`);
 const debug = (line: string) => {
   if (VERBOSE) log(`  [${((Date.now() - t0) / 1000).toFixed(1)}s] ${line}`);
 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---- the event streams -----------------------------------------------------------------------
 
@@ -371,16 +344,6 @@ const root = path.resolve(__dirname, '..', '..');
 const mainJs = path.join(root, 'dist', 'src', 'main.js');
 const ADMIN = `tg_chaos_admin_${SEED}_0123456789abcdef`;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 class Service {
   child: ChildProcess | undefined;
@@ -767,11 +730,6 @@ function diffLines(a: string[], b: string[]): { onlyA: string[]; onlyB: string[]
   return { onlyA, onlyB };
 }
 
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  const line = (r: string[]) => `| ${r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ')} |`;
-  return [line(rows[0]), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
-}
 
 // ---- main ------------------------------------------------------------------------------------
 

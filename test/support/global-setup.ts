@@ -1,9 +1,9 @@
 import 'reflect-metadata';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Client } from 'pg';
 import { startEmbeddedPostgres, type RunningPostgres } from '../../src/db/embedded';
+import { freePort } from '../../bench/harness';
 
 export const TEMPLATE_DB = 'tollgate_test_template';
 
@@ -11,17 +11,6 @@ export const TEMPLATE_DB = 'tollgate_test_template';
  * Once per `npm test`: PostgreSQL (embedded unless DATABASE_URL is set). The first test file
  * migrates a template database; every test file gets its own copy of it (see support/app.ts).
  */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 export default async function globalSetup(): Promise<void> {
   let adminUrl = process.env.DATABASE_URL;
   let pg: RunningPostgres | undefined;
