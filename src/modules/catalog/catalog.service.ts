@@ -188,9 +188,6 @@ export class CatalogService {
     return em.find(Feature, {}, { orderBy: { key: 'asc' } });
   }
 
-  findFeatures(em: EntityManager, keys: readonly string[]): Promise<Feature[]> {
-    return em.find(Feature, { key: { $in: [...keys] } });
-  }
 
   async getFeature(em: EntityManager, key: string): Promise<Feature> {
     if (/[\u0000-\u001f]/.test(key)) throw badInput('key must not contain control characters', { field: 'key' });

@@ -1,5 +1,5 @@
 import type { Db } from '../../db/sql';
-import { badInput, notFound } from '../../shared/errors';
+import { badInput } from '../../shared/errors';
 import { validateCustomerId } from '../entitlements/entitlements.service';
 
 /** Customers: the product's own ids. Also created implicitly by the first grant or plan assignment. */
@@ -53,26 +53,11 @@ export class CustomersService {
     return toRow(row);
   }
 
-  async get(id: string): Promise<CustomerRow> {
-    const [row] = await this.db.query(`select * from customer where id = $1`, [id]);
-    if (!row) throw notFound('Customer', id);
-    return toRow(row);
-  }
 
-  async find(id: string): Promise<CustomerRow | null> {
-    const [row] = await this.db.query(`select * from customer where id = $1`, [id]);
-    return row ? toRow(row) : null;
-  }
 
   async getMany(ids: readonly string[]): Promise<Map<string, CustomerRow>> {
     const rows = await this.db.query(`select * from customer where id = any($1::text[])`, [ids]);
     return new Map(rows.map((r) => [r.id as string, toRow(r)]));
   }
 
-  async list(first: number, after?: string | null): Promise<{ items: CustomerRow[]; hasNextPage: boolean; endCursor: string | null }> {
-    if (!Number.isInteger(first) || first < 1 || first > 500) throw badInput('first must be between 1 and 500');
-    const rows = await this.db.query(`select * from customer where ($1::text is null or id > $1) order by id limit $2`, [after ?? null, first + 1]);
-    const items = rows.slice(0, first).map(toRow);
-    return { items, hasNextPage: rows.length > first, endCursor: items.length ? items[items.length - 1].id : null };
-  }
 }

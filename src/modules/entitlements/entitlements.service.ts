@@ -132,23 +132,6 @@ export class EntitlementsService {
     return rows.map((r) => parseEntitlement(customerId, r.row));
   }
 
-  async get(id: string): Promise<EntitlementRow> {
-    const [row] = await this.db.query<{ customer_id: string; row: Record<string, unknown> }>(
-      `select e.customer_id, ${ENTITLEMENT_JSON} as row from entitlement e where e.id = $1`,
-      [id],
-    );
-    if (!row) throw notFound('Entitlement', id);
-    return parseEntitlement(row.customer_id, row.row);
-  }
-
-  /** Loads many entitlements by id (for dataloaders): one query. */
-  async getMany(ids: readonly string[]): Promise<Map<string, EntitlementRow>> {
-    const rows = await this.db.query<{ customer_id: string; row: Record<string, unknown> }>(
-      `select e.customer_id, ${ENTITLEMENT_JSON} as row from entitlement e where e.id = any($1::uuid[])`,
-      [ids.filter((id) => /^[0-9a-f-]{36}$/i.test(id))],
-    );
-    return new Map(rows.map((r) => [r.row.id as string, parseEntitlement(r.customer_id, r.row)]));
-  }
 
   async history(customerId: string, first: number, after?: string | null, entitlementId?: string | null) {
     if (first < 1 || first > 500) throw badInput('first must be between 1 and 500');

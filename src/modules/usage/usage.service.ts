@@ -248,11 +248,6 @@ export class UsageService {
     return reservationOf(o.row!);
   }
 
-  /** The customer a usage or reservation id belongs to (for authorization before acting). */
-  customerOf(publicId: string): string {
-    return decodeUsageId(publicId).customerId;
-  }
-
   /** Sweeper entry: lapse expired holds and write off expired grants of one customer. */
   async maintain(customerId: string, poolKeys: string[], holdIds: string[]): Promise<void> {
     await this.submit(customerId, {
