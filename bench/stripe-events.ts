@@ -96,6 +96,8 @@ export function invoice(args: {
   amount: number;
   status?: 'paid' | 'open';
   attemptCount?: number;
+  /** The payment that paid it (older API versions: `payment_intent` on the invoice). Default `pi_<invoice id>`. */
+  paymentIntent?: string | null;
 }): StripeObject {
   const paid = (args.status ?? 'paid') === 'paid';
   return {
@@ -108,6 +110,7 @@ export function invoice(args: {
     paid,
     amount_due: args.amount,
     amount_paid: paid ? args.amount : 0,
+    payment_intent: args.paymentIntent === undefined ? `pi_inv_${args.id.replace(/^in_/, '')}` : args.paymentIntent,
     attempt_count: args.attemptCount ?? 1,
     currency: 'usd',
     period_start: args.periodStart,

@@ -291,6 +291,8 @@ async function send(
 
 // ---- the workload and its history -------------------------------------------------------------
 
+/** Denials that are not stored as the key's outcome (nothing to attach them to). */
+const UNSTORED = new Set(['UNKNOWN_CUSTOMER', 'UNKNOWN_FEATURE']);
 const CONSUME = `mutation($input: ConsumeInput!) { consume(input: $input) { allowed reason usageId charged replayed } }`;
 const RESERVE = `mutation($input: ReserveInput!) { reserve(input: $input) { allowed reason replayed reservation { id status held quantity } } }`;
 const COMMIT = `mutation($id: ID!, $q: Decimal!) { commitReservation(id: $id, quantity: $q) { allowed reason usageId charged replayed } }`;
@@ -309,13 +311,13 @@ interface ConsumeRecord {
   key: string;
   feature: string;
   quantity: string;
-  answers: Array<{ allowed: boolean; usageId: string | null; charged: string }>;
+  answers: Array<{ allowed: boolean; usageId: string | null; charged: string; reason: string }>;
   errors: string[];
 }
 interface ReserveRecord {
   customerId: string;
   key: string;
-  answers: Array<{ allowed: boolean; id: string | null; held: string | null }>;
+  answers: Array<{ allowed: boolean; id: string | null; held: string | null; reason: string }>;
   errors: string[];
 }
 interface ResolveRecord {
@@ -366,7 +368,7 @@ async function clientLoop(index: number, until: number): Promise<void> {
       await send(rng, CONSUME, { input: { customerId: cust, feature: f.key, quantity, idempotencyKey: key } }, (a) => {
         if (a.kind === 'data') {
           const c = a.data.consume;
-          rec.answers.push({ allowed: c.allowed, usageId: c.usageId, charged: c.charged });
+          rec.answers.push({ allowed: c.allowed, usageId: c.usageId, charged: c.charged, reason: c.reason });
           counts.acknowledged += 1;
           if (!c.allowed) counts.refusals += 1;
           else if (rng.chance(0.3)) reusable.push({ type: 'consume', customerId: cust, key, feature: f.key, quantity });
@@ -381,7 +383,7 @@ async function clientLoop(index: number, until: number): Promise<void> {
       await send(rng, RESERVE, { input: { customerId: cust, feature: f.key, quantity: String(quantity), idempotencyKey: key, ttlSeconds } }, (a) => {
         if (a.kind === 'data') {
           const v = a.data.reserve;
-          rec.answers.push({ allowed: v.allowed, id: v.reservation?.id ?? null, held: v.reservation?.held ?? null });
+          rec.answers.push({ allowed: v.allowed, id: v.reservation?.id ?? null, held: v.reservation?.held ?? null, reason: v.reason });
           counts.acknowledged += 1;
           if (!v.allowed) counts.refusals += 1;
           else if (v.reservation && !resolutions.has(v.reservation.id)) {
@@ -517,6 +519,9 @@ async function check(env: Env): Promise<Check[]> {
     for (const rec of consumes.values()) {
       const k = `${rec.customerId}|${rec.key}`;
       const ev = events.get(k);
+      // A denial for a customer or feature that does not exist yet is not stored (docs/metering.md):
+      // the same key may succeed once the customer exists, so only stored outcomes must agree.
+      rec.answers = rec.answers.filter((a) => a.allowed || !UNSTORED.has(a.reason));
       if (rec.answers.length === 0) {
         unacked += 1;
         continue;
@@ -545,6 +550,7 @@ async function check(env: Env): Promise<Check[]> {
     }
     for (const rec of reserves.values()) {
       const k = `${rec.customerId}|${rec.key}`;
+      rec.answers = rec.answers.filter((a) => a.allowed || !UNSTORED.has(a.reason));
       if (rec.answers.length === 0) {
         unacked += 1;
         continue;

@@ -7,7 +7,7 @@ import { Client } from 'pg';
 import { ensureDatabaseExists } from '../src/db/database';
 import { startEmbeddedPostgres, type RunningPostgres } from '../src/db/embedded';
 import type { ResetPeriod } from '../src/modules/catalog/catalog.entities';
-import { addMonthsUTC, periodAt } from '../src/modules/ledger/periods';
+import { addMonthsUTC, periodAnchorOf, periodAt } from '../src/modules/ledger/periods';
 import * as S from './stripe-events';
 import { arg, flag, freePort, prng, sleep, table, type Rng } from './harness';
 
@@ -70,6 +70,16 @@ interface Stream {
   /** Human-readable line per event id, for reports. */
   notes: Map<string, string>;
   summary: string;
+  /** Usage between events: each op runs once events[0..after] have been delivered. */
+  usage: UsageOp[];
+}
+
+/** A consume, or a reserve (committed later, after another event: e.g. a hold across a refund). */
+interface UsageOp {
+  after: number;
+  kind: 'consume' | 'reserve' | 'commit';
+  key: string;
+  quantity: number;
 }
 
 /**
@@ -229,6 +239,19 @@ function lifecycle(rng: Rng, index: number, nowS: number, attempt: number): Stre
         cursor = at + 3 * MIN;
       }
     }
+    // A flip: seats (team) or the plan (pro -> team -> pro) changed and changed back minutes later.
+    if (rng.chance(0.3) && hi - cursor > 3 * HOUR) {
+      const at = rng.int(cursor + HOUR, hi - 2 * HOUR);
+      const back = at + rng.int(60, 900);
+      const [p0, q0] = [plan, qty];
+      if (plan === 'team') while (qty === q0) qty = rng.int(1, 5);
+      else [plan, qty] = ['team', rng.int(1, 3)];
+      push('customer.subscription.updated', snapshot(), at, `subscription.updated flip ${p0} x${q0} -> ${describe()}`);
+      [plan, qty] = [p0, q0];
+      push('customer.subscription.updated', snapshot(), back, `subscription.updated flip back -> ${describe()}`);
+      anchors.push(at, back);
+      cursor = back + MIN;
+    }
     if (rng.chance(0.15) && hi - cursor > 3 * HOUR) {
       const at = rng.int(cursor + HOUR, hi - HOUR);
       if (rng.chance(0.55)) {
@@ -264,6 +287,7 @@ function lifecycle(rng: Rng, index: number, nowS: number, attempt: number): Stre
 
   // One-off purchases: a credit pack, some partly refunded (sometimes twice), rarely disputed.
   const packs = rng.chance(0.4) ? (rng.chance(0.15) ? 2 : 1) : 0;
+  const holdsAcrossRefunds: Array<{ checkout: string; refund: string }> = [];
   for (let p = 0; p < packs; p++) {
     const at = rng.int(start + HOUR, limit - 2 * HOUR);
     const pi = `pi_${tag}x${p}`;
@@ -276,6 +300,7 @@ function lifecycle(rng: Rng, index: number, nowS: number, attempt: number): Stre
       at,
       `checkout.session.completed credits-1000 (${pi}${ref ? ', client_reference_id' : ''})`,
     );
+    const checkoutId = events[events.length - 1].e.id;
     let refunded = 0;
     let last = at;
     for (let r = 0; r < 2 && rng.chance(r === 0 ? 0.55 : 0.3); r++) {
@@ -288,6 +313,7 @@ function lifecycle(rng: Rng, index: number, nowS: number, attempt: number): Stre
         when,
         `charge.refunded ${refunded}/${PACK_CENTS} (${pi})`,
       );
+      if (r === 0) holdsAcrossRefunds.push({ checkout: checkoutId, refund: events[events.length - 1].e.id });
       last = when;
     }
     if (DISPUTES && rng.chance(0.2)) {
@@ -312,6 +338,17 @@ function lifecycle(rng: Rng, index: number, nowS: number, attempt: number): Stre
   if (criticals.some((c) => Math.abs(c - nowS) < 2 * HOUR)) return undefined;
 
   const notes = new Map(events.map(({ e, note }) => [e.id, note]));
+  // Usage between events (at the time of delivery): a few consumes, and a hold taken after each
+  // refunded purchase and committed after its refund (a refund under a hold). Big enough to reach
+  // past the plan's allowance into the pack's credits.
+  const indexOf = (id: string) => events.findIndex((x) => x.e.id === id);
+  const usage: UsageOp[] = [];
+  for (let u = rng.int(1, 4); u > 0; u--) usage.push({ after: rng.int(0, events.length - 1), kind: 'consume', key: `c${u}`, quantity: rng.int(1, 40) * 10 });
+  holdsAcrossRefunds.forEach((h, i) => {
+    usage.push({ after: indexOf(h.checkout), kind: 'reserve', key: `h${i}`, quantity: 5500 });
+    usage.push({ after: indexOf(h.refund), kind: 'commit', key: `h${i}`, quantity: rng.chance(0.5) ? 5500 : rng.int(1, 54) * 100 });
+  });
+  usage.sort((a, b) => a.after - b.after || (a.kind === 'commit' ? 1 : 0) - (b.kind === 'commit' ? 1 : 0));
   const final = ended || status !== 'active' ? status : cancelAtPeriodEnd ? 'active, cancel at period end' : 'active';
   return {
     index,
@@ -320,6 +357,7 @@ function lifecycle(rng: Rng, index: number, nowS: number, attempt: number): Stre
     sub,
     events: events.map((x) => x.e),
     notes,
+    usage,
     summary: `${linkMode}, ${periodsOnItems ? 'periods on items' : 'periods on subscription'}, started ${((nowS - start) / DAY).toFixed(1)} d ago, ${changes} change(s), ${packs} pack(s), now ${final}`,
   };
 }
@@ -467,6 +505,7 @@ const counts = {
   serverErrors: 0,
   duplicateAnswers: 0,
   kills: 0,
+  usage: 0,
 };
 const harnessErrors: string[] = [];
 
@@ -528,6 +567,7 @@ async function deliver(base: string, e: S.StripeEvent, rng: Rng | undefined, tag
     const at = `t+${sent}..${Date.now() - t0}ms`;
     const push = (line: string) => lines.push({ t: sent, line });
     if (a.kind === 'answer' && a.status >= 200 && a.status < 300) {
+      if (rng) ackedB.add(e.id);
       if (a.body.duplicate === true) counts.duplicateAnswers += 1;
       push(`${at} ${tag} ${e.id} ${e.type} -> ${a.status} ${String(a.body.status)}${a.body.duplicate ? ' (duplicate)' : ''}`);
       return;
@@ -550,10 +590,84 @@ async function deliver(base: string, e: S.StripeEvent, rng: Rng | undefined, tag
 }
 
 /** Phase A: every stream once, in order; several customers at a time. */
+// ---- usage between events ----------------------------------------------------------------------
+
+/** Events phase B has had acknowledged at least once (usage waits for its prefix of the stream). */
+const ackedB = new Set<string>();
+/** What each usage op answered, per phase and customer: compared across orderings. */
+const usageLines = { A: new Map<string, string[]>(), B: new Map<string, string[]>() };
+
+const USAGE = {
+  consume: `mutation($i: ConsumeInput!) { consume(input: $i) { allowed reason charged overage uncollected } }`,
+  reserve: `mutation($i: ReserveInput!) { reserve(input: $i) { allowed reason reservation { id held } } }`,
+  commit: `mutation($id: ID!, $q: Decimal!) { commitReservation(id: $id, quantity: $q) { allowed reason charged overage uncollected } }`,
+};
+
+/** One usage op, retried with the same key until the service answers (it may be restarting). */
+async function runUsage(phase: 'A' | 'B', base: string, s: Stream, op: UsageOp, reservations: Map<string, string>): Promise<void> {
+  const lines = usageLines[phase].get(s.customerId) ?? [];
+  usageLines[phase].set(s.customerId, lines);
+  const key = `${s.customerId}-${op.key}`;
+  let query: string;
+  let variables: Record<string, unknown>;
+  if (op.kind === 'commit') {
+    const id = reservations.get(op.key);
+    if (!id) {
+      lines.push(`${op.key} commit ${op.quantity}: no reservation`);
+      return;
+    }
+    query = USAGE.commit;
+    variables = { id, q: op.quantity };
+  } else {
+    query = USAGE[op.kind];
+    variables = { i: { customerId: s.customerId, feature: 'credits', quantity: op.quantity, idempotencyKey: key, ...(op.kind === 'reserve' ? { ttlSeconds: 3600 } : {}) } };
+  }
+  const started = Date.now();
+  for (;;) {
+    const r = await gql(base, query, variables);
+    const code = (r.errors as Array<{ extensions?: { code?: string } }> | undefined)?.[0]?.extensions?.code;
+    if (r.data) {
+      const v = r.data[op.kind === 'commit' ? 'commitReservation' : op.kind];
+      if (op.kind === 'reserve') {
+        if (v.reservation) reservations.set(op.key, v.reservation.id);
+        lines.push(`${op.key} reserve ${op.quantity}: ${v.allowed ? 'allowed' : 'denied'} ${v.reason} held ${v.reservation?.held ?? '-'}`);
+      } else {
+        lines.push(`${op.key} ${op.kind} ${op.quantity}: ${v.allowed ? 'allowed' : 'denied'} ${v.reason} charged ${v.charged} overage ${v.overage} uncollected ${v.uncollected}`);
+      }
+      counts.usage += 1;
+      return;
+    }
+    if (code && code !== 'RETRY_LATER' && code !== 'INTERNAL_SERVER_ERROR') {
+      harnessErrors.push(`usage ${key} (${op.kind}) in ${phase}: ${JSON.stringify(r.errors).slice(0, 300)}`);
+      return;
+    }
+    if (Date.now() - started > 180_000) {
+      harnessErrors.push(`usage ${key} (${op.kind}) in ${phase}: no answer in 180 s`);
+      return;
+    }
+    await sleep(200);
+  }
+}
+
+/** Phase B: each customer's usage runs in order, each op once its prefix of the stream was acknowledged. */
+async function usageB(base: string, s: Stream): Promise<void> {
+  const reservations = new Map<string, string>();
+  for (const op of s.usage) {
+    while (!s.events.slice(0, op.after + 1).every((e) => ackedB.has(e.id))) await sleep(20);
+    await runUsage('B', base, s, op, reservations);
+  }
+}
+
 async function reference(service: Service, streams: Stream[]): Promise<void> {
   const queue = [...streams];
   const worker = async () => {
-    for (let s = queue.shift(); s; s = queue.shift()) for (const e of s.events) await deliver(service.base, e, undefined, 'A');
+    for (let s = queue.shift(); s; s = queue.shift()) {
+      const reservations = new Map<string, string>();
+      for (const [k, e] of s.events.entries()) {
+        await deliver(service.base, e, undefined, 'A');
+        for (const op of s.usage.filter((u) => u.after === k)) await runUsage('A', service.base, s, op, reservations);
+      }
+    }
   };
   await Promise.all(Array.from({ length: Math.min(8, streams.length) }, worker));
 }
@@ -605,8 +719,10 @@ async function chaos(service: Service, streams: Stream[]): Promise<void> {
       else await Promise.all(Array.from({ length: copies }, (_, c) => deliver(service.base, e, prng(subSeed(0x2000 + i * 7 + c)), `B#${i}.${c}`)));
     }
   };
+  const usage = Promise.all(streams.map((s) => usageB(service.base, s)));
   await Promise.all(Array.from({ length: WORKERS }, (_, w) => worker(w)));
   await faults;
+  await usage;
 }
 
 // ---- state and comparison --------------------------------------------------------------------
@@ -615,6 +731,8 @@ interface CustomerState {
   entitlements: string[];
   grants: string[];
   access: string[];
+  /** Usage as the books see it: consumed over all grants (ended ones included), charged on usage events. */
+  totals: string[];
 }
 
 const iso = (d: Date | null) => (d ? d.toISOString() : 'never');
@@ -628,17 +746,19 @@ async function readState(
 ): Promise<{ state: Map<string, CustomerState>; badEvents: Array<{ eventId: string; line: string }> }> {
   const db = new Client({ connectionString: dbUrl });
   await db.connect();
-  const state = new Map<string, CustomerState>(streams.map((s) => [s.customerId, { entitlements: [], grants: [], access: [] }]));
+  const state = new Map<string, CustomerState>(streams.map((s) => [s.customerId, { entitlements: [], grants: [], access: [], totals: [] }]));
   try {
     const [{ now }] = (await db.query(`select now() as now`)).rows as Array<{ now: Date }>;
     const ents = await db.query(
-      `select customer_id, id, feature_key, coalesce(plan_key, '-') as plan_key, source, valid_from, valid_until, created_at,
+      `select customer_id, id, feature_key, coalesce(plan_key, '-') as plan_key, source, valid_from, valid_until, created_at, period_anchor,
               trim_scale(allowance)::text as allowance, reset_period, value::text as value
          from entitlement where revoked_at is null and customer_id like 'wc-%'`,
     );
     const grants = await db.query(
+      // `amount` here is net of write-offs: a grant cut and restored (a failed payment recovered)
+      // has given more in total and written more off, which depends on when events arrived.
       `select g.customer_id, g.entitlement_id, g.feature_key, g.source, coalesce(e.plan_key, '-') as plan_key,
-              trim_scale(g.amount)::text as amount, trim_scale(g.remaining)::text as remaining, trim_scale(g.held)::text as held,
+              trim_scale(g.amount - g.written_off)::text as amount, trim_scale(g.remaining)::text as remaining, trim_scale(g.held)::text as held,
               g.period_start, g.expires_at, g.created_at, e.created_at as entitlement_created
          from credit_grant g left join entitlement e on e.customer_id = g.customer_id and e.id = g.entitlement_id
         where g.customer_id like 'wc-%' and g.revoked_at is null and (g.expires_at is null or g.expires_at > now())`,
@@ -656,7 +776,7 @@ async function readState(
       // as a full one (the service materializes it lazily, canAccess shows it as "virtual")
       const active = e.valid_from.getTime() <= now.getTime() && (e.valid_until === null || e.valid_until.getTime() > now.getTime());
       if (active && e.allowance !== null && Number(e.allowance) > 0) {
-        const p = periodAt(e.valid_from, e.reset_period as ResetPeriod, now, e.valid_until);
+        const p = periodAt(periodAnchorOf({ validFrom: e.valid_from, periodAnchor: e.period_anchor }), e.reset_period as ResetPeriod, now, e.valid_until);
         if (p && !have.has(`${e.customer_id}|${e.id}|${p.start.getTime()}`)) {
           const start = purchase ? relative(p.start, e.created_at) : iso(p.start);
           const end = purchase ? relative(p.end, e.created_at) : iso(p.end);
@@ -672,6 +792,30 @@ async function readState(
       const end = purchase ? relative(g.expires_at, g.entitlement_created ?? g.created_at) : iso(g.expires_at);
       st.grants.push(`${g.feature_key} ${g.plan_key} ${g.source} amount ${g.amount} remaining ${g.remaining} held ${g.held} period ${start} expires ${end}`);
     }
+    // The customer's net position in the pool: what its live grants hold, less usage that was
+    // drawn from a grant after that grant had ended (an event that ended it arrived after the
+    // usage, and no other grant could take it over): recorded, uncovered usage.
+    const totals = await db.query(
+      `with c as (select distinct customer_id from credit_grant where customer_id like 'wc-%'
+                  union select distinct customer_id from usage_event where customer_id like 'wc-%'),
+       live as (select customer_id, sum(greatest(remaining, 0)) as available, sum(held) as held from credit_grant
+                 where revoked_at is null and period_start <= now() and (expires_at is null or expires_at > now()) group by 1),
+       uncovered as (select l.customer_id, -sum(l.amount) as uncovered from ledger_entry l
+                       join credit_grant g on g.customer_id = l.customer_id and g.id = l.grant_id
+                       join entitlement e on e.customer_id = g.customer_id and e.id = g.entitlement_id
+                      where l.kind in ('CONSUME', 'CAPTURE', 'CARRY') and l.created_at >= least(g.expires_at, e.valid_until, g.revoked_at) group by 1),
+       -- credits of a refunded or disputed purchase consumed before the refund arrived
+       unrecovered as (select customer_id, sum(unrecovered_credits) as unrecovered from provider_purchase group by 1),
+       usage as (select customer_id, sum(charged) as charged, sum(uncollected) as uncollected from usage_event group by 1)
+       select c.customer_id,
+              trim_scale(coalesce(live.available, 0) - coalesce(uncovered.uncovered, 0) - coalesce(unrecovered.unrecovered, 0))::text as net,
+              trim_scale(coalesce(live.held, 0))::text as held, trim_scale(coalesce(usage.charged, 0))::text as charged,
+              trim_scale(coalesce(usage.uncollected, 0))::text as uncollected
+         from c left join live using (customer_id) left join uncovered using (customer_id) left join unrecovered using (customer_id)
+         left join usage using (customer_id)`,
+    );
+    for (const r of totals.rows)
+      state.get(r.customer_id)?.totals.push(`credits net ${r.net} (available - uncovered usage - unrecovered refunds), held ${r.held}, charged ${r.charged}, uncollected ${r.uncollected}`);
     for (const st of state.values()) {
       st.entitlements.sort();
       st.grants.sort();
@@ -770,12 +914,36 @@ async function main(): Promise<number> {
     const [va, vb] = await Promise.all([gql(a.base, VERIFY), gql(b.base, VERIFY)]);
 
     const differing: Array<{ s: Stream; parts: string[] }> = [];
+    const usageCompared = { same: 0, differ: 0, lines: [] as string[] };
     for (const s of streams) {
       const x = ra.state.get(s.customerId)!;
       const y = rb.state.get(s.customerId)!;
       const parts: string[] = [];
-      for (const k of ['entitlements', 'grants', 'access'] as const) {
-        const d = diffLines(x[k], y[k]);
+      // Usage is compared too; where it was decided the same way in both orderings, balances and
+      // the books must be equal. Where it was not (an event that changes access had not arrived
+      // yet in one of them, a legitimate difference), only entitlements and grant amounts are.
+      const uA = usageLines.A.get(s.customerId) ?? [];
+      const uB = usageLines.B.get(s.customerId) ?? [];
+      const sameUsage = JSON.stringify(uA) === JSON.stringify(uB);
+      if (sameUsage) usageCompared.same += 1;
+      else {
+        usageCompared.differ += 1;
+        usageCompared.lines.push(`${s.customerId}: A ${JSON.stringify(uA)} / B ${JSON.stringify(uB)}`);
+      }
+      // Per-grant balances may differ where one ordering had a grant the other did not have yet at
+      // the moment of a usage; the net position (totals) may not.
+      // A purchase's net amount too: what a refund could take back depends on what was consumed first.
+      const strip = (k: string, l: string) =>
+        k === 'grants'
+          ? l.replace(/ remaining \S+ held \S+/, '').replace(/^(credits - PURCHASE) amount \S+/, '$1')
+          : k === 'access'
+            ? l.replace(/ balance \S+/, '')
+            : l;
+      // where usage was decided differently, what depends on the balance (credits access) may differ too
+      const keep = (k: string, l: string) => sameUsage || k !== 'access' || !l.startsWith('credits:');
+      for (const k of ['entitlements', 'grants', 'access', 'totals'] as const) {
+        if (k === 'totals' && !sameUsage) continue;
+        const d = diffLines(x[k].filter((l) => keep(k, l)).map((l) => strip(k, l)), y[k].filter((l) => keep(k, l)).map((l) => strip(k, l)));
         for (const l of d.onlyA) parts.push(`  ${k} only in A: ${l}`);
         for (const l of d.onlyB) parts.push(`  ${k} only in B: ${l}`);
       }
@@ -810,6 +978,8 @@ async function main(): Promise<number> {
         ['service SIGKILLs (B)', String(counts.kills)],
         ['reference requests (phase A)', `${counts.referenceRequests} (${counts.referenceRetries} retries)`],
         ['entitlements / live grants compared (A)', `${entCount} / ${grantCount}`],
+        ['usage ops answered (A + B)', String(counts.usage)],
+        ['customers: usage decided alike / differently', `${usageCompared.same} / ${usageCompared.differ}`],
         ['customers whose state differs', String(statesDiffer)],
         ['events not APPLIED/IGNORED (A / B)', `${ra.badEvents.length} / ${rb.badEvents.length}`],
         ['verifyLedger differences (A + B)', String(ledgerProblems.length)],
@@ -819,6 +989,7 @@ async function main(): Promise<number> {
         ['run (s)', ((Date.now() - t0) / 1000).toFixed(1)],
       ]),
     );
+    if (VERBOSE) for (const l of usageCompared.lines) log(`usage decided differently: ${l}`);
     if (violations > 0) {
       log('');
       for (const { s, parts } of differing.slice(0, 10)) {

@@ -74,6 +74,8 @@ const EnvSchema = z.object({
   TOLLGATE_BODY_LIMIT: int(1_048_576, 1024, 64 * 1_048_576),
   TOLLGATE_SWEEP_INTERVAL: duration('60s'),
   TOLLGATE_PAYMENT_GRACE: duration('3d'),
+  TOLLGATE_REFUND_ENDS_ACCESS: bool(true),
+  TOLLGATE_PAYMENT_MATCH_WAIT: duration('3d'),
   TOLLGATE_AUTH_CACHE_TTL: duration('30s'),
   STRIPE_WEBHOOK_SECRET: optionalString,
   STRIPE_SECRET_KEY: optionalString,
@@ -99,6 +101,10 @@ export type Config = {
   limits: { maxDepth: number; maxCost: number; maxAliases: number; bodyLimit: number };
   sweepIntervalSeconds: number;
   paymentGraceSeconds: number;
+  /** A refunded (or disputed) subscription payment ends the access it funded, pro rata. */
+  refundEndsAccess: boolean;
+  /** How long a refund or dispute waits for the payment it reverses before it is IGNORED. */
+  paymentMatchWaitSeconds: number;
   authCacheTtlSeconds: number;
   stripe: { webhookSecrets: string[]; secretKey: string | undefined; apiBase: string | undefined };
 };
@@ -143,6 +149,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     sweepIntervalSeconds: e.TOLLGATE_SWEEP_INTERVAL,
     paymentGraceSeconds: e.TOLLGATE_PAYMENT_GRACE,
+    refundEndsAccess: e.TOLLGATE_REFUND_ENDS_ACCESS,
+    paymentMatchWaitSeconds: e.TOLLGATE_PAYMENT_MATCH_WAIT,
     authCacheTtlSeconds: e.TOLLGATE_AUTH_CACHE_TTL,
     stripe: {
       webhookSecrets: (e.STRIPE_WEBHOOK_SECRET ?? '')

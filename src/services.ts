@@ -29,7 +29,11 @@ export function createServices(db: Db, config: Config): Services {
   const ledger = new LedgerService(db);
   const entitlements = new EntitlementsService(db, ledger);
   const catalog = new CatalogService(db);
-  const payments = new PaymentsService(db, catalog, entitlements, ledger, config.paymentGraceSeconds);
+  const payments = new PaymentsService(db, catalog, entitlements, ledger, {
+    graceSeconds: config.paymentGraceSeconds,
+    refundEndsAccess: config.refundEndsAccess,
+    matchWaitSeconds: config.paymentMatchWaitSeconds,
+  });
   payments.register(new StripeProvider(config.stripe.webhookSecrets, config.stripe.secretKey, config.stripe.apiBase));
   return {
     db,

@@ -347,10 +347,12 @@ describe('verifyLedger', () => {
     await t.sql(`update credit_grant set remaining = remaining + 1 where id = $1`, [g]);
     try {
       const diffs = (await t.ok(VERIFY, {})).verifyLedger;
-      expect(diffs).toHaveLength(1);
-      expect(diffs[0]).toMatchObject({ customerId: 'vf', grantId: g, field: 'remaining' });
-      expect(Number(diffs[0].materialized) - Number(diffs[0].fromLedger)).toBe(1);
-      expect(Number(diffs[0].fromLedger)).toBe(85);
+      // the column against its entries, and the amount identity it now breaks
+      expect(diffs.map((d: { field: string }) => d.field).sort()).toEqual(['amount = remaining + held + consumed + written_off', 'remaining']);
+      const remaining = diffs.find((d: { field: string }) => d.field === 'remaining');
+      expect(remaining).toMatchObject({ customerId: 'vf', grantId: g });
+      expect(Number(remaining.materialized) - Number(remaining.fromLedger)).toBe(1);
+      expect(Number(remaining.fromLedger)).toBe(85);
       expect((await t.ok(VERIFY, { c: 'vf' })).verifyLedger).toEqual(diffs);
       expect((await t.ok(VERIFY, { c: 'clean' })).verifyLedger).toEqual([]);
     } finally {
@@ -360,11 +362,65 @@ describe('verifyLedger', () => {
     await t.sql(`update credit_grant set held = held + 2, consumed = 0 where id = $1`, [g]);
     try {
       const diffs = (await t.ok(VERIFY, { c: 'vf' })).verifyLedger;
-      expect(diffs.map((d: { field: string }) => d.field).sort()).toEqual(['consumed', 'held']);
+      expect(diffs.map((d: { field: string }) => d.field).sort()).toEqual([
+        'amount = remaining + held + consumed + written_off',
+        'consumed',
+        'held',
+        'held = open reservations',
+      ]);
     } finally {
       await t.sql(`update credit_grant set held = held - 2, consumed = 10 where id = $1`, [g]);
     }
     expect((await t.ok(VERIFY, {})).verifyLedger).toEqual([]);
+  });
+
+  test('checks every grant invariant: a row corrupted by SQL into amount 5000, remaining 5000, consumed 0, written off 5000 is reported', async () => {
+    const g = await grant('inv', 5000, 'seed');
+    await t.ok(`mutation { reserve(input: { customerId: "inv", feature: "credits", quantity: 10, idempotencyKey: "h" }) { allowed } }`);
+    expect((await t.ok(VERIFY, { c: 'inv' })).verifyLedger).toEqual([]);
+    const fieldsAfter = async (corrupt: string, undo: string) => {
+      const args = (q: string) => (q.includes('$1') ? [g] : []);
+      await t.sql(corrupt, args(corrupt));
+      try {
+        return (await t.ok(VERIFY, { c: 'inv' })).verifyLedger.map((d: { field: string }) => d.field).sort();
+      } finally {
+        await t.sql(undo, args(undo));
+      }
+    };
+    // the shape of issue 10 §5: a restoration that forgot the amount (entries say remaining 4990)
+    expect(await fieldsAfter(`update credit_grant set written_off = 5000 where id = $1`, `update credit_grant set written_off = 0 where id = $1`)).toEqual([
+      'amount = remaining + held + consumed + written_off',
+      'written_off',
+    ]);
+    // amount drifting from its GRANT/ADJUST entries
+    expect(await fieldsAfter(`update credit_grant set amount = 6000 where id = $1`, `update credit_grant set amount = 5000 where id = $1`)).toEqual([
+      'amount',
+      'amount = remaining + held + consumed + written_off',
+    ]);
+    // a hold that no open reservation accounts for, with the ledger forged to match
+    await t.sql(`alter table ledger_entry disable trigger user`);
+    try {
+      expect(
+        await fieldsAfter(
+          `update usage_event set status = 'RELEASED' where customer_id = 'inv'`,
+          `update usage_event set status = 'HELD' where customer_id = 'inv'`,
+        ),
+      ).toEqual(['held = open reservations']);
+      // negative parts
+      expect(
+        await fieldsAfter(
+          `update credit_grant set consumed = -1, remaining = remaining + 1 where id = $1`,
+          `update credit_grant set consumed = 0, remaining = remaining - 1 where id = $1`,
+        ),
+      ).toEqual(['consumed', 'consumed >= 0', 'remaining']);
+      // a reservation whose held is not the sum of its holds
+      expect(
+        await fieldsAfter(`update usage_event set held = 11 where customer_id = 'inv'`, `update usage_event set held = 10 where customer_id = 'inv'`),
+      ).toEqual([expect.stringMatching(/^reservation .* held = sum of its holds$/)]);
+    } finally {
+      await t.sql(`alter table ledger_entry enable trigger user`);
+    }
+    expect((await t.ok(VERIFY, { c: 'inv' })).verifyLedger).toEqual([]);
   });
 
   test('is for admins only', async () => {

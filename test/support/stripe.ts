@@ -20,7 +20,7 @@ export function event(type: string, object: Record<string, unknown>, opts: { id?
   return opts.previous ? { ...e, data: { ...e.data, previous_attributes: opts.previous } } : e;
 }
 
-export function invoice(args: { id: string; customer: string; subscription: string; periodStart: number; periodEnd: number; status?: 'paid' | 'open' }) {
+export function invoice(args: { id: string; customer: string; subscription: string; periodStart: number; periodEnd: number; status?: 'paid' | 'open'; paymentIntent?: string; amount?: number }) {
   return events.invoice({ price: 'price_test', quantity: 1, amount: 1000, ...args });
 }
 

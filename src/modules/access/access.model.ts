@@ -35,6 +35,8 @@ export interface EntitlementRow {
   planKey: string | null;
   validFrom: Date;
   validUntil: Date | null;
+  /** Reset periods count from here (null: validFrom); see periodAnchorOf. */
+  periodAnchor: Date | null;
   allowance: string | null;
   resetPeriod: ResetPeriod | null;
   overage: OveragePolicy | null;
@@ -112,7 +114,14 @@ export interface CustomerState {
   inactive: Map<string, InactiveSummary>;
   /** Grants of the pools involved that are live, need a write-off, or are the latest of their entitlement. */
   grants: GrantRow[];
-  /** Usage events asked for (by idempotency key or id). */
+  /**
+   * What lapsed holds (status HELD, expired by the database clock) still hold, per grant: all of
+   * them, however many. Reads count it as given back; writes give the holds back first.
+   */
+  lapsedHolds: Map<string, string>;
+  /** How many lapsed holds there are (the rows loaded in usageById are at most LAPSED_PER_READ). */
+  lapsedCount: number;
+  /** Usage events asked for (by idempotency key or id), and lapsed holds to give back. */
   usageByKey: Map<string, UsageRow>;
   usageById: Map<string, UsageRow>;
 }

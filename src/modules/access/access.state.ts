@@ -7,9 +7,18 @@ import type { CustomerState, EntitlementRow, FeatureInfo, GrantRow, InactiveSumm
  * summary of its ended ones, and the live grants of the pools. Numbers travel as text (exact);
  * times are the database's. Indexed lookups only (see docs/performance.md).
  */
+/** Lapsed holds loaded as rows (to be given back by a write) per statement. */
+export const LAPSED_PER_READ = 256;
+
 const LOAD_STATE = statement(
   'access.load_state',
-  `with events as (
+  `with lapsed as (
+     select u.* from usage_event u
+      where u.customer_id = $1 and u.status = 'HELD' and u.expires_at <= now()
+        and u.feature_key in (select f.key from feature f where f.key = any($2::text[])
+                              or f.credit_pool_key in (select coalesce(f2.credit_pool_key, f2.key) from feature f2 where f2.key = any($2::text[])))
+   ),
+   events as (
      -- Two index lookups (unique (customer_id, idempotency_key); primary key (customer_id, id)), each
      -- empty when its array is: an OR here made PostgreSQL scan all of a customer's events.
      select u.* from usage_event u
@@ -18,12 +27,9 @@ const LOAD_STATE = statement(
      select u.* from usage_event u
       where u.customer_id = $1 and cardinality($4::uuid[]) > 0 and u.id = any($4::uuid[])
      union
-     -- Lapsed holds of this customer, given back by the next write (bounded; the sweeper does the rest).
-     (select u.* from usage_event u
-       where u.customer_id = $1 and u.status = 'HELD' and u.expires_at <= now()
-         and u.feature_key in (select f.key from feature f where f.key = any($2::text[])
-                               or f.credit_pool_key in (select coalesce(f2.credit_pool_key, f2.key) from feature f2 where f2.key = any($2::text[])))
-       limit 20)
+     -- Lapsed holds of this customer, given back by the next write, at most ${LAPSED_PER_READ} per
+     -- statement (the write path loops until none is left; the sweeper does the same for others).
+     (select u.* from lapsed u order by u.expires_at, u.id limit ${LAPSED_PER_READ})
    ),
    requested as (
      select f.key, f.credit_pool_key, f.gated_by_key from feature f
@@ -36,6 +42,11 @@ const LOAD_STATE = statement(
    )
    select
      now() as now,
+     -- Every lapsed hold, however many: a decision counts them as given back (amount per grant).
+     (select count(*)::int from lapsed) as lapsed_count,
+     (select coalesce(json_agg(json_build_object('grantId', x.grant_id, 'amount', x.amount::text)), '[]')
+        from (select h->>'grantId' as grant_id, sum((h->>'amount')::numeric) as amount
+                from lapsed u, jsonb_array_elements(coalesce(u.holds, '[]')) h group by 1) x) as lapsed,
      exists (select 1 from customer where id = $1) as customer_exists,
      (select coalesce(json_agg(json_build_object(
          'key', f.key, 'type', f.type, 'precision', f.precision, 'creditCost', f.credit_cost::text,
@@ -43,7 +54,7 @@ const LOAD_STATE = statement(
         from feature f where f.key in (select key from related)) as features,
      (select coalesce(json_agg(json_build_object(
          'id', e.id, 'featureKey', e.feature_key, 'source', e.source, 'sourceRef', e.source_ref,
-         'planKey', e.plan_key, 'validFrom', e.valid_from, 'validUntil', e.valid_until,
+         'planKey', e.plan_key, 'validFrom', e.valid_from, 'validUntil', e.valid_until, 'periodAnchor', e.period_anchor,
          'allowance', e.allowance::text, 'resetPeriod', e.reset_period, 'overage', e.overage,
          'overageLimit', e.overage_limit::text, 'value', e.value, 'rolloverCap', e.rollover_cap::text,
          'priority', e.priority, 'createdAt', e.created_at, 'updatedAt', e.updated_at)), '[]')
@@ -86,6 +97,8 @@ const LOAD_STATE = statement(
 
 interface StateRow {
   events: Array<Record<string, unknown>>;
+  lapsed_count: number;
+  lapsed: Array<{ grantId: string; amount: string }>;
   now: Date;
   customer_exists: boolean;
   features: Array<FeatureInfo>;
@@ -107,6 +120,7 @@ export function parseEntitlement(customerId: string, r: Record<string, unknown>)
     planKey: (r.planKey as string | null) ?? null,
     validFrom: toDate(r.validFrom)!,
     validUntil: toDate(r.validUntil),
+    periodAnchor: toDate(r.periodAnchor),
     allowance: (r.allowance as string | null) ?? null,
     resetPeriod: (r.resetPeriod as EntitlementRow['resetPeriod']) ?? null,
     overage: (r.overage as EntitlementRow['overage']) ?? null,
@@ -187,6 +201,8 @@ export async function loadCustomerState(
     entitlements: row.entitlements.map((e) => parseEntitlement(customerId, e)),
     inactive: new Map(row.inactive.map((i) => [i.featureKey, { expired: i.expired, revoked: i.revoked }])),
     grants: row.grants.map(parseGrant),
+    lapsedHolds: new Map(row.lapsed.map((l) => [l.grantId, l.amount])),
+    lapsedCount: row.lapsed_count,
     usageByKey: new Map(events.map((e) => [e.idempotencyKey, e])),
     usageById: new Map(events.map((e) => [e.id, e])),
   };

@@ -106,7 +106,7 @@ function periodFigures(view: PoolView): Pick<AccessDecision, 'entitlement' | 'li
   const periodicEntitlement = periodicGrant ? entitlementOf(periodicGrant)! : entitlement;
   return {
     entitlement,
-    limit: grant ? grant.amount : dec(periodicEntitlement.allowance),
+    limit: grant ? grant.amount.minus(grant.writtenOff) : dec(periodicEntitlement.allowance),
     used: grant ? grant.consumed : ZERO,
     resetsAt: periodicGrant ? periodicGrant.expiresAt : null,
   };

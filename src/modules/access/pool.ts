@@ -1,7 +1,7 @@
 import { D, dec, decMin, ZERO, type Dec } from '../../shared/decimal';
 import { OveragePolicy } from '../catalog/catalog.entities';
 import type { EntitlementSource } from '../entitlements/entitlement.entity';
-import { periodAt } from '../ledger/periods';
+import { periodAnchorOf, periodAt } from '../ledger/periods';
 import type { CustomerState, EntitlementRow, GrantRow } from './access.model';
 
 /**
@@ -24,6 +24,8 @@ export interface PoolGrant {
   remaining: Dec;
   held: Dec;
   consumed: Dec;
+  /** Written off (refunds, a cut later restored): amount - writtenOff is what the grant gives now. */
+  writtenOff: Dec;
   /** Lowest allowed `remaining`; null for unbounded overage. */
   floor: Dec | null;
   virtual: boolean;
@@ -79,6 +81,7 @@ function toPoolGrant(g: GrantRow): PoolGrant {
     remaining: dec(g.remaining),
     held: dec(g.held),
     consumed: dec(g.consumed),
+    writtenOff: dec(g.writtenOff),
     floor: g.floor === null ? null : dec(g.floor),
     virtual: false,
     rollover: ZERO,
@@ -128,14 +131,14 @@ export function buildPoolView(state: CustomerState, poolKey: string, lapseExpire
 
   // The current period's grant of every active entitlement, materialized or not.
   for (const e of entitlements) {
-    const period = periodAt(e.validFrom, e.resetPeriod, now, e.validUntil);
+    const period = periodAt(periodAnchorOf(e), e.resetPeriod, now, e.validUntil);
     if (!period) continue;
     const exists = poolGrants.some(
       (g) => g.entitlementId === e.id && g.periodStart.getTime() === period.start.getTime(),
     );
     if (exists) continue;
     const floor = grantFloor(e);
-    const indexOf = (g: GrantRow) => periodAt(e.validFrom, e.resetPeriod, g.periodStart, null)?.index ?? 0;
+    const indexOf = (g: GrantRow) => periodAt(periodAnchorOf(e), e.resetPeriod, g.periodStart, null)?.index ?? 0;
     const rollover = rolloverInto(e, period.index, poolGrants, indexOf);
     const amount = dec(e.allowance).plus(rollover);
     if (amount.isZero() && floor !== null && floor.isZero()) continue;
@@ -152,20 +155,18 @@ export function buildPoolView(state: CustomerState, poolKey: string, lapseExpire
       remaining: amount,
       held: ZERO,
       consumed: ZERO,
+      writtenOff: ZERO,
       floor,
       virtual: true,
       rollover,
     });
   }
   if (lapseExpiredHolds) {
-    for (const u of state.usageById.values()) {
-      if (u.status !== 'HELD' || !u.expiresAt || u.expiresAt.getTime() > t) continue;
-      for (const h of u.holds ?? []) {
-        const g = grants.find((x) => x.id === h.grantId);
-        if (!g) continue;
-        g.remaining = g.remaining.plus(dec(h.amount));
-        g.held = g.held.minus(dec(h.amount));
-      }
+    for (const g of grants) {
+      const lapsed = g.id ? state.lapsedHolds.get(g.id) : undefined;
+      if (!lapsed) continue;
+      g.remaining = g.remaining.plus(dec(lapsed));
+      g.held = g.held.minus(dec(lapsed));
     }
   }
   grants.sort(burnDownCompare);

@@ -66,11 +66,22 @@ export class Feature {
   updatedAt: Date = new Date();
 }
 
+/**
+ * The allowance of a plan entered mid-period (a change of plan or of seats):
+ * PRORATED: the old segment's grant ends at the change (its unused rest is not carried) and the
+ * new allowance x the remaining fraction of the period is granted; FULL_MINUS_USED: the new
+ * allowance minus what the period already used. docs/payments.md#plan-changes-mid-period
+ */
+export enum UpgradeAllowance {
+  PRORATED = 'PRORATED',
+  FULL_MINUS_USED = 'FULL_MINUS_USED',
+}
+
 @Entity({ tableName: 'plan' })
 @Check({ name: 'plan_key_slug', expression: `key ~ '^[a-z0-9][a-z0-9._-]{0,63}$'` })
 export class Plan {
   [PrimaryKeyProp]?: 'key';
-  [OptionalProps]?: 'trialDays' | 'providerPriceIds' | 'createdAt' | 'updatedAt';
+  [OptionalProps]?: 'trialDays' | 'providerPriceIds' | 'upgradeAllowance' | 'createdAt' | 'updatedAt';
 
   @PrimaryKey({ type: 'text' })
   key!: string;
@@ -86,6 +97,10 @@ export class Plan {
 
   @Property({ type: ArrayType, columnType: 'text[]', default: '{}' })
   providerPriceIds: string[] = [];
+
+  /** What a customer moving onto this plan mid-period gets of its allowances (payments). */
+  @Enum({ items: () => UpgradeAllowance, type: 'text', default: 'PRORATED' })
+  upgradeAllowance: UpgradeAllowance = UpgradeAllowance.PRORATED;
 
   @OneToMany({ entity: () => PlanEntitlement, mappedBy: 'plan', orphanRemoval: true })
   entitlements = new Collection<PlanEntitlement>(this);

@@ -1,7 +1,7 @@
 import { Arg, Authorized, Ctx, Mutation, Query, Resolver } from 'type-graphql';
 import { ADMIN_ONLY, ANY_ROLE } from '../../graphql/auth-checker';
 import type { Context } from '../../graphql/context';
-import type { CreditPack, Feature, Plan } from './catalog.entities';
+import { UpgradeAllowance, type CreditPack, type Feature, type Plan } from './catalog.entities';
 import { CreditPackInput, CreditPackType, FeatureGql, FeatureInput, PlanInput, PlanType } from './catalog.types';
 
 export function featureView(f: Feature): FeatureGql {
@@ -25,6 +25,7 @@ export function planView(p: Plan): PlanType {
     description: p.description ?? null,
     trialDays: p.trialDays,
     providerPriceIds: p.providerPriceIds ?? [],
+    upgradeAllowance: p.upgradeAllowance ?? UpgradeAllowance.PRORATED,
     entitlements: p.entitlements
       .getItems()
       .sort((a, b) => a.position - b.position)

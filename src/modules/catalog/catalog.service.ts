@@ -11,6 +11,7 @@ import {
   PlanEntitlement,
   ProviderPrice,
   ResetPeriod,
+  UpgradeAllowance,
 } from './catalog.entities';
 
 /** Catalog: features, plans, credit packs. Small reference tables, edited by admins or as code. */
@@ -49,6 +50,7 @@ export interface PlanSpec {
   description?: string | null;
   trialDays?: number | null;
   providerPriceIds?: string[] | null;
+  upgradeAllowance?: UpgradeAllowance | null;
   entitlements: PlanEntitlementSpec[];
 }
 
@@ -323,6 +325,10 @@ export class CatalogService {
     const name = text(spec.name, 'name', 200, true)!;
     const trialDays = intField(spec.trialDays, 'trialDays', 0, 365, 0);
     const prices = priceIds(spec.providerPriceIds);
+    const upgrade = spec.upgradeAllowance ?? UpgradeAllowance.PRORATED;
+    if (!Object.values(UpgradeAllowance).includes(upgrade)) {
+      throw badInput(`upgradeAllowance must be one of ${Object.values(UpgradeAllowance).join(', ')}`, { field: 'upgradeAllowance' });
+    }
     if (!Array.isArray(spec.entitlements) || spec.entitlements.length > 200) throw badInput('entitlements: a list of at most 200');
     const seen = new Set<string>();
     const rows: Array<{ feature: Feature; terms: EntitlementTerms; perSeat: boolean }> = [];
@@ -342,6 +348,7 @@ export class CatalogService {
     plan.description = text(spec.description, 'description', 2000);
     plan.trialDays = trialDays;
     plan.providerPriceIds = prices;
+    plan.upgradeAllowance = upgrade;
     plan.entitlements.removeAll();
     await em.flush();
     rows.forEach((r, position) => {

@@ -1,9 +1,14 @@
-import { Field, ID, InputType, Int, ObjectType } from 'type-graphql';
+import { Field, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { ArrayMaxSize, IsOptional, MaxLength } from 'class-validator';
 import { DecimalScalar, JSONScalar } from '../../graphql/scalars';
 import '../../graphql/enums';
 import type { Dec } from '../../shared/decimal';
-import { FeatureType, OveragePolicy, ResetPeriod } from './catalog.entities';
+import { FeatureType, OveragePolicy, ResetPeriod, UpgradeAllowance } from './catalog.entities';
+
+registerEnumType(UpgradeAllowance, {
+  name: 'UpgradeAllowance',
+  description: 'Allowance of a plan entered mid-period. PRORATED: new allowance x remaining fraction of the period (the old grant ends). FULL_MINUS_USED: new allowance minus what the period already used.',
+});
 
 @ObjectType("Feature", { description: 'Something a customer may use: a BOOLEAN switch, a METERED quantity, or a CONFIG value.' })
 export class FeatureGql {
@@ -37,6 +42,8 @@ export class PlanType {
   @Field(() => String, { nullable: true }) description!: string | null;
   @Field(() => Int) trialDays!: number;
   @Field(() => [String]) providerPriceIds!: string[];
+  @Field(() => UpgradeAllowance, { description: 'What a customer moving onto this plan mid-period gets of its allowances.' })
+  upgradeAllowance!: UpgradeAllowance;
   @Field(() => [PlanEntitlementType]) entitlements!: PlanEntitlementType[];
 }
 
@@ -84,6 +91,7 @@ export class PlanInput {
   @Field(() => [PlanEntitlementInput]) @ArrayMaxSize(200) entitlements!: PlanEntitlementInput[];
   @Field(() => Int, { nullable: true }) trialDays?: number | null;
   @Field(() => [String], { nullable: true }) @IsOptional() @ArrayMaxSize(50) providerPriceIds?: string[] | null;
+  @Field(() => UpgradeAllowance, { nullable: true, description: 'Default PRORATED.' }) upgradeAllowance?: UpgradeAllowance | null;
 }
 
 @InputType()

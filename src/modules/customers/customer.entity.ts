@@ -2,7 +2,7 @@ import { Check, Entity, PrimaryKey, Property } from '@mikro-orm/core';
 
 /** A customer of the product; its id is the product's own id for it. */
 @Entity({ tableName: 'customer' })
-@Check({ name: 'customer_id_length', expression: 'char_length(id) between 1 and 255' })
+@Check({ name: 'customer_id_length', expression: 'octet_length(id) between 1 and 255' })
 export class Customer {
   @PrimaryKey({ type: 'text' })
   id!: string;

@@ -3,6 +3,7 @@ import { dec, type Dec } from '../../shared/decimal';
 import { badInput, DomainError, ErrorCode, notFound } from '../../shared/errors';
 import { Feature, FeatureType } from '../catalog/catalog.entities';
 import { EntitlementSource } from './entitlement.entity';
+import { validateIdText } from '../../shared/ids';
 import { validateCustomerId, type Actor, type EntitlementsService } from './entitlements.service';
 
 /**
@@ -76,7 +77,7 @@ export class CreditsService {
   async grantCredits(input: GrantCreditsInput, actor: Actor): Promise<GrantRowView> {
     validateCustomerId(input.customerId);
     const key = input.idempotencyKey;
-    if (typeof key !== 'string' || key.length < 1 || key.length > 255) throw badInput('idempotencyKey must be 1 to 255 characters', { field: 'idempotencyKey' });
+    validateIdText(key, 'idempotencyKey');
     if (input.amount.lte(0)) throw badInput('amount must be greater than zero', { field: 'amount' });
     const priority = input.priority ?? 50;
     if (!Number.isInteger(priority) || priority < 0 || priority > 100) throw badInput('priority must be an integer from 0 (drawn first) to 100', { field: 'priority' });

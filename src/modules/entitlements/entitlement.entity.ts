@@ -47,6 +47,10 @@ export class Entitlement {
   @Property({ type: 'datetime', columnType: 'timestamptz', nullable: true })
   validUntil?: Date | null;
 
+  /** Where reset periods are counted from (null: validFrom). A subscription's plan segments share its billing anchor. */
+  @Property({ type: 'datetime', columnType: 'timestamptz', nullable: true })
+  periodAnchor?: Date | null;
+
   @Property({ type: 'string', columnType: 'numeric', nullable: true })
   allowance?: string | null;
 

@@ -3,6 +3,7 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import { statement, type Db, type Sql } from '../../db/sql';
 import { dec, ZERO, type Dec } from '../../shared/decimal';
 import { badInput, conflict, notFound } from '../../shared/errors';
+import { validateIdText } from '../../shared/ids';
 import { parseEntitlement } from '../access/access.state';
 import type { EntitlementRow } from '../access/access.model';
 import { Feature, FeatureType, OveragePolicy, Plan, ResetPeriod } from '../catalog/catalog.entities';
@@ -10,7 +11,7 @@ import { validateTerms, type EntitlementTerms } from '../catalog/catalog.service
 import { LedgerKind } from '../ledger/ledger.entities';
 import type { LedgerService, NewGrant } from '../ledger/ledger.service';
 import type { Posting } from '../ledger/ledger.apply';
-import { periodAt } from '../ledger/periods';
+import { periodAnchorOf, periodAt } from '../ledger/periods';
 import { ActorType, EntitlementAction, EntitlementSource } from './entitlement.entity';
 
 /**
@@ -61,7 +62,7 @@ export interface EntitlementChangeRow {
 
 const ENTITLEMENT_JSON = `json_build_object(
   'id', e.id, 'featureKey', e.feature_key, 'source', e.source, 'sourceRef', e.source_ref, 'planKey', e.plan_key,
-  'validFrom', e.valid_from, 'validUntil', e.valid_until, 'allowance', e.allowance::text, 'resetPeriod', e.reset_period,
+  'validFrom', e.valid_from, 'validUntil', e.valid_until, 'periodAnchor', e.period_anchor, 'allowance', e.allowance::text, 'resetPeriod', e.reset_period,
   'overage', e.overage, 'overageLimit', e.overage_limit::text, 'value', e.value, 'rolloverCap', e.rollover_cap::text,
   'priority', e.priority, 'revokedAt', e.revoked_at, 'revokeReason', e.revoke_reason, 'createdAt', e.created_at,
   'updatedAt', e.updated_at)`;
@@ -70,19 +71,20 @@ const INSERT_ENTITLEMENTS = statement(
   'entitlements.insert',
   `with rows as (
      select * from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[],
-                          $9::numeric[], $10::text[], $11::text[], $12::numeric[], $13::jsonb[], $14::numeric[], $15::int[])
+                          $9::numeric[], $10::text[], $11::text[], $12::numeric[], $13::jsonb[], $14::numeric[], $15::int[],
+                          $19::timestamptz[])
        as r(id, feature_key, source, source_ref, plan_key, valid_from, valid_until, allowance, reset_period, overage,
-            overage_limit, value, rollover_cap, priority)
+            overage_limit, value, rollover_cap, priority, period_anchor)
    ),
    customer_row as (
      insert into customer (id) values ($1) on conflict (id) do nothing
    ),
    inserted as (
      insert into entitlement (customer_id, id, feature_key, source, source_ref, plan_key, valid_from, valid_until, allowance,
-                              reset_period, overage, overage_limit, value, rollover_cap, priority, created_at, updated_at)
+                              reset_period, overage, overage_limit, value, rollover_cap, priority, period_anchor, created_at, updated_at)
      select $1, r.id, r.feature_key, r.source, r.source_ref, r.plan_key,
             coalesce(r.valid_from, date_trunc('milliseconds', now())), r.valid_until, r.allowance, r.reset_period,
-            r.overage, r.overage_limit, r.value, r.rollover_cap, r.priority, now(), now()
+            r.overage, r.overage_limit, r.value, r.rollover_cap, r.priority, r.period_anchor, now(), now()
        from rows r
      returning *
    ),
@@ -99,8 +101,15 @@ const INSERT_ENTITLEMENTS = statement(
    select coalesce(json_agg(${ENTITLEMENT_JSON}), '[]') as rows, now() as now from inserted e`,
 );
 
-interface NewEntitlement {
+export interface NewEntitlement {
   featureKey: string;
+  /** Reset periods count from here (default: validFrom). */
+  periodAnchor?: Date | null;
+  /**
+   * The grant of the period containing validFrom, when it is not the full allowance (a plan
+   * entered mid-period: payments compute it by the plan's upgradeAllowance rule).
+   */
+  firstGrant?: { amount: Dec; floor: Dec | null; metadata: Record<string, unknown> } | null;
   source: EntitlementSource;
   sourceRef: string | null;
   planKey: string | null;
@@ -431,19 +440,29 @@ export class EntitlementsService {
       // written off: a GRANT entry, explained in its metadata (payments: a failed payment recovered
       // after the grace period; events applied out of order).
       // written_off only grows; what earlier extensions already gave back is subtracted, so each
-      // write-off is restored at most once.
+      // write-off is restored at most once. A write-off that came from a hold given back onto the
+      // cut grant by a commit that could not be charged in full (uncollected usage) is NOT
+      // restored: those credits were used. The usage stays recorded as uncollected, and the
+      // restored grant is smaller by as much, so it is never both free and restored.
       const grants = await sql.query<{ id: string; period_start: Date; expires_at: Date | null; written_off: string; remaining: string }>(
         `select g.id, g.period_start, g.expires_at, g.remaining::text,
-                (g.written_off - coalesce((select sum(l.amount) from ledger_entry l
-                                            where l.customer_id = g.customer_id and l.grant_id = g.id and l.kind = 'GRANT'
-                                              and l.metadata->>'reason' like 'restored:%'), 0))::text as written_off
+                greatest(g.written_off
+                  - coalesce((select sum(l.amount) from ledger_entry l
+                               where l.customer_id = g.customer_id and l.grant_id = g.id and l.kind = 'GRANT'
+                                 and l.metadata->>'reason' like 'restored:%'), 0)
+                  - coalesce((select sum(least(w.written, u.uncollected))
+                                from (select l.usage_event_id, -sum(l.amount) as written from ledger_entry l
+                                       where l.customer_id = g.customer_id and l.grant_id = g.id and l.kind in ('EXPIRE', 'REVOKE')
+                                         and l.usage_event_id is not null group by l.usage_event_id) w
+                                join usage_event u on u.customer_id = g.customer_id and u.id = w.usage_event_id
+                               where u.uncollected > 0), 0), 0)::text as written_off
            from credit_grant g
           where g.customer_id = $1 and g.entitlement_id = $2 and g.revoked_at is null order by g.id for no key update of g`,
         [customerId, id],
       );
       const restore: Posting[] = [];
       for (const g of grants) {
-        const period = periodAt(e.validFrom, e.resetPeriod, g.period_start, validUntil);
+        const period = periodAt(periodAnchorOf(e), e.resetPeriod, g.period_start, validUntil);
         const end = period ? period.end : validUntil;
         if (end !== null && end.getTime() <= row.now.getTime()) continue; // a period that is over stays over
         const wasCut = g.expires_at !== null && g.expires_at.getTime() <= row.now.getTime();
@@ -541,6 +560,7 @@ export class EntitlementsService {
       actor.type,
       actor.id,
       reason,
+      rows.map((r) => r.periodAnchor ?? null),
     ]).catch((err: { code?: string; constraint?: string }) => {
       if (err.code === '23514' && err.constraint === 'entitlement_window') {
         throw badInput('validUntil must be after validFrom (which defaults to now)');
@@ -552,14 +572,24 @@ export class EntitlementsService {
     // Periods are also materialized lazily; creating the first one now puts the GRANT in the ledger
     // at the moment the entitlement was granted.
     const grants: NewGrant[] = [];
-    for (const e of created) {
+    for (const [i, e] of created.entries()) {
       if (e.allowance === null) continue;
       if (e.validUntil && e.validUntil.getTime() <= result.now.getTime()) continue; // granted already over
-      const period = periodAt(e.validFrom, e.resetPeriod, result.now, e.validUntil);
+      const period = periodAt(periodAnchorOf(e), e.resetPeriod, result.now, e.validUntil);
       if (!period) continue;
-      const floor = e.overage === OveragePolicy.ALLOW ? (e.overageLimit === null ? null : dec(e.overageLimit).neg()) : ZERO;
-      if (dec(e.allowance).isZero() && floor !== null && floor.isZero()) continue;
+      let floor = e.overage === OveragePolicy.ALLOW ? (e.overageLimit === null ? null : dec(e.overageLimit).neg()) : ZERO;
+      let amount = dec(e.allowance);
+      let metadata: Record<string, unknown> | null = null;
+      const first = rows[i].firstGrant;
+      if (first && period.start.getTime() <= e.validFrom.getTime()) {
+        // the period containing validFrom: the amount the caller computed
+        amount = first.amount;
+        floor = first.floor;
+        metadata = first.metadata;
+      }
+      if (amount.isZero() && floor !== null && floor.isZero() && !first) continue;
       grants.push({
+        metadata,
         id: randomUUID(),
         entitlementId: e.id,
         featureKey: e.featureKey,
@@ -567,7 +597,7 @@ export class EntitlementsService {
         periodStart: period.start,
         expiresAt: period.end,
         priority: e.priority,
-        amount: dec(e.allowance),
+        amount,
         floor,
       });
     }
@@ -576,10 +606,9 @@ export class EntitlementsService {
   }
 }
 
+/** Customer ids: 1 to 255 bytes of UTF-8, without surrounding spaces or control characters. */
 export function validateCustomerId(id: string): void {
-  if (typeof id !== 'string' || id.length < 1 || id.length > 255 || id.trim() !== id || /[\u0000-\u001f]/.test(id)) {
-    throw badInput('customerId must be 1 to 255 characters without surrounding spaces or control characters');
-  }
+  validateIdText(id, 'customerId', { trimmed: true, noControl: true });
 }
 
 function optionalText(v: string | null | undefined, field: string): string | null {

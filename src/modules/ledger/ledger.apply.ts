@@ -47,6 +47,8 @@ export interface UsageUpdate {
   id: string;
   /** Applied only if the event still has one of these statuses. */
   expectedStatuses: string[];
+  /** ... and, when set, still holds exactly this much (a refund can take back part of a hold). */
+  expectedHeld?: Dec | null;
   status: string;
   charged: Dec;
   overage: Dec;
@@ -118,15 +120,18 @@ const APPLY = statement(
             committed_quantity = v.committed_quantity, late = v.late, balance_after = v.balance_after,
             provider_cost = coalesce(v.provider_cost, e.provider_cost), allowed = v.allowed, reason = v.reason, resolved_at = now()
        from unnest($22::uuid[], $23::text[], $24::text[], $25::numeric[], $26::numeric[], $27::numeric[],
-                   $28::numeric[], $29::boolean[], $30::numeric[], $31::numeric[], $48::boolean[], $49::text[])
-            as v(id, expected, status, charged, overage, uncollected, committed_quantity, late, balance_after, provider_cost, allowed, reason)
+                   $28::numeric[], $29::boolean[], $30::numeric[], $31::numeric[], $48::boolean[], $49::text[], $52::numeric[])
+            as v(id, expected, status, charged, overage, uncollected, committed_quantity, late, balance_after, provider_cost, allowed, reason,
+                 expected_held)
       where e.customer_id = $1 and e.id = v.id and e.status = any(string_to_array(v.expected, ','))
+        -- a refund may have taken back part of a hold since the plan read it (payments)
+        and (v.expected_held is null or e.held = v.expected_held)
      returning e.id
    ),
    deltas as (
      select * from unnest($32::uuid[], $33::numeric[], $34::numeric[], $35::numeric[], $36::numeric[], $37::boolean[],
-                          $38::boolean[], $39::boolean[], $50::numeric[])
-       as d(grant_id, d_remaining, d_held, d_consumed, d_written_off, check_floor, check_zero, require_active, expect_remaining)
+                          $38::boolean[], $39::boolean[], $50::numeric[], $51::numeric[])
+       as d(grant_id, d_remaining, d_held, d_consumed, d_written_off, check_floor, check_zero, require_active, expect_remaining, d_amount)
    ),
    locked as (
      select g.id from credit_grant g
@@ -137,7 +142,8 @@ const APPLY = statement(
    updated as (
      update credit_grant g
         set remaining = g.remaining + d.d_remaining, held = g.held + d.d_held,
-            consumed = g.consumed + d.d_consumed, written_off = g.written_off + d.d_written_off
+            consumed = g.consumed + d.d_consumed, written_off = g.written_off + d.d_written_off,
+            amount = g.amount + d.d_amount
        from deltas d join locked l on l.id = d.grant_id
       where g.customer_id = $1 and g.id = d.grant_id
         and (not d.check_floor or g.floor is null or g.remaining + d.d_remaining >= g.floor)
@@ -176,6 +182,8 @@ const APPLY = statement(
 );
 
 interface GrantDelta {
+  /** GRANT and ADJUST entries change what the grant gave (amount = remaining + held + consumed + written_off). */
+  amount: Dec;
   remaining: Dec;
   held: Dec;
   consumed: Dec;
@@ -192,7 +200,7 @@ function deltasOf(postings: Posting[]): Map<string, GrantDelta> {
   for (const p of postings) {
     let d = map.get(p.grantId);
     if (!d) {
-      d = { remaining: ZERO, held: ZERO, consumed: ZERO, writtenOff: ZERO, checkFloor: false, checkZero: false, requireActive: false };
+      d = { amount: ZERO, remaining: ZERO, held: ZERO, consumed: ZERO, writtenOff: ZERO, checkFloor: false, checkZero: false, requireActive: false };
       map.set(p.grantId, d);
     }
     d.remaining = d.remaining.plus(p.amount);
@@ -200,6 +208,10 @@ function deltasOf(postings: Posting[]): Map<string, GrantDelta> {
       case LedgerKind.CONSUME:
       case LedgerKind.CAPTURE:
         d.consumed = d.consumed.minus(p.amount);
+        break;
+      case LedgerKind.CARRY:
+        d.consumed = d.consumed.minus(p.amount);
+        if (p.amount.isNegative()) d.checkFloor = true;
         break;
       case LedgerKind.HOLD:
       case LedgerKind.RELEASE:
@@ -212,6 +224,7 @@ function deltasOf(postings: Posting[]): Map<string, GrantDelta> {
         break;
       case LedgerKind.ADJUST:
       case LedgerKind.GRANT:
+        d.amount = d.amount.plus(p.amount);
         if (p.amount.isNegative()) d.checkFloor = true;
         break;
     }
@@ -293,6 +306,8 @@ export async function applyPlan(sql: Sql, customerId: string, plan: LedgerPlan, 
     upd.map((u) => u.allowed),
     upd.map((u) => u.reason),
     ids.map((id) => n(plan.expectRemaining?.get(id))),
+    ids.map((id) => fmt(deltas.get(id)!.amount)),
+    upd.map((u) => n(u.expectedHeld ?? null)),
   ];
   try {
     const [row] = await sql.query<{ grants: Array<{ id: string; remaining: string }> }>(APPLY, values);
@@ -303,6 +318,7 @@ export async function applyPlan(sql: Sql, customerId: string, plan: LedgerPlan, 
     if (e.code === '23505' && e.constraint === 'usage_event_idempotency_key') throw new StalePlanError('idempotency key claimed concurrently');
     if (e.code === '23514' && e.constraint === 'credit_grant_floor') throw new StalePlanError('floor');
     if (e.code === '23514' && e.constraint === 'credit_grant_held_nonneg') throw new StalePlanError('held');
+    if (e.code === '23514' && e.constraint === 'usage_event_held_nonneg') throw new StalePlanError('reservation held');
     throw err;
   }
 }

@@ -99,6 +99,12 @@ export enum LedgerKind {
   EXPIRE = 'EXPIRE',
   REVOKE = 'REVOKE',
   ADJUST = 'ADJUST',
+  /**
+   * Usage moved between two grants of one subscription's pool in one period, by the time it
+   * happened (payments: a usage drawn from a plan segment that, as later events showed, had
+   * already ended counts in the segment that was live then). Counts as consumed.
+   */
+  CARRY = 'CARRY',
 }
 
 /**

@@ -1,5 +1,5 @@
 import { statement, type Db, type Sql } from '../../db/sql';
-import { dec, fmt, type Dec } from '../../shared/decimal';
+import { D, dec, fmt, type Dec } from '../../shared/decimal';
 import { badInput } from '../../shared/errors';
 import type { EntitlementSource } from '../entitlements/entitlement.entity';
 import { applyPlan, StalePlanError, type LedgerPlan, type Posting } from './ledger.apply';
@@ -182,6 +182,80 @@ export class LedgerService {
     return postings.map((p) => ({ grantId: p.grantId, amount: fmt(p.amount.neg()) }));
   }
 
+  /**
+   * Takes up to `amount` back from one grant for good (refunds, disputes): first its available
+   * balance, then what reservations hold on it (newest first). A hold taken back shrinks the
+   * reservation (RELEASE then REVOKE on the grant, and the reservation's `holds` and `held`
+   * lowered in the same transaction), so releasing or committing it later can never return those
+   * credits: a commit charges its quantity from other grants or records it as uncollected. The
+   * reservation's next write sees `held` changed and re-plans (ledger.apply checks it).
+   * Runs in the caller's transaction, which must hold the customer's payment lock.
+   */
+  async takeBack(
+    sql: Sql,
+    customerId: string,
+    grantId: string,
+    amount: Dec,
+    metadata: Record<string, unknown>,
+    actor: string | null,
+  ): Promise<{ available: Dec; held: Dec; reservations: string[]; consumed: Dec; writtenOff: Dec }> {
+    // Lock order as in ledger.apply: the reservations first, then the grant.
+    const held = await sql.query<{ id: string; holds: Array<{ grantId: string; amount: string }> }>(
+      `select id, holds from usage_event
+        where customer_id = $1 and status = 'HELD' and holds @> jsonb_build_array(jsonb_build_object('grantId', $2::text))
+        order by created_at desc, id desc for update`,
+      [customerId, grantId],
+    );
+    const [grant] = await sql.query<{ remaining: string; consumed: string; written_off: string }>(
+      `select remaining::text, consumed::text, written_off::text from credit_grant where customer_id = $1 and id = $2 for no key update`,
+      [customerId, grantId],
+    );
+    if (!grant) throw new Error(`grant ${grantId} of ${customerId} does not exist`);
+    const fromAvailable = D.max(D.min(dec(grant.remaining), amount), dec(0));
+    let need = amount.minus(fromAvailable);
+    const postings: Posting[] = [];
+    if (fromAvailable.gt(0)) {
+      postings.push({ grantId, kind: LedgerKind.REVOKE, amount: fromAvailable.neg(), usageEventId: null, idempotencyKey: null, metadata });
+    }
+    let fromHolds = dec(0);
+    const reservations: string[] = [];
+    if (need.gt(0)) {
+      for (const r of held) {
+        if (need.lte(0)) break;
+        const h = r.holds.find((x) => x.grantId === grantId);
+        const take = D.min(dec(h?.amount ?? '0'), need);
+        if (take.lte(0)) continue;
+        need = need.minus(take);
+        fromHolds = fromHolds.plus(take);
+        reservations.push(r.id);
+        const meta = { ...metadata, takenFromReservation: r.id };
+        postings.push({ grantId, kind: LedgerKind.RELEASE, amount: take, usageEventId: r.id, idempotencyKey: null, metadata: meta });
+        postings.push({ grantId, kind: LedgerKind.REVOKE, amount: take.neg(), usageEventId: r.id, idempotencyKey: null, metadata: meta });
+        const holds = r.holds
+          .map((x) => (x.grantId === grantId ? { grantId, amount: fmt(dec(x.amount).minus(take)) } : x))
+          .filter((x) => dec(x.amount).gt(0));
+        await sql.query(`update usage_event set holds = $3, held = held - $4 where customer_id = $1 and id = $2`, [
+          customerId,
+          r.id,
+          JSON.stringify(holds),
+          fmt(take),
+        ]);
+      }
+    }
+    // What could not be taken back (consumed, or expired) is stated on every entry.
+    const notRecovered = fmt(need);
+    for (const p of postings) p.metadata = { ...p.metadata, alreadyConsumed: notRecovered };
+    if (postings.length > 0) {
+      try {
+        await applyPlan(sql, customerId, { inserts: [], updates: [], postings }, actor);
+      } catch (err) {
+        if (err instanceof StalePlanError) throw new Error(`take-back raced inside a locked transaction: ${err.reason}`);
+        throw err;
+      }
+    }
+    return { available: fromAvailable, held: fromHolds, reservations, consumed: dec(grant.consumed), writtenOff: dec(grant.written_off) };
+  }
+
   /** Keyset-paginated ledger of one customer, newest first (stable while entries are added). */
   async ledger(args: {
     customerId: string;
@@ -228,8 +302,16 @@ export class LedgerService {
   }
 
   /**
-   * Recomputes every materialized balance from the ledger and lists the differences (none, when
-   * all is well). Also checks each entry's balance_after against the running sum, per grant.
+   * Checks every invariant a grant has, and lists the violations (none, when all is well):
+   * - each materialized column equals what its ledger entries say: remaining = the sum of all
+   *   entries, held = -(HOLD + RELEASE), consumed = -(CONSUME + CAPTURE), written_off =
+   *   -(EXPIRE + REVOKE), amount = GRANT + ADJUST;
+   * - the amount identity: amount = remaining + held + consumed + written_off;
+   * - no negative parts: amount, held, consumed and written_off are >= 0;
+   * - holds are open reservations: held = what the HELD reservations hold on the grant, and each
+   *   HELD reservation's `held` is the sum of its holds;
+   * - every entry's balance_after is the running sum of the grant's entries up to it;
+   * - every entry belongs to an existing grant.
    */
   async verify(customerId?: string | null): Promise<Difference[]> {
     const rows = await this.db.query<Record<string, string>>(
@@ -237,8 +319,9 @@ export class LedgerService {
          select customer_id, grant_id,
                 sum(amount) as remaining,
                 -sum(amount) filter (where kind in ('HOLD', 'RELEASE')) as held,
-                -sum(amount) filter (where kind in ('CONSUME', 'CAPTURE')) as consumed,
-                -sum(amount) filter (where kind in ('EXPIRE', 'REVOKE')) as written_off
+                -sum(amount) filter (where kind in ('CONSUME', 'CAPTURE', 'CARRY')) as consumed,
+                -sum(amount) filter (where kind in ('EXPIRE', 'REVOKE')) as written_off,
+                sum(amount) filter (where kind in ('GRANT', 'ADJUST')) as amount
            from ledger_entry where ($1::text is null or customer_id = $1)
           group by customer_id, grant_id
        ),
@@ -247,15 +330,29 @@ export class LedgerService {
                 sum(amount) over (partition by customer_id, grant_id order by id) as running
            from ledger_entry where ($1::text is null or customer_id = $1)
        ),
+       holds as (
+         select u.customer_id, (h->>'grantId')::uuid as grant_id, sum((h->>'amount')::numeric) as held
+           from usage_event u, jsonb_array_elements(coalesce(u.holds, '[]')) h
+          where u.status = 'HELD' and ($1::text is null or u.customer_id = $1)
+          group by 1, 2
+       ),
        diffs as (
          select g.customer_id, g.id::text as grant_id, f.field, f.materialized::text, f.from_ledger::text
            from credit_grant g
            left join sums s on s.customer_id = g.customer_id and s.grant_id = g.id
+           left join holds h on h.customer_id = g.customer_id and h.grant_id = g.id
            cross join lateral (values
              ('remaining', g.remaining, coalesce(s.remaining, 0)),
              ('held', g.held, coalesce(s.held, 0)),
              ('consumed', g.consumed, coalesce(s.consumed, 0)),
-             ('written_off', g.written_off, coalesce(s.written_off, 0))
+             ('written_off', g.written_off, coalesce(s.written_off, 0)),
+             ('amount', g.amount, coalesce(s.amount, 0)),
+             ('amount = remaining + held + consumed + written_off', g.amount, g.remaining + g.held + g.consumed + g.written_off),
+             ('held = open reservations', g.held, coalesce(h.held, 0)),
+             ('amount >= 0', g.amount, greatest(g.amount, 0)),
+             ('held >= 0', g.held, greatest(g.held, 0)),
+             ('consumed >= 0', g.consumed, greatest(g.consumed, 0)),
+             ('written_off >= 0', g.written_off, greatest(g.written_off, 0))
            ) as f(field, materialized, from_ledger)
           where ($1::text is null or g.customer_id = $1) and f.materialized <> f.from_ledger
          union all
@@ -265,6 +362,12 @@ export class LedgerService {
          select s.customer_id, s.grant_id::text, 'grant', 'missing', s.remaining::text
            from sums s left join credit_grant g on g.customer_id = s.customer_id and g.id = s.grant_id
           where g.id is null
+         union all
+         select u.customer_id, coalesce(u.holds->0->>'grantId', '-'), 'reservation ' || u.id || ' held = sum of its holds',
+                u.held::text, coalesce((select sum((h->>'amount')::numeric) from jsonb_array_elements(coalesce(u.holds, '[]')) h), 0)::text
+           from usage_event u
+          where u.status = 'HELD' and ($1::text is null or u.customer_id = $1)
+            and u.held <> coalesce((select sum((h->>'amount')::numeric) from jsonb_array_elements(coalesce(u.holds, '[]')) h), 0)
        )
        select * from diffs order by customer_id, grant_id, field limit 1000`,
       [customerId ?? null],

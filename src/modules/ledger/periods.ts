@@ -49,6 +49,11 @@ export function periodStart(anchor: Date, period: ResetPeriod, n: number): Date 
   }
 }
 
+/** The anchor of an entitlement's reset periods: its own, or its start. */
+export function periodAnchorOf(e: { validFrom: Date; periodAnchor?: Date | null }): Date {
+  return e.periodAnchor && e.periodAnchor.getTime() <= e.validFrom.getTime() ? e.periodAnchor : e.validFrom;
+}
+
 export interface Period {
   index: number;
   start: Date;

@@ -1,14 +1,15 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Db, Sql } from '../../db/sql';
-import { ceilTo, D, dec, fmt, ZERO } from '../../shared/decimal';
+import { ceilTo, D, dec, fmt } from '../../shared/decimal';
 import { badInput, DomainError, ErrorCode, notFound } from '../../shared/errors';
 import { Feature } from '../catalog/catalog.entities';
 import type { CatalogService } from '../catalog/catalog.service';
 import { ActorType, EntitlementSource } from '../entitlements/entitlement.entity';
 import { validateCustomerId, type Actor, type EntitlementsService } from '../entitlements/entitlements.service';
-import { LedgerKind } from '../ledger/ledger.entities';
 import type { LedgerService } from '../ledger/ledger.service';
-import type { PaymentProvider, ProviderEvent, SubscriptionSnapshot } from './provider';
+import { validateIdText } from '../../shared/ids';
+import type { PaymentProvider, ProviderEvent } from './provider';
+import { SubscriptionReconciler } from './subscription-reconciler';
 
 /**
  * Payments -> entitlements. Every verified event is stored once (provider, id), then applied in
@@ -43,7 +44,6 @@ export interface ReceiveResult {
   duplicate: boolean;
 }
 
-const SUBSCRIPTION_PREFIX = (provider: string, sub: string) => `${provider}:sub:${sub}:`;
 
 function toEventRow(r: Record<string, unknown>): PaymentEventRow {
   return {
@@ -74,13 +74,6 @@ interface Outcome {
   follow?: string[];
 }
 
-interface Segment {
-  plan: string;
-  seats: number;
-  start: Date;
-  end: Date | null;
-}
-
 export class PaymentsService {
   private readonly providers = new Map<string, PaymentProvider>();
 
@@ -89,8 +82,12 @@ export class PaymentsService {
     private readonly catalog: CatalogService,
     private readonly entitlements: EntitlementsService,
     private readonly ledger: LedgerService,
-    private readonly graceSeconds: number,
-  ) {}
+    private readonly opts: { graceSeconds: number; refundEndsAccess: boolean; matchWaitSeconds: number },
+  ) {
+    this.reconciler = new SubscriptionReconciler(catalog, entitlements, ledger, opts);
+  }
+
+  private readonly reconciler: SubscriptionReconciler;
 
   register(provider: PaymentProvider): void {
     this.providers.set(provider.name, provider);
@@ -175,9 +172,7 @@ export class PaymentsService {
   /** Links a provider customer to a Tollgate customer, then applies the events that waited for it. */
   async link(provider: string, providerCustomerId: string, customerId: string): Promise<{ applied: number }> {
     validateCustomerId(customerId);
-    if (typeof providerCustomerId !== 'string' || providerCustomerId.length < 1 || providerCustomerId.length > 255) {
-      throw badInput('providerCustomerId must be 1 to 255 characters');
-    }
+    validateIdText(providerCustomerId, 'providerCustomerId', { trimmed: true, noControl: true });
     const linked = await this.db.transaction(async ({ sql }) => this.linkIn(sql, provider, providerCustomerId, customerId));
     if (linked !== customerId) {
       throw new DomainError(ErrorCode.CONFLICT, `provider customer '${providerCustomerId}' is already linked to another customer`, {
@@ -211,7 +206,8 @@ export class PaymentsService {
       `select e.provider, e.id from payment_event e
         where e.status = 'PENDING_LINK'
           and (exists (select 1 from provider_customer c where c.provider = e.provider and c.provider_customer_id = e.provider_customer_id)
-               or exists (select 1 from provider_purchase p where p.provider = e.provider and p.payment_intent = e.object_id))
+               or exists (select 1 from provider_purchase p where p.provider = e.provider and p.payment_intent = e.object_id)
+               or exists (select 1 from provider_invoice i where i.provider = e.provider and i.payment_intent = e.object_id))
         order by e.event_created, e.id limit $1`,
       [limit],
     );
@@ -297,7 +293,8 @@ export class PaymentsService {
           `select e.id from payment_event e
             where e.provider = $1 and e.provider_customer_id = $2 and e.status = 'PENDING_LINK' and e.id <> $3
               and (e.type not in ('charge.refunded', 'charge.dispute.created')
-                   or exists (select 1 from provider_purchase p where p.provider = e.provider and p.payment_intent = e.object_id))
+                   or exists (select 1 from provider_purchase p where p.provider = e.provider and p.payment_intent = e.object_id)
+                   or exists (select 1 from provider_invoice i where i.provider = e.provider and i.payment_intent = e.object_id))
             order by e.event_created, e.id`,
           [provider.name, event.providerCustomerId, event.id],
         );
@@ -308,10 +305,11 @@ export class PaymentsService {
       // Stripe's dispute object names no customer; a purchase made without a Stripe customer
       // neither. The payment intent leads to the purchase, and so to its customer.
       const [purchase] = await sql.query<{ customer_id: string }>(
-        `select customer_id from provider_purchase where provider = $1 and payment_intent = $2`,
+        `select customer_id from provider_purchase where provider = $1 and payment_intent = $2
+         union all select customer_id from provider_invoice where provider = $1 and payment_intent = $2 limit 1`,
         [provider.name, intent.paymentIntent],
       );
-      if (!purchase) return { status: 'PENDING_LINK', detail: `waiting for the purchase of payment ${intent.paymentIntent}` };
+      if (!purchase) return { status: 'PENDING_LINK', detail: `waiting for the purchase or subscription payment of payment ${intent.paymentIntent}` };
       customerId = purchase.customer_id;
     } else if (!customerId && event.customerIdHint && intent.kind === 'checkout') {
       validateCustomerId(event.customerIdHint);
@@ -334,7 +332,8 @@ export class PaymentsService {
       case 'invoice_paid':
       case 'invoice_failed': {
         const subscriptionId = intent.kind === 'subscription' ? intent.subscription.id : intent.subscriptionId;
-        const r = await this.reconcileSubscription(tx, provider.name, customerId, subscriptionId, actor, event);
+        if (intent.kind === 'invoice_paid') follow.push(...(await this.recordInvoicePayment(sql, provider.name, customerId, intent)));
+        const r = await this.reconciler.reconcile(tx, provider.name, (x) => provider.parse(x), customerId, subscriptionId, actor, event);
         return { ...r, result: { customerId, ...r.result }, follow };
       }
       case 'checkout': {
@@ -343,7 +342,7 @@ export class PaymentsService {
       }
       case 'refund':
       case 'dispute': {
-        const r = await this.applyReversal(sql, provider.name, customerId, intent, actor);
+        const r = await this.applyReversal(tx, provider, customerId, intent, actor, event);
         return { ...r, result: { customerId, ...r.result }, follow };
       }
     }
@@ -351,170 +350,32 @@ export class PaymentsService {
 
   // ---- subscriptions -----------------------------------------------------------------------
 
-  private async reconcileSubscription(
-    tx: { em: EntityManager; sql: Sql },
+  /** Records what paid a subscription invoice, so that a refund or dispute of it finds its subscription. */
+  private async recordInvoicePayment(
+    sql: Sql,
     provider: string,
     customerId: string,
-    subscriptionId: string,
-    actor: Actor,
-    current: ProviderEvent,
-  ): Promise<Outcome> {
-    const { sql } = tx;
-    const rows = await sql.query<{ payload: unknown }>(
-      `select payload from payment_event where provider = $1 and object_id = $2 and status <> 'IGNORED'`,
-      [provider, subscriptionId],
-    );
-    const p = this.provider(provider);
-    const events = rows.map((r) => p.parse(r.payload));
-    if (!events.some((e) => e.id === current.id)) events.push(current);
-    events.sort((a, b) => a.created.getTime() - b.created.getTime() || a.id.localeCompare(b.id));
-    const snapshots = events.filter((e) => e.intent.kind === 'subscription') as Array<ProviderEvent & { intent: { kind: 'subscription'; subscription: SubscriptionSnapshot; deleted: boolean } }>;
-    if (snapshots.length === 0) {
-      return { status: 'APPLIED', detail: 'recorded; waiting for the subscription itself', result: { subscriptionId } };
-    }
-    // Price -> plan (unknown prices grant nothing).
-    const plans = new Map<string, string | null>();
-    for (const s of snapshots) {
-      const price = s.intent.subscription.priceId;
-      if (price && !plans.has(price)) {
-        const found = await this.catalog.findByProviderPrice(tx.em, provider, price);
-        plans.set(price, found?.plan?.key ?? null);
-      }
-    }
-    const newest = snapshots[snapshots.length - 1];
-    const currentPrice = current.intent.kind === 'subscription' ? current.intent.subscription.priceId : null;
-    if (current.intent.kind === 'subscription' && (!currentPrice || !plans.get(currentPrice))) {
-      return { status: 'IGNORED', detail: `price '${currentPrice ?? '(none)'}' maps to no plan (catalog providerPriceIds)` };
-    }
-
-    // Mirror (support and reports only): the newest snapshot.
-    const n = newest.intent.subscription;
+    intent: Extract<ProviderEvent['intent'], { kind: 'invoice_paid' }>,
+  ): Promise<string[]> {
+    if (!intent.paymentIntent) return [];
     await sql.query(
-      `insert into provider_subscription (provider, id, provider_customer_id, customer_id, status, price_id, plan_key, quantity,
-                                          current_period_start, current_period_end, cancel_at_period_end, canceled_at, ended_at,
-                                          snapshot_event_id, snapshot_at, updated_at)
-       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now())
-       on conflict (provider, id) do update set provider_customer_id = excluded.provider_customer_id, customer_id = excluded.customer_id,
-         status = excluded.status, price_id = excluded.price_id, plan_key = excluded.plan_key, quantity = excluded.quantity,
-         current_period_start = excluded.current_period_start, current_period_end = excluded.current_period_end,
-         cancel_at_period_end = excluded.cancel_at_period_end, canceled_at = excluded.canceled_at, ended_at = excluded.ended_at,
-         snapshot_event_id = excluded.snapshot_event_id, snapshot_at = excluded.snapshot_at, updated_at = now()`,
-      [
-        provider,
-        n.id,
-        newest.providerCustomerId,
-        customerId,
-        newest.intent.deleted ? 'canceled' : n.status,
-        n.priceId,
-        n.priceId ? (plans.get(n.priceId) ?? null) : null,
-        n.quantity,
-        n.currentPeriodStart,
-        n.currentPeriodEnd,
-        n.cancelAtPeriodEnd,
-        n.canceledAt,
-        n.endedAt,
-        newest.id,
-        newest.created,
-      ],
+      `insert into provider_invoice (provider, payment_intent, invoice_id, customer_id, subscription_id, amount_paid, period_start, period_end)
+       values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (provider, payment_intent) do nothing`,
+      [provider, intent.paymentIntent, intent.invoiceId, customerId, intent.subscriptionId, intent.amountPaid, intent.periodStart, intent.periodEnd],
     );
-
-    const segments = this.desiredSegments(snapshots, events, plans);
-    const prefix = SUBSCRIPTION_PREFIX(provider, subscriptionId);
-    const ref = (s: Segment) => `${prefix}${s.start.getTime()}:${s.plan}:${s.seats}`;
-    const existing = await this.entitlements.listBySourcePrefix(sql, customerId, prefix);
-    const byRef = new Map<string, typeof existing>();
-    for (const e of existing) byRef.set(e.sourceRef!, [...(byRef.get(e.sourceRef!) ?? []), e]);
-    const reason = `${current.type} ${current.id}`;
-    let created = 0;
-    let updated = 0;
-    let revoked = 0;
-    for (const s of segments) {
-      const have = byRef.get(ref(s));
-      byRef.delete(ref(s));
-      if (have) {
-        for (const e of have) {
-          const before = e.validUntil?.getTime() ?? null;
-          await this.entitlements.setValidUntil(sql, customerId, e.id, s.end, actor, reason);
-          if (before !== (s.end?.getTime() ?? null)) updated++;
-        }
-      } else {
-        const rows = await this.entitlements.assignPlan(
-          { customerId, plan: s.plan, validFrom: s.start, validUntil: s.end, source: EntitlementSource.PLAN, sourceRef: ref(s), seats: s.seats, reason },
-          actor,
-          tx,
-        );
-        created += rows.length;
-      }
-    }
-    for (const stale of byRef.values()) {
-      for (const e of stale) {
-        await this.entitlements.revokeEntitlement(e.id, `superseded by ${reason}`, actor, { sql });
-        revoked++;
-      }
-    }
-    return {
-      status: 'APPLIED',
-      detail: `subscription ${subscriptionId}: ${segments.length} plan segment(s); ${created} entitlement(s) created, ${updated} updated, ${revoked} revoked`,
-      result: { subscriptionId, status: newest.intent.deleted ? 'canceled' : n.status, segments: segments.map((s) => ({ ...s, start: s.start.toISOString(), end: s.end?.toISOString() ?? null })) },
-    };
+    return this.waitingReversals(sql, provider, intent.paymentIntent);
   }
 
-  /** The plan segments a subscription's events call for (pure). */
-  private desiredSegments(
-    snapshots: Array<ProviderEvent & { intent: { kind: 'subscription'; subscription: SubscriptionSnapshot; deleted: boolean } }>,
-    events: ProviderEvent[],
-    plans: Map<string, string | null>,
-  ): Segment[] {
-    const grace = this.graceSeconds * 1000;
-    const segments: Segment[] = [];
-    let cur: Segment | null = null;
-    for (const e of snapshots) {
-      const s = e.intent.subscription;
-      const plan = s.priceId ? (plans.get(s.priceId) ?? null) : null;
-      if (!plan) continue;
-      if (!cur) {
-        cur = { plan, seats: s.quantity, start: s.startDate ?? s.currentPeriodStart ?? e.created, end: null };
-      } else if (cur.plan !== plan || cur.seats !== s.quantity) {
-        if (!e.intent.deleted) {
-          cur.end = e.created;
-          segments.push(cur);
-          cur = { plan, seats: s.quantity, start: e.created, end: null };
-        }
-      }
-    }
-    if (!cur) return [];
-    const newest = snapshots[snapshots.length - 1];
-    const n = newest.intent.subscription;
-    const paid = events.filter((e) => e.intent.kind === 'invoice_paid') as Array<ProviderEvent & { intent: { kind: 'invoice_paid'; periodEnd: Date | null } }>;
-    const failures = events.filter((e) => e.intent.kind === 'invoice_failed');
-    const lastPaid = paid.reduce<ProviderEvent | null>((a, b) => (!a || b.created >= a.created ? b : a), null);
-    const paidUntil = paid.reduce<number>((m, e) => Math.max(m, e.intent.periodEnd?.getTime() ?? 0), 0);
-    const lastFailure = failures.reduce<number>((m, e) => Math.max(m, e.created.getTime()), 0);
-    const periodEnd = n.currentPeriodEnd?.getTime() ?? newest.created.getTime();
-    let end: number;
-    const status = newest.intent.deleted ? 'canceled' : n.status;
-    switch (status) {
-      case 'active':
-      case 'trialing': {
-        end = n.cancelAtPeriodEnd ? periodEnd : Math.max(periodEnd, paidUntil) + grace;
-        if (lastFailure && lastFailure > (lastPaid?.created.getTime() ?? 0)) end = Math.min(end, lastFailure + grace);
-        break;
-      }
-      case 'past_due': {
-        const failedAt = lastFailure || newest.created.getTime();
-        end = Math.min(periodEnd, failedAt) + grace;
-        if (lastPaid && lastPaid.created.getTime() > failedAt) end = Math.max(end, paidUntil + grace);
-        break;
-      }
-      case 'canceled':
-        end = (n.endedAt ?? n.canceledAt ?? newest.created).getTime();
-        break;
-      default: // unpaid, incomplete, incomplete_expired, paused
-        end = newest.created.getTime();
-    }
-    cur.end = new Date(end);
-    segments.push(cur);
-    return segments.filter((s) => s.end === null || s.end.getTime() > s.start.getTime());
+  /** Refunds and disputes of a payment that waited for it (or gave up waiting): applied next. */
+  private async waitingReversals(sql: Sql, provider: string, paymentIntent: string): Promise<string[]> {
+    const rows = await sql.query<{ id: string }>(
+      `update payment_event set status = 'PENDING_LINK'
+        where provider = $1 and object_id = $2 and type in ('charge.refunded', 'charge.dispute.created')
+          and (status = 'PENDING_LINK' or (status = 'IGNORED' and result->>'unmatched' = 'true'))
+        returning id, event_created`,
+      [provider, paymentIntent],
+    );
+    return rows.map((r) => r.id);
   }
 
   // ---- one-off purchases ---------------------------------------------------------------------
@@ -529,6 +390,24 @@ export class PaymentsService {
     const { em, sql } = tx;
     if (intent.mode === 'subscription') {
       return { status: 'APPLIED', detail: `checkout for a subscription: customer linked to '${customerId}'`, result: {} };
+    }
+    // Only money that arrived buys credits: a session completed with a delayed payment method
+    // (bank debit, voucher) is `unpaid` until checkout.session.async_payment_succeeded.
+    if (intent.paymentFailed) {
+      return {
+        status: 'APPLIED',
+        detail: `checkout ${intent.sessionId}: the delayed payment failed; nothing was granted`,
+        result: { session: intent.sessionId, paymentStatus: intent.paymentStatus, granted: false },
+      };
+    }
+    if (intent.paymentStatus !== 'paid' && intent.paymentStatus !== 'no_payment_required') {
+      return {
+        status: 'APPLIED',
+        detail:
+          `checkout ${intent.sessionId}: payment_status '${intent.paymentStatus ?? '(none)'}'; nothing is granted until ` +
+          `checkout.session.async_payment_succeeded`,
+        result: { session: intent.sessionId, paymentStatus: intent.paymentStatus, granted: false },
+      };
     }
     let packKey = intent.packKey;
     let priceIds = intent.priceIds;
@@ -575,11 +454,7 @@ export class PaymentsService {
       [provider.name, paymentIntent, customerId, intent.sessionId, pack.key, grantId, entitlement.id, pack.amount, intent.amountTotal],
     );
     // Refunds or disputes that arrived before the purchase.
-    const waiting = await sql.query<{ id: string }>(
-      `select id from payment_event where provider = $1 and object_id = $2 and status = 'PENDING_LINK' and type in ('charge.refunded', 'charge.dispute.created')
-        order by event_created, id`,
-      [provider.name, paymentIntent],
-    );
+    const waiting = (await this.waitingReversals(sql, provider.name, paymentIntent)).map((id) => ({ id }));
     return {
       status: 'APPLIED',
       detail: `granted ${fmt(dec(pack.amount))} ${pool.key} (pack ${pack.key})`,
@@ -590,17 +465,27 @@ export class PaymentsService {
 
   /** Refunds and disputes revoke the credits a payment bought, pro rata, from that exact grant. */
   private async applyReversal(
-    sql: Sql,
-    provider: string,
+    tx: { em: EntityManager; sql: Sql },
+    providerImpl: PaymentProvider,
     customerId: string,
     intent: Extract<ProviderEvent['intent'], { kind: 'refund' | 'dispute' }>,
     actor: Actor,
+    event: ProviderEvent,
   ): Promise<Outcome> {
+    const { sql } = tx;
+    const provider = providerImpl.name;
     const [purchase] = await sql.query<Record<string, any>>(
       `select * from provider_purchase where provider = $1 and payment_intent = $2 for update`,
       [provider, intent.paymentIntent],
     );
-    if (!purchase) return { status: 'PENDING_LINK', detail: `waiting for the purchase of payment ${intent.paymentIntent}` };
+    if (!purchase) {
+      const [invoice] = await sql.query<Record<string, any>>(
+        `select * from provider_invoice where provider = $1 and payment_intent = $2 for update`,
+        [provider, intent.paymentIntent],
+      );
+      if (invoice) return this.applySubscriptionReversal(tx, providerImpl, customerId, invoice, intent, actor, event);
+      return { status: 'PENDING_LINK', detail: `waiting for the purchase or subscription payment of payment ${intent.paymentIntent}` };
+    }
     const refunded = Math.max(Number(purchase.refunded_amount), intent.kind === 'refund' ? intent.amountRefunded : 0);
     const disputed = Math.max(Number(purchase.disputed_amount), intent.kind === 'dispute' ? intent.amount : 0);
     const paid = purchase.amount_paid !== null ? Number(purchase.amount_paid) : intent.kind === 'refund' ? intent.amount : 0;
@@ -620,43 +505,112 @@ export class PaymentsService {
       disputed,
     ]);
     if (delta.lte(0)) return { status: 'APPLIED', detail: 'nothing more to revoke', result: { revoked: '0' } };
-    const [grant] = await sql.query<{ remaining: string }>(
-      `select remaining::text from credit_grant where customer_id = $1 and id = $2 for no key update`,
-      [customerId, purchase.grant_id],
+    // What the payment funded and the customer has not consumed goes back: the available balance
+    // first, then what reservations hold (they shrink; their commit cannot return those credits).
+    const taken = await this.ledger.takeBack(
+      sql,
+      customerId,
+      purchase.grant_id,
+      delta,
+      { reason: intent.kind === 'refund' ? 'refund' : 'dispute', paymentIntent: intent.paymentIntent },
+      `event:${actor.id}`,
     );
-    const revocable = D.max(D.min(dec(grant.remaining), delta), ZERO);
+    const revocable = taken.available.plus(taken.held);
     const unrecovered = delta.minus(revocable);
-    if (revocable.gt(0)) {
-      await this.ledger.apply(
-        sql,
-        customerId,
-        {
-          inserts: [],
-          updates: [],
-          postings: [
-            {
-              grantId: purchase.grant_id,
-              kind: LedgerKind.REVOKE,
-              amount: revocable.neg(),
-              usageEventId: null,
-              idempotencyKey: null,
-              metadata: { reason: intent.kind === 'refund' ? 'refund' : 'dispute', paymentIntent: intent.paymentIntent, alreadyConsumed: fmt(unrecovered) },
-            },
-          ],
-        },
-        `event:${actor.id}`,
-      );
-    }
     await sql.query(
       `update provider_purchase set revoked_credits = revoked_credits + $3, unrecovered_credits = unrecovered_credits + $4
         where provider = $1 and payment_intent = $2`,
       [provider, intent.paymentIntent, fmt(revocable), fmt(unrecovered)],
     );
+    // All of the payment reversed: the purchase's entitlement and grant end as revoked.
+    let ended = false;
+    if (fraction.gte(1)) {
+      const [e] = await sql.query<{ revoked_at: Date | null }>(`select revoked_at from entitlement where customer_id = $1 and id = $2`, [
+        customerId,
+        purchase.entitlement_id,
+      ]);
+      if (e && !e.revoked_at) {
+        await this.entitlements.revokeEntitlement(purchase.entitlement_id, `${intent.kind} of payment ${intent.paymentIntent}`, actor, { sql });
+        ended = true;
+      }
+    }
+    const parts = [`${fmt(taken.available)} available`, `${fmt(taken.held)} held by ${taken.reservations.length} reservation(s)`];
     return {
       status: 'APPLIED',
-      detail: `revoked ${fmt(revocable)} credits${unrecovered.gt(0) ? `; ${fmt(unrecovered)} were already consumed` : ''}`,
-      result: { grantId: purchase.grant_id, revoked: fmt(revocable), alreadyConsumed: fmt(unrecovered) },
+      detail:
+        `revoked ${fmt(revocable)} credits (${parts.join(', ')})` +
+        (unrecovered.gt(0) ? `; ${fmt(unrecovered)} were already consumed or had expired` : '') +
+        (ended ? '; the purchase is revoked' : ''),
+      result: {
+        grantId: purchase.grant_id,
+        revoked: fmt(revocable),
+        revokedAvailable: fmt(taken.available),
+        revokedHeld: fmt(taken.held),
+        reservations: taken.reservations,
+        alreadyConsumed: fmt(unrecovered),
+        grantConsumed: fmt(taken.consumed),
+        grantWrittenOff: fmt(taken.writtenOff),
+        purchaseRevoked: ended,
+      },
     };
+  }
+
+  /**
+   * A refund or dispute of a subscription payment. By default (TOLLGATE_REFUND_ENDS_ACCESS) it
+   * ends the access that payment funded, pro rata like a pack: an invoice reversed by a share r
+   * funds only the first (1 - r) of its period, and the subscription is reconciled at once.
+   */
+  private async applySubscriptionReversal(
+    tx: { em: EntityManager; sql: Sql },
+    provider: PaymentProvider,
+    customerId: string,
+    invoice: Record<string, any>,
+    intent: Extract<ProviderEvent['intent'], { kind: 'refund' | 'dispute' }>,
+    actor: Actor,
+    event: ProviderEvent,
+  ): Promise<Outcome> {
+    const refunded = Math.max(Number(invoice.refunded_amount), intent.kind === 'refund' ? intent.amountRefunded : 0);
+    const disputed = Math.max(Number(invoice.disputed_amount), intent.kind === 'dispute' ? intent.amount : 0);
+    await tx.sql.query(`update provider_invoice set refunded_amount = $3, disputed_amount = $4 where provider = $1 and payment_intent = $2`, [
+      provider.name,
+      intent.paymentIntent,
+      refunded,
+      disputed,
+    ]);
+    const paid = invoice.amount_paid !== null ? Number(invoice.amount_paid) : intent.kind === 'refund' ? intent.amount : 0;
+    const share = paid > 0 ? Math.min((refunded + disputed) / paid, 1) : 1;
+    const what = `${intent.kind} of ${(share * 100).toFixed(1)}% of subscription payment ${intent.paymentIntent} (invoice ${invoice.invoice_id ?? '?'})`;
+    if (!this.opts.refundEndsAccess) {
+      return {
+        status: 'APPLIED',
+        detail: `${what}: recorded; access left alone (TOLLGATE_REFUND_ENDS_ACCESS=false)`,
+        result: { subscriptionId: invoice.subscription_id, reversedShare: share.toFixed(6) },
+      };
+    }
+    const r = await this.reconciler.reconcile(tx, provider.name, (x) => provider.parse(x), customerId, invoice.subscription_id, actor, event);
+    return {
+      ...r,
+      detail: `${what}: the access it funded ends pro rata; ${r.detail ?? ''}`,
+      result: { ...r.result, reversedShare: share.toFixed(6) },
+    };
+  }
+
+  /**
+   * Refunds and disputes that found no payment to reverse within TOLLGATE_PAYMENT_MATCH_WAIT end
+   * IGNORED with the reason, never waiting forever. If their payment shows up later, they are
+   * applied then.
+   */
+  async giveUpUnmatched(limit = 200): Promise<number> {
+    const rows = await this.db.query(
+      `update payment_event set status = 'IGNORED', result = '{"unmatched": true}',
+              detail = 'no purchase or subscription payment is known for payment ' || coalesce(object_id, '?') || ' after waiting ' || $1 || ' s'
+        where (provider, id) in (select provider, id from payment_event
+                                  where status = 'PENDING_LINK' and type in ('charge.refunded', 'charge.dispute.created')
+                                    and received_at < now() - make_interval(secs => $1) limit $2)
+       returning id`,
+      [this.opts.matchWaitSeconds, limit],
+    );
+    return rows.length;
   }
 
   async subscriptions(customerId: string) {

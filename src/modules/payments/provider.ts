@@ -14,10 +14,19 @@ export type SubscriptionStatus =
   | 'paused'
   | 'canceled';
 
+/** One item (price x quantity) of a subscription. */
+export interface SubscriptionItem {
+  priceId: string | null;
+  quantity: number;
+}
+
 /** A subscription as one event saw it. */
 export interface SubscriptionSnapshot {
   id: string;
   status: SubscriptionStatus;
+  /** Every item; a subscription's entitlements follow the items it has. */
+  items: SubscriptionItem[];
+  /** The first item's price and quantity (the mirror shows them). */
   priceId: string | null;
   quantity: number;
   startDate: Date | null;
@@ -31,7 +40,16 @@ export interface SubscriptionSnapshot {
 /** What an event means for Tollgate, independent of the provider's format. */
 export type EventIntent =
   | { kind: 'subscription'; subscription: SubscriptionSnapshot; deleted: boolean }
-  | { kind: 'invoice_paid'; subscriptionId: string; periodStart: Date | null; periodEnd: Date | null }
+  | {
+      kind: 'invoice_paid';
+      subscriptionId: string;
+      periodStart: Date | null;
+      periodEnd: Date | null;
+      invoiceId: string | null;
+      /** The payment that paid it (a refund or dispute of it names this payment intent). */
+      paymentIntent: string | null;
+      amountPaid: number | null;
+    }
   | { kind: 'invoice_failed'; subscriptionId: string }
   | {
       kind: 'checkout';
@@ -41,6 +59,10 @@ export type EventIntent =
       amountTotal: number | null;
       packKey: string | null;
       priceIds: string[];
+      /** `paid`, `unpaid` (a delayed payment method has not settled yet) or `no_payment_required`. */
+      paymentStatus: string | null;
+      /** The delayed payment failed (`checkout.session.async_payment_failed`): nothing is granted. */
+      paymentFailed: boolean;
     }
   | { kind: 'refund'; paymentIntent: string; amount: number; amountRefunded: number }
   | { kind: 'dispute'; paymentIntent: string; amount: number }

@@ -27,7 +27,8 @@ export enum UsageStatus {
   name: 'usage_event_hold_expiry_idx',
   expression: `create index "usage_event_hold_expiry_idx" on "usage_event" ("expires_at") where "status" = 'HELD'`,
 })
-@Check({ name: 'usage_event_key_length', expression: 'char_length(idempotency_key) between 1 and 255' })
+@Check({ name: 'usage_event_key_length', expression: 'octet_length(idempotency_key) between 1 and 255' })
+@Check({ name: 'usage_event_held_nonneg', expression: 'held >= 0' })
 export class UsageEvent {
   [PrimaryKeyProp]?: ['customerId', 'id'];
 

@@ -224,6 +224,7 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
     const u: UsageUpdate = {
       id: row.id,
       expectedStatuses: existing?.expectedStatuses ?? [expected],
+      expectedHeld: existing ? existing.expectedHeld : row.status === 'HELD' ? dec(row.held) : null,
       ...upd,
       allowed: next.allowed,
       reason: next.reason,

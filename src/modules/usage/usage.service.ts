@@ -83,15 +83,12 @@ const PROPERTIES_LIMIT = 16_384;
 export const MAX_TTL_SECONDS = 3600;
 
 export { decodeUsageId, encodeUsageId } from '../../shared/ids';
-import { decodeUsageId, encodeUsageId } from '../../shared/ids';
+import { decodeUsageId, encodeUsageId, validateIdText } from '../../shared/ids';
 
 // ---- validation ------------------------------------------------------------------------------
 
 export function validateKey(key: string): string {
-  if (typeof key !== 'string' || key.length < 1 || key.length > 255) {
-    throw badInput('idempotencyKey must be 1 to 255 characters', { field: 'idempotencyKey' });
-  }
-  return key;
+  return validateIdText(key, 'idempotencyKey');
 }
 
 function validateQuantity(q: Dec, field: string, allowZero: boolean): Dec {
@@ -178,7 +175,7 @@ interface Pending {
 export class UsageService {
   private readonly queues = new Map<string, Pending[]>();
   /** Statistics for the benchmark and tests. */
-  readonly stats = { batches: 0, operations: 0, stalePlans: 0, materializations: 0 };
+  readonly stats = { batches: 0, operations: 0, stalePlans: 0, materializations: 0, lapsedReleased: 0 };
 
   constructor(
     private readonly db: Db,
@@ -340,7 +337,8 @@ export class UsageService {
     // held open; the apply statement is atomic on its own.
     return this.db.run(async (sql) => {
       let materialized = 0;
-      for (let attempt = 1; ; attempt++) {
+      let stale = 0;
+      for (let pass = 1; ; pass++) {
         const state = await loadCustomerState(sql, customerId, featureKeys, { keys, ids: [...ids, ...holdIds] });
         // Periods are materialized lazily: write the grants of periods that have begun, then re-read.
         const pools = new Set<string>();
@@ -350,6 +348,26 @@ export class UsageService {
           materialized += 1;
           this.stats.materializations += 1;
           await this.materialize(sql, customerId, missing);
+          continue;
+        }
+        // More lapsed holds than one read loads: give the loaded ones back first (bounded per
+        // statement), then read again, so that no decision counts an expired hold against the
+        // customer however many there are.
+        const loadedLapsed = [...state.usageById.values()].filter(
+          (u) => u.status === 'HELD' && u.expiresAt !== null && u.expiresAt.getTime() <= state.now.getTime(),
+        ).length;
+        if (state.lapsedCount > loadedLapsed && loadedLapsed > 0) {
+          const { plan } = planBatch(state, []);
+          try {
+            await this.ledger.apply(sql, customerId, plan, null);
+            this.stats.lapsedReleased += loadedLapsed;
+          } catch (err) {
+            if (!(err instanceof StalePlanError)) throw err;
+            this.stats.stalePlans += 1;
+          }
+          if (pass >= MAX_ATTEMPTS * 20) {
+            throw new DomainError(ErrorCode.RETRY_LATER, 'too many lapsed reservations to give back; retry with the same idempotency key');
+          }
           continue;
         }
         const { plan, outcomes } = planBatch(
@@ -362,7 +380,7 @@ export class UsageService {
         } catch (err) {
           if (!(err instanceof StalePlanError)) throw err;
           this.stats.stalePlans += 1;
-          if (attempt >= MAX_ATTEMPTS) {
+          if (++stale >= MAX_ATTEMPTS) {
             throw new DomainError(ErrorCode.RETRY_LATER, 'too much contention on this customer; retry with the same idempotency key');
           }
         }

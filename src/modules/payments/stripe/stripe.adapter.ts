@@ -16,12 +16,16 @@ const date = (seconds: unknown): Date | null => (typeof seconds === 'number' && 
 const str = (v: unknown): string | null => (typeof v === 'string' && v.length > 0 ? v : v && typeof v === 'object' && typeof (v as Obj).id === 'string' ? (v as Obj).id : null);
 
 function subscriptionSnapshot(s: Obj): SubscriptionSnapshot {
-  const item: Obj | undefined = s.items?.data?.[0];
+  const list: Obj[] = Array.isArray(s.items?.data) ? s.items.data : [];
+  const quantityOf = (it: Obj | undefined) => (Number.isInteger(it?.quantity) ? it!.quantity : Number.isInteger(s.quantity) ? s.quantity : 1);
+  const items = list.length > 0 ? list.map((it) => ({ priceId: str(it.price), quantity: quantityOf(it) })) : str(s.plan) ? [{ priceId: str(s.plan), quantity: quantityOf(undefined) }] : [];
+  const item: Obj | undefined = list[0];
   return {
     id: s.id,
     status: s.status,
-    priceId: str(item?.price) ?? str(s.plan) ?? null,
-    quantity: Number.isInteger(item?.quantity) ? item!.quantity : Number.isInteger(s.quantity) ? s.quantity : 1,
+    items,
+    priceId: items[0]?.priceId ?? null,
+    quantity: items[0]?.quantity ?? 1,
     startDate: date(s.start_date),
     currentPeriodStart: date(s.current_period_start ?? item?.current_period_start),
     currentPeriodEnd: date(s.current_period_end ?? item?.current_period_end),
@@ -57,7 +61,16 @@ export function parseStripeEvent(event: Obj): ProviderEvent {
       const sub = invoiceSubscription(o);
       if (sub) {
         const period = o.lines?.data?.[0]?.period ?? {};
-        intent = { kind: 'invoice_paid', subscriptionId: sub, periodStart: date(period.start ?? o.period_start), periodEnd: date(period.end ?? o.period_end) };
+        intent = {
+          kind: 'invoice_paid',
+          subscriptionId: sub,
+          periodStart: date(period.start ?? o.period_start),
+          periodEnd: date(period.end ?? o.period_end),
+          invoiceId: str(o.id),
+          // older API versions name the payment intent on the invoice, newer ones in invoice.payments
+          paymentIntent: str(o.payment_intent) ?? str(o.payments?.data?.[0]?.payment?.payment_intent) ?? null,
+          amountPaid: typeof o.amount_paid === 'number' ? o.amount_paid : null,
+        };
         objectId = sub;
       }
       break;
@@ -71,6 +84,8 @@ export function parseStripeEvent(event: Obj): ProviderEvent {
       break;
     }
     case 'checkout.session.completed':
+    case 'checkout.session.async_payment_succeeded':
+    case 'checkout.session.async_payment_failed':
       customerIdHint = typeof o.client_reference_id === 'string' ? o.client_reference_id : customerIdHint;
       intent = {
         kind: 'checkout',
@@ -80,6 +95,8 @@ export function parseStripeEvent(event: Obj): ProviderEvent {
         amountTotal: typeof o.amount_total === 'number' ? o.amount_total : null,
         packKey: typeof o.metadata?.pack === 'string' ? o.metadata.pack : null,
         priceIds: typeof o.metadata?.price_id === 'string' ? [o.metadata.price_id] : [],
+        paymentStatus: typeof o.payment_status === 'string' ? o.payment_status : null,
+        paymentFailed: event.type === 'checkout.session.async_payment_failed',
       };
       objectId = str(o.payment_intent) ?? o.id;
       break;
