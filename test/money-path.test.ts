@@ -336,6 +336,18 @@ describe('§6 ids at the byte limit, in 1- to 4-byte characters', () => {
       expect(badKey.errors?.[0].extensions?.code).toBe('BAD_USER_INPUT');
     });
   }
+
+  test("the review's ids ('日' x 100, 'é' x 200: under 255 characters, over 255 bytes) are refused where they enter, not stranded at commit", async () => {
+    for (const id of ['日'.repeat(100), 'é'.repeat(200)]) {
+      const r = await t.gql(RESERVE, { i: { customerId: id, feature: 'credits', quantity: 1, idempotencyKey: 'k' } });
+      expect(r.errors?.[0].extensions?.code).toBe('BAD_USER_INPUT');
+      const g = await t.gql(`mutation($i: GrantCreditsInput!) { grantCredits(input: $i) { id } }`, { i: { customerId: id, feature: 'credits', amount: 1, idempotencyKey: 'k' } });
+      expect(g.errors?.[0].extensions?.code).toBe('BAD_USER_INPUT');
+      const u = await t.gql(`mutation($i: CustomerInput!) { upsertCustomer(input: $i) { id } }`, { i: { id } });
+      expect(u.errors?.[0].extensions?.code).toBe('BAD_USER_INPUT');
+    }
+    expect(await t.sql(`select * from customer`)).toHaveLength(0);
+  });
 });
 
 describe('§7 many lapsed holds', () => {
