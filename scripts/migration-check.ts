@@ -6,6 +6,7 @@ import path from 'node:path';
 import { ensureDatabaseExists, withDatabase } from '../src/db/database';
 import { startEmbeddedPostgres } from '../src/db/embedded';
 import { createOrm, rootDir } from '../src/db/orm';
+import { freePort } from '../bench/harness';
 import { migrationsList } from '../migrations';
 
 /**
@@ -19,7 +20,9 @@ async function main() {
     process.stderr.write(`migrations/index.ts does not list exactly the migration files:\n  files:  ${files.join(', ')}\n  listed: ${listed.join(', ')}\n`);
     process.exit(1);
   }
-  const pg = process.env.DATABASE_URL ? undefined : await startEmbeddedPostgres({ dir: path.join(os.tmpdir(), 'tollgate-migration-check'), port: 54392 });
+  // A cluster of its own (folder and port), so that concurrent checks (two clones) never meet.
+  const scratch = process.env.DATABASE_URL ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-migration-check-'));
+  const pg = scratch ? await startEmbeddedPostgres({ dir: scratch, port: await freePort() }) : undefined;
   const baseUrl = process.env.DATABASE_URL ?? pg!.url();
   const db = `tollgate_check_${randomBytes(4).toString('hex')}`;
   await ensureDatabaseExists(baseUrl, db);
@@ -31,6 +34,7 @@ async function main() {
   } finally {
     await orm.close(true);
     await pg?.stop();
+    if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
   }
   if (needed) {
     process.stderr.write('The entities need a migration that is not committed: run `npm run migration:create -- <name>`.\n');

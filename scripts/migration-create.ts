@@ -6,6 +6,7 @@ import path from 'node:path';
 import { startEmbeddedPostgres } from '../src/db/embedded';
 import { ensureDatabaseExists, withDatabase } from '../src/db/database';
 import { createOrm, rootDir } from '../src/db/orm';
+import { freePort } from '../bench/harness';
 
 /**
  * Generates a migration from the difference between the entities and the committed snapshot,
@@ -18,7 +19,7 @@ async function main() {
   const name = args.find((a) => !a.startsWith('--'));
   const pg = process.env.DATABASE_URL
     ? undefined
-    : await startEmbeddedPostgres({ dir: path.join(os.tmpdir(), 'tollgate-migration-create'), port: 54391 });
+    : await startEmbeddedPostgres({ dir: path.join(os.tmpdir(), 'tollgate-migration-create'), port: await freePort() });
   const baseUrl = process.env.DATABASE_URL ?? pg!.url();
   const db = `tollgate_scratch_${randomBytes(4).toString('hex')}`;
   await ensureDatabaseExists(baseUrl, db);
