@@ -16,7 +16,7 @@ import {
   type BenchDatabase,
   type ServerProcess,
 } from './env';
-import { CONSUME, gql, runHttp, type HttpRunResult, type Op, type Track } from './http';
+import { CONSUME, gql, gqlBody, runHttp, type HttpRunResult, type Op, type Track } from './http';
 import {
   enablePgStatStatements,
   explainConsume,
@@ -32,7 +32,7 @@ import {
 } from './profile';
 import { runRawConsume } from './raw-sql';
 import { canAccessOps, consumeOps, floorOps, replayOps, reserveCommitOps } from './scenarios';
-import { customerId, HOT_CUSTOMER, METERED, seedCustomers, seedScale, type ScaleResult } from './seed';
+import { customerId, HOT_CUSTOMER, METERED, seedBillingUsage, seedCustomers, seedScale, type ScaleResult } from './seed';
 import { round, sleep, type LatencySummary } from './stats';
 
 /**
@@ -592,6 +592,36 @@ async function main() {
     if (wants('raw-hot')) await rawScenario('raw-hot', `load_state + apply with pg, all on ${HOT_CUSTOMER}`, () => HOT_CUSTOMER);
     const explainEmpty = await explainConsume(dbPool, pick(), METERED).catch((e) => (log(`explain failed: ${String(e)}`), []));
 
+    // -- billing: the live invoice preview does not grow with the period's usage events --
+    if (wants('preview@100') || wants('preview@100k')) {
+      const few = `${tag}-bill-100`;
+      const many = `${tag}-bill-100k`;
+      for (const [c, n] of [[few, 100], [many, 100_000]] as const) {
+        await gql(srv.address, srv.adminKey, `mutation($c: ID!) { assignPlan(customerId: $c, plan: "pro") { id } }`, { c });
+        await seedBillingUsage(dbPool, c, n, (6000 / n).toFixed(3)); // 6,000 credits either way: 1,000 past the allowance
+      }
+      const PREVIEW = 'query Preview($c: ID!) { invoicePreview(customerId: $c) { total lines { kind amount } } }';
+      const previewOps = (c: string): Op[] => [
+        {
+          build: () => ({ body: gqlBody(PREVIEW, { c }) }),
+          onData: (data, _ctx, rec) => {
+            if (data.invoicePreview?.total === '39') rec.allowed += 1; // $29 + 1,000 x $0.01
+            else {
+              rec.denied += 1;
+              rec.sample(`unexpected preview: ${JSON.stringify(data)}`);
+            }
+          },
+        },
+      ];
+      for (const [name, c, n] of [['preview@100', few, 100], ['preview@100k', many, 100_000]] as const) {
+        if (!wants(name)) continue;
+        await measure(name, `invoicePreview of a customer with ${n.toLocaleString('en')} usage events in the period`, 'http', warmHttp(() => previewOps(c)), async () => {
+          const r = await httpRun(previewOps(c), opts.durationS);
+          return { ...fromHttp(r), check: async () => ({ ok: r.rec.denied === 0, detail: `${r.rec.allowed} previews of $39.00, ${r.rec.denied} other` }) };
+        });
+      }
+    }
+
     // -- scale --
     let scale: ScaleResult | null = null;
     let explainScale: ExplainSummary[] = [];
@@ -631,6 +661,7 @@ async function main() {
       check('consume spread p99 (ms)', spread ? spread.latency.p99 : null, '<= 25', (v) => v <= 25),
       check('peak RSS of the service (MB)', round(peakRssKb / 1024, 1), '<= 300', (v) => v <= 300),
       check('canAccess at scale / canAccess', ratio('canAccess@scale', 'canAccess'), '>= 0.833 (1/1.2)', (v) => v >= 1 / 1.2),
+      check('preview at 100k events / preview at 100 (cost at most 2x)', ratio('preview@100k', 'preview@100'), '>= 0.5', (v) => v >= 0.5),
       check('consume spread at scale / consume spread', ratio('consume-spread@scale', 'consume-spread'), '>= 0.833 (1/1.2)', (v) => v >= 1 / 1.2),
     ];
     const info = {

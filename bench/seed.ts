@@ -149,3 +149,37 @@ export async function seedScale(pool: Pool, customers: number, entries: number):
     fkChecksSkipped,
   };
 }
+
+/**
+ * The invoice-preview step: `events` CONSUME usage events of `each` credits on the current
+ * period grant of a customer holding the priced demo plan (assigned through the API first), with
+ * their ledger entries, consistent with verify() like seedScale.
+ */
+export async function seedBillingUsage(pool: Pool, customer: string, events: number, each: string): Promise<void> {
+  await inTransaction(pool, async (c) => {
+    const { rows } = await c.query<{ id: string; remaining: string }>(
+      `select g.id, g.remaining::text from credit_grant g join entitlement e on e.customer_id = g.customer_id and e.id = g.entitlement_id
+        where g.customer_id = $1 and g.feature_key = $2 and e.plan_key is not null order by g.period_start desc limit 1 for no key update of g`,
+      [customer, POOL],
+    );
+    if (!rows[0]) throw new Error(`${customer} has no plan grant of ${POOL}`);
+    const grant = rows[0];
+    await c.query(`create temp table bench_bill on commit drop as
+      select gen_random_uuid() as id, n, $2::numeric - n * $3::numeric as balance_after,
+             date_trunc('milliseconds', now() - ($1::int - n + 1) * interval '10 milliseconds') as at
+        from generate_series(1, $1::int) n`, [events, grant.remaining, each]);
+    await c.query(`insert into usage_event (customer_id, id, idempotency_key, kind, feature_key, pool_key, quantity, rate, status,
+                                            allowed, reason, charged, overage, uncollected, held, holds, expires_at, balance_after,
+                                            provider_cost, properties, actor, created_at, resolved_at)
+      select $1, id, 'bill-seed-' || n, 'CONSUME', $2, $2, $3, 1, 'CHARGED', true, 'ENTITLED', $3, 0, 0, 0, null, null,
+             balance_after, null, null, 'system:bench-seed', at, at
+        from bench_bill`, [customer, POOL, each]);
+    await c.query(`insert into ledger_entry (customer_id, feature_key, grant_id, kind, amount, balance_after, usage_event_id,
+                                             idempotency_key, actor, metadata, created_at)
+      select $1, $2, $3, 'CONSUME', -$4::numeric, balance_after, id, null, 'system:bench-seed', null, at from bench_bill order by n`,
+      [customer, POOL, grant.id, each]);
+    await c.query(`update credit_grant set remaining = remaining - $3::numeric * $4, consumed = consumed + $3::numeric * $4
+                    where customer_id = $1 and id = $2`, [customer, grant.id, each, events]);
+  });
+  await pool.query('analyze usage_event, ledger_entry, credit_grant');
+}

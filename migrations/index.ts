@@ -3,6 +3,7 @@ import { Migration20261122193751_initial } from './Migration20261122193751_initi
 import { Migration20261122193758_integrity } from './Migration20261122193758_integrity';
 import { Migration20261123140000_payments } from './Migration20261123140000_payments';
 import { Migration20261201122958_money_path } from './Migration20261201122958_money_path';
+import { Migration20261201130856_billing } from './Migration20261201130856_billing';
 
 /**
  * Every migration, in order. `npm run migration:create` adds new ones here; CI fails when a
@@ -13,4 +14,5 @@ export const migrationsList: MigrationObject[] = [
   { name: 'Migration20261122193758_integrity', class: Migration20261122193758_integrity },
   { name: 'Migration20261123140000_payments', class: Migration20261123140000_payments },
   { name: 'Migration20261201122958_money_path', class: Migration20261201122958_money_path },
+  { name: 'Migration20261201130856_billing', class: Migration20261201130856_billing },
 ];

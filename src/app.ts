@@ -34,6 +34,7 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
     const sweeper = new Sweeper(db, services.usage, (err) => http.fastify.log.error({ err }, 'sweeper failed'), [
       () => services.payments.processResolvable(),
       () => services.payments.giveUpUnmatched(),
+      () => services.billing.finalizeDue(),
     ]);
     // Catch up on payment events a previous process left waiting although they can be applied.
     await services.payments.processResolvable().catch((err) => http.fastify.log.error({ err }, 'payments catch-up failed'));

@@ -10,6 +10,7 @@ import { LedgerService } from './modules/ledger/ledger.service';
 import { UsageService } from './modules/usage/usage.service';
 import { PaymentsService } from './modules/payments/payments.service';
 import { StripeProvider } from './modules/payments/stripe/stripe.adapter';
+import { BillingService } from './modules/billing/billing.service';
 
 /** Every service, wired once per process. Stateless but for caches and the usage queues. */
 export interface Services {
@@ -23,6 +24,7 @@ export interface Services {
   usage: UsageService;
   auth: AuthService;
   payments: PaymentsService;
+  billing: BillingService;
 }
 
 export function createServices(db: Db, config: Config): Services {
@@ -46,5 +48,6 @@ export function createServices(db: Db, config: Config): Services {
     access: new AccessService(db),
     usage: new UsageService(db, ledger),
     auth: new AuthService(db, config),
+    billing: new BillingService(db),
   };
 }

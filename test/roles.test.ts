@@ -46,6 +46,8 @@ interface Op {
 
 let t: TestApp;
 let counter = 0;
+/** Alice's finalized invoice and its usage line (created once, in beforeAll). */
+const fixtures = { invoiceId: '', usageLineId: '' };
 
 const q = (query: string, variables?: Record<string, unknown>) => async () => ({ query, variables });
 
@@ -101,6 +103,17 @@ const OPS: Record<string, Op> = {
   paymentEvents: { type: 'Query', access: 'ADMIN', build: q(`query { paymentEvents { items { id status } } }`) },
   paymentEvent: { type: 'Query', access: 'ADMIN', build: q(`query($id: ID!) { paymentEvent(id: $id) { id status } }`, { id: STORED_EVENT.id }) },
   subscriptions: { type: 'Query', access: 'SERVER', build: q(`query($c: ID!) { subscriptions(customerId: $c) { id } }`, { c: ALICE }) },
+  invoicePreview: { type: 'Query', access: 'OWN', build: q(`query($c: ID!) { invoicePreview(customerId: $c) { status total lines { kind amount } } }`, { c: ALICE }) },
+  invoices: { type: 'Query', access: 'OWN', build: q(`query($c: ID!) { invoices(customerId: $c) { items { id number } } }`, { c: ALICE }) },
+  invoice: { type: 'Query', access: 'OWN', build: async () => ({ query: `query($id: ID!) { invoice(id: $id) { id total } }`, variables: { id: fixtures.invoiceId } }) },
+  invoiceLineEntries: {
+    type: 'Query',
+    access: 'OWN',
+    build: async () => ({
+      query: `query($i: ID!, $l: ID!) { invoiceLineEntries(invoiceId: $i, lineId: $l) { items { id idempotencyKey } } }`,
+      variables: { i: fixtures.invoiceId, l: fixtures.usageLineId },
+    }),
+  },
   // ---- Mutation ----
   upsertCustomer: {
     type: 'Mutation',
@@ -199,6 +212,31 @@ const OPS: Record<string, Op> = {
     access: 'ADMIN',
     build: q(`mutation($id: ID!) { replayPaymentEvent(id: $id) { id status } }`, { id: STORED_EVENT.id }),
   },
+  finalizeInvoice: {
+    type: 'Mutation',
+    access: 'ADMIN',
+    build: async (n) => {
+      await t.ok(`mutation($c: ID!) { assignPlan(customerId: $c, plan: "pro") { id } }`, { c: `fin-${n}` });
+      return { query: `mutation($c: ID!) { finalizeInvoice(customerId: $c) { id status } }`, variables: { c: `fin-${n}` } };
+    },
+  },
+  markInvoicePaid: {
+    type: 'Mutation',
+    access: 'ADMIN',
+    build: async (n) => {
+      await t.ok(`mutation($c: ID!) { assignPlan(customerId: $c, plan: "pro") { id } }`, { c: `paid-${n}` });
+      const f = await t.ok(`mutation($c: ID!) { finalizeInvoice(customerId: $c) { id } }`, { c: `paid-${n}` });
+      return { query: `mutation($id: ID!) { markInvoicePaid(id: $id) { id status } }`, variables: { id: f.finalizeInvoice.id } };
+    },
+  },
+  changePlan: {
+    type: 'Mutation',
+    access: 'ADMIN',
+    build: async (n) => {
+      await t.ok(`mutation($c: ID!) { assignPlan(customerId: $c, plan: "pro") { id } }`, { c: `chg-${n}` });
+      return { query: `mutation($c: ID!) { changePlan(customerId: $c, plan: "team", at: IMMEDIATE) { id plan } }`, variables: { c: `chg-${n}` } };
+    },
+  },
   linkProviderCustomer: {
     type: 'Mutation',
     access: 'ADMIN',
@@ -253,6 +291,7 @@ async function tableCounts(): Promise<Record<string, number>> {
   const tables = [
     'customer', 'entitlement', 'entitlement_change', 'credit_grant', 'ledger_entry', 'usage_event',
     'feature', 'plan', 'plan_entitlement', 'credit_pack', 'api_key', 'payment_event', 'provider_customer',
+    'invoice', 'invoice_line', 'plan_price_version',
   ];
   const [row] = await t.sql(`select ${tables.map((x) => `(select count(*)::int from ${x}) as ${x}`).join(', ')}`);
   const revoked = await t.sql<{ n: number }>(`select count(*)::int as n from api_key where revoked_at is not null`);
@@ -265,7 +304,7 @@ beforeAll(async () => {
   t = await startTestApp({ STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET });
   await t.reset();
   await t.loadDemoCatalog();
-  await t.ok(`mutation { a: assignPlan(customerId: "${ALICE}", plan: "pro") { id } b: assignPlan(customerId: "${BOB}", plan: "free") { id } }`);
+  await t.ok(`mutation { a: assignPlan(customerId: "${ALICE}", plan: "pro") { id } b: assignPlan(customerId: "${BOB}", plan: "team") { id } }`);
   await t.ok(`mutation { consume(input: { customerId: "${ALICE}", feature: "text.generate", idempotencyKey: "seen" }) { allowed } }`);
   const payload = JSON.stringify(STORED_EVENT);
   const webhook = await fetch(`${t.address}/webhooks/stripe`, {
@@ -275,6 +314,9 @@ beforeAll(async () => {
   });
   expect(webhook.status).toBe(200);
 
+  const inv = await t.ok(`mutation($c: ID!) { finalizeInvoice(customerId: $c) { id lines { id kind } } }`, { c: ALICE });
+  fixtures.invoiceId = inv.finalizeInvoice.id;
+  fixtures.usageLineId = inv.finalizeInvoice.lines.find((l: { kind: string }) => l.kind === 'USAGE').id;
   const revoked = await t.ok(`mutation { createApiKey(name: "soon revoked", role: SERVER) { key { id } secret } }`);
   const viewer = await t.gql(`query { viewer { role } }`, {}, revoked.createApiKey.secret);
   expect(viewer.data?.viewer.role).toBe('SERVER'); // valid before revocation
@@ -432,13 +474,19 @@ describe('credentials', () => {
 
   test("a customer token reaches only its own customer's data, whatever the operation", async () => {
     const bobToken = creds.customerOther!;
-    const ownOps = Object.entries(OPS).filter(([, op]) => op.access === 'OWN');
+    // Operations scoped by an id that names its customer (an invoice id) are checked below.
+    const byId = new Set(['invoice', 'invoiceLineEntries']);
+    const ownOps = Object.entries(OPS).filter(([name, op]) => op.access === 'OWN' && !byId.has(name));
     for (const [name, op] of ownOps) {
       const { query, variables } = await op.build(++counter);
       const asBob = await t.gql(query, { ...variables, c: BOB }, bobToken);
       expect({ name, errors: asBob.errors ?? null }).toEqual({ name, errors: null });
       const asBobOnAlice = await t.gql(query, { ...variables, c: ALICE }, bobToken);
       expect({ name, code: codeOf(asBobOnAlice) }).toEqual({ name, code: 'FORBIDDEN' });
+    }
+    for (const name of byId) {
+      const { query, variables } = await OPS[name].build(++counter);
+      expect({ name, code: codeOf(await t.gql(query, variables, bobToken)) }).toEqual({ name, code: 'FORBIDDEN' });
     }
     // An id that belongs to alice is not visible through bob's customerId either.
     const aliceEvent = await t.ok(`query { usageEvent(customerId: "${ALICE}", idempotencyKey: "seen") { id } }`);

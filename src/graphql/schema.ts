@@ -8,6 +8,7 @@ import { EntitlementsResolver } from '../modules/entitlements/entitlements.resol
 import { LedgerResolver } from '../modules/ledger/ledger.resolver';
 import { UsageResolver } from '../modules/usage/usage.resolver';
 import { PaymentsResolver } from '../modules/payments/payments.resolver';
+import { BillingResolver } from '../modules/billing/billing.resolver';
 import { authChecker } from './auth-checker';
 import { validateArgument } from './validate';
 import { DateTimeScalar, DecimalScalar } from './scalars';
@@ -20,6 +21,7 @@ export const resolvers = [
   LedgerResolver,
   AuthResolver,
   PaymentsResolver,
+  BillingResolver,
 ] as const;
 
 let cached: GraphQLSchema | undefined;

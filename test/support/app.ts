@@ -123,10 +123,14 @@ export async function startTestApp(overrides: Record<string, string> = {}): Prom
       await direct.query(`begin;
         alter table ledger_entry disable trigger user;
         alter table entitlement_change disable trigger user;
+        alter table invoice disable trigger user;
+        alter table invoice_line disable trigger user;
         truncate ledger_entry, entitlement_change, usage_event, credit_grant, entitlement, customer,
-                 provider_price, plan_entitlement, plan, credit_pack, feature cascade;
+                 provider_price, plan_entitlement, plan, credit_pack, feature, invoice, invoice_line, plan_price_version cascade;
         alter table ledger_entry enable trigger user;
         alter table entitlement_change enable trigger user;
+        alter table invoice enable trigger user;
+        alter table invoice_line enable trigger user;
         commit;`);
       app.services.auth.invalidate();
     },

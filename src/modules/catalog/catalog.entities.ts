@@ -1,3 +1,4 @@
+import { BillingInterval, type Price } from './prices';
 import { ArrayType, Check, Collection, Entity, Enum, ManyToOne, OneToMany, OptionalProps, PrimaryKey, PrimaryKeyProp, Property } from '@mikro-orm/core';
 
 /** Feature kinds. A METERED feature either has its own balance or draws from a credit pool. */
@@ -81,7 +82,7 @@ export enum UpgradeAllowance {
 @Check({ name: 'plan_key_slug', expression: `key ~ '^[a-z0-9][a-z0-9._-]{0,63}$'` })
 export class Plan {
   [PrimaryKeyProp]?: 'key';
-  [OptionalProps]?: 'trialDays' | 'providerPriceIds' | 'upgradeAllowance' | 'createdAt' | 'updatedAt';
+  [OptionalProps]?: 'trialDays' | 'providerPriceIds' | 'upgradeAllowance' | 'basePrice' | 'billingInterval' | 'createdAt' | 'updatedAt';
 
   @PrimaryKey({ type: 'text' })
   key!: string;
@@ -97,6 +98,21 @@ export class Plan {
 
   @Property({ type: ArrayType, columnType: 'text[]', default: '{}' })
   providerPriceIds: string[] = [];
+
+  /** ISO 4217 currency of the plan's prices; null: the plan charges nothing (no invoices). */
+  @Property({ type: 'text', nullable: true })
+  currency?: string | null;
+
+  /** Base fee per billing period (may be 0). */
+  @Property({ type: 'string', columnType: 'numeric', default: '0' })
+  basePrice: string = '0';
+
+  @Enum({ items: () => BillingInterval, type: 'text', default: 'MONTH' })
+  billingInterval: BillingInterval = BillingInterval.MONTH;
+
+  /** Least the customer pays per period: a MINIMUM_TRUE_UP line makes up the difference. */
+  @Property({ type: 'string', columnType: 'numeric', nullable: true })
+  minimumSpend?: string | null;
 
   /** What a customer moving onto this plan mid-period gets of its allowances (payments). */
   @Enum({ items: () => UpgradeAllowance, type: 'text', default: 'PRORATED' })
@@ -142,6 +158,10 @@ export class PlanEntitlement {
   /** Unused allowance carried into the next period, up to this amount (null: no rollover). */
   @Property({ type: 'string', columnType: 'numeric', nullable: true })
   rolloverCap?: string | null;
+
+  /** Price of the billable quantity (overage, or all usage when the allowance is 0); METERED only. */
+  @Property({ type: 'json', nullable: true })
+  price?: Price | null;
 
   /** Multiply the allowance by the subscription quantity (seats). */
   @Property({ type: 'boolean', default: false })
@@ -207,4 +227,36 @@ export class ProviderPrice {
 
   @Property({ type: 'text', nullable: true })
   packKey?: string | null;
+}
+
+/**
+ * A plan's pricing as of a moment: every change of currency, base price, interval, minimum or a
+ * feature price adds a version. A billing period is rated with the version in effect at its start,
+ * so a catalog edit never reprices a period already under way or finalized.
+ */
+@Entity({ tableName: 'plan_price_version' })
+export class PlanPriceVersion {
+  [PrimaryKeyProp]?: ['planKey', 'effectiveFrom'];
+
+  @PrimaryKey({ type: 'text' })
+  planKey!: string;
+
+  @PrimaryKey({ type: 'datetime', columnType: 'timestamptz' })
+  effectiveFrom!: Date;
+
+  @Property({ type: 'text', nullable: true })
+  currency?: string | null;
+
+  @Property({ type: 'string', columnType: 'numeric' })
+  basePrice!: string;
+
+  @Enum({ items: () => BillingInterval, type: 'text' })
+  billingInterval!: BillingInterval;
+
+  @Property({ type: 'string', columnType: 'numeric', nullable: true })
+  minimumSpend?: string | null;
+
+  /** feature key -> price */
+  @Property({ type: 'json' })
+  prices!: Record<string, Price>;
 }

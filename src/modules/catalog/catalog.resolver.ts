@@ -26,6 +26,10 @@ export function planView(p: Plan): PlanType {
     trialDays: p.trialDays,
     providerPriceIds: p.providerPriceIds ?? [],
     upgradeAllowance: p.upgradeAllowance ?? UpgradeAllowance.PRORATED,
+    currency: p.currency ?? null,
+    basePrice: p.basePrice ?? '0',
+    billingInterval: p.billingInterval,
+    minimumSpend: p.minimumSpend ?? null,
     entitlements: p.entitlements
       .getItems()
       .sort((a, b) => a.position - b.position)
@@ -38,6 +42,7 @@ export function planView(p: Plan): PlanType {
         value: pe.value ?? null,
         rolloverCap: pe.rolloverCap ?? null,
         perSeat: pe.perSeat,
+        price: pe.price ? { model: pe.price.model, unitAmount: pe.price.unitAmount ?? null, packageSize: pe.price.packageSize ?? null, tiers: pe.price.tiers ?? null } : null,
       })),
   };
 }

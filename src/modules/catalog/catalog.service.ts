@@ -1,7 +1,8 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Db } from '../../db/sql';
-import { fmt, parseDecimal, type Dec } from '../../shared/decimal';
+import { D, fmt, parseDecimal, type Dec } from '../../shared/decimal';
 import { badInput, conflict, notFound } from '../../shared/errors';
+import { BillingInterval, currencyExponent, validatePrice, type Price } from './prices';
 import {
   CreditPack,
   Feature,
@@ -42,7 +43,10 @@ export interface PlanEntitlementSpec {
   value?: unknown;
   rolloverCap?: DecimalInput | null;
   perSeat?: boolean | null;
+  price?: PriceSpec | null;
 }
+
+export type PriceSpec = Parameters<typeof validatePrice>[0];
 
 export interface PlanSpec {
   key: string;
@@ -51,6 +55,10 @@ export interface PlanSpec {
   trialDays?: number | null;
   providerPriceIds?: string[] | null;
   upgradeAllowance?: UpgradeAllowance | null;
+  currency?: string | null;
+  basePrice?: DecimalInput | null;
+  billingInterval?: BillingInterval | null;
+  minimumSpend?: DecimalInput | null;
   entitlements: PlanEntitlementSpec[];
 }
 
@@ -85,6 +93,13 @@ function slug(value: string, field: string): string {
     throw badInput(`${field} must be a slug: lowercase letters, digits, '.', '_' or '-', 1 to 64 characters, starting with a letter or digit`, { field, value });
   }
   return value;
+}
+
+/** JSON with object keys sorted (jsonb reorders keys), to compare stored and new documents. */
+function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (v && typeof v === 'object') return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`).join(',')}}`;
+  return JSON.stringify(v ?? null);
 }
 
 function text(value: string | null | undefined, field: string, max: number, required = false): string | null {
@@ -331,7 +346,14 @@ export class CatalogService {
     }
     if (!Array.isArray(spec.entitlements) || spec.entitlements.length > 200) throw badInput('entitlements: a list of at most 200');
     const seen = new Set<string>();
-    const rows: Array<{ feature: Feature; terms: EntitlementTerms; perSeat: boolean }> = [];
+    // Pricing (billing reads it; docs/billing.md). A price needs a currency; nothing is written on bad input.
+    const currency = spec.currency === undefined || spec.currency === null || spec.currency === '' ? null : spec.currency;
+    if (currency !== null) currencyExponent(currency);
+    const basePrice = decimalField(spec.basePrice ?? 0, 'basePrice', { min: 0 })!;
+    const minimumSpend = decimalField(spec.minimumSpend ?? null, 'minimumSpend', { min: 0 });
+    const interval = spec.billingInterval ?? BillingInterval.MONTH;
+    if (!Object.values(BillingInterval).includes(interval)) throw badInput(`billingInterval must be one of ${Object.values(BillingInterval).join(', ')}`, { field: 'billingInterval' });
+    const rows: Array<{ feature: Feature; terms: EntitlementTerms; perSeat: boolean; price: Price | null }> = [];
     for (const e of spec.entitlements) {
       const featureKey = slug(e.feature, 'entitlements.feature');
       if (seen.has(featureKey)) throw badInput(`feature '${featureKey}' appears twice in plan '${key}'`);
@@ -340,7 +362,15 @@ export class CatalogService {
       if (!feature) throw notFound('Feature', featureKey);
       const terms = validateTerms(feature, e, ResetPeriod.MONTH);
       if (e.perSeat && feature.type !== FeatureType.METERED) throw badInput(`perSeat applies to METERED features only ('${featureKey}')`);
-      rows.push({ feature, terms, perSeat: Boolean(e.perSeat) });
+      let price: Price | null = null;
+      if (e.price !== undefined && e.price !== null) {
+        if (feature.type !== FeatureType.METERED) throw badInput(`a price applies to METERED features only ('${featureKey}' is ${feature.type})`, { feature: featureKey });
+        price = validatePrice(e.price);
+      }
+      rows.push({ feature, terms, perSeat: Boolean(e.perSeat), price });
+    }
+    if (currency === null && (basePrice.gt(0) || minimumSpend !== null || rows.some((r) => r.price))) {
+      throw badInput('a plan with a basePrice, a minimumSpend or a price needs a currency', { field: 'currency' });
     }
 
     const plan: Plan = (await em.findOne(Plan, { key }, { populate: ['entitlements'] })) ?? em.create(Plan, { key, name });
@@ -349,6 +379,10 @@ export class CatalogService {
     plan.trialDays = trialDays;
     plan.providerPriceIds = prices;
     plan.upgradeAllowance = upgrade;
+    plan.currency = currency;
+    plan.basePrice = basePrice.toFixed();
+    plan.billingInterval = interval;
+    plan.minimumSpend = minimumSpend === null ? null : minimumSpend.toFixed();
     plan.entitlements.removeAll();
     await em.flush();
     rows.forEach((r, position) => {
@@ -358,12 +392,37 @@ export class CatalogService {
           feature: r.feature,
           ...r.terms,
           perSeat: r.perSeat,
+          price: r.price,
           position,
         }),
       );
     });
     await this.syncPrices(em, prices, { planKey: key });
     await em.flush();
+    // A new pricing version when the pricing changed (billing rates a period with the version in
+    // effect at its start, so this applies from the next period of every customer).
+    const pricing = {
+      currency,
+      basePrice: basePrice.toFixed(),
+      billingInterval: interval,
+      minimumSpend: minimumSpend === null ? null : minimumSpend.toFixed(),
+      prices: Object.fromEntries(rows.filter((r) => r.price).map((r) => [r.feature.key, r.price!])),
+    };
+    const [latest] = await em.execute<Array<{ pricing: unknown }>>(
+      `select json_build_object('currency', currency, 'basePrice', trim_scale(base_price)::text, 'billingInterval', billing_interval,
+              'minimumSpend', trim_scale(minimum_spend)::text, 'prices', prices) as pricing
+         from plan_price_version where plan_key = ? order by effective_from desc limit 1`,
+      [key],
+    );
+    const normal = (p: typeof pricing) => stableJson({ ...p, basePrice: new D(p.basePrice).toFixed(), minimumSpend: p.minimumSpend === null ? null : new D(p.minimumSpend).toFixed() });
+    const latestPricing = latest?.pricing as typeof pricing | undefined;
+    if (!latestPricing || normal(latestPricing) !== normal(pricing)) {
+      await em.execute(
+        `insert into plan_price_version (plan_key, effective_from, currency, base_price, billing_interval, minimum_spend, prices)
+         values (?, clock_timestamp(), ?, ?, ?, ?, ?)`,
+        [key, currency, pricing.basePrice, interval, pricing.minimumSpend, JSON.stringify(pricing.prices)],
+      );
+    }
     return plan;
   }
 

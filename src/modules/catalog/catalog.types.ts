@@ -4,11 +4,48 @@ import { DecimalScalar, JSONScalar } from '../../graphql/scalars';
 import '../../graphql/enums';
 import type { Dec } from '../../shared/decimal';
 import { FeatureType, OveragePolicy, ResetPeriod, UpgradeAllowance } from './catalog.entities';
+import { BillingInterval, PriceModel } from './prices';
 
 registerEnumType(UpgradeAllowance, {
   name: 'UpgradeAllowance',
   description: 'Allowance of a plan entered mid-period. PRORATED: new allowance x remaining fraction of the period (the old grant ends). FULL_MINUS_USED: new allowance minus what the period already used.',
 });
+
+registerEnumType(PriceModel, {
+  name: 'PriceModel',
+  description: 'UNIT: quantity x unitAmount. PACKAGE: ceil(quantity / packageSize) x unitAmount. GRADUATED: each tier prices its units (+ flatAmount once reached). VOLUME: the tier containing the total prices all units (+ its flatAmount).',
+});
+registerEnumType(BillingInterval, { name: 'BillingInterval', description: 'Length of a billing period, anchored on the plan start for the customer.' });
+
+@InputType({ description: 'A tier: upTo is inclusive; null means no upper bound (the last tier only).' })
+export class PriceTierInput {
+  @Field(() => DecimalScalar, { nullable: true }) upTo?: Dec | null;
+  @Field(() => DecimalScalar, { nullable: true, defaultValue: '0' }) unitAmount?: Dec | null;
+  @Field(() => DecimalScalar, { nullable: true, defaultValue: '0' }) flatAmount?: Dec | null;
+}
+
+@InputType({ description: 'The price of a METERED entitlement\'s billable quantity (overage, or all usage when the allowance is 0).' })
+export class PriceInput {
+  @Field(() => PriceModel) model!: PriceModel;
+  @Field(() => DecimalScalar, { nullable: true }) unitAmount?: Dec | null;
+  @Field(() => DecimalScalar, { nullable: true }) packageSize?: Dec | null;
+  @Field(() => [PriceTierInput], { nullable: true }) @IsOptional() @ArrayMaxSize(100) tiers?: PriceTierInput[] | null;
+}
+
+@ObjectType('PriceTier')
+export class PriceTierType {
+  @Field(() => DecimalScalar, { nullable: true }) upTo!: string | null;
+  @Field(() => DecimalScalar) unitAmount!: string;
+  @Field(() => DecimalScalar) flatAmount!: string;
+}
+
+@ObjectType('Price')
+export class PriceType {
+  @Field(() => PriceModel) model!: PriceModel;
+  @Field(() => DecimalScalar, { nullable: true }) unitAmount!: string | null;
+  @Field(() => DecimalScalar, { nullable: true }) packageSize!: string | null;
+  @Field(() => [PriceTierType], { nullable: true }) tiers!: PriceTierType[] | null;
+}
 
 @ObjectType("Feature", { description: 'Something a customer may use: a BOOLEAN switch, a METERED quantity, or a CONFIG value.' })
 export class FeatureGql {
@@ -33,6 +70,7 @@ export class PlanEntitlementType {
   @Field(() => JSONScalar, { nullable: true }) value!: unknown;
   @Field(() => DecimalScalar, { nullable: true }) rolloverCap!: Dec | string | null;
   @Field(() => Boolean) perSeat!: boolean;
+  @Field(() => PriceType, { nullable: true, description: 'Price of the billable quantity (METERED).' }) price!: PriceType | null;
 }
 
 @ObjectType('Plan')
@@ -44,6 +82,10 @@ export class PlanType {
   @Field(() => [String]) providerPriceIds!: string[];
   @Field(() => UpgradeAllowance, { description: 'What a customer moving onto this plan mid-period gets of its allowances.' })
   upgradeAllowance!: UpgradeAllowance;
+  @Field(() => String, { nullable: true, description: 'ISO 4217 currency of its prices; null: the plan charges nothing.' }) currency!: string | null;
+  @Field(() => DecimalScalar, { description: 'Base fee per billing period.' }) basePrice!: string;
+  @Field(() => BillingInterval) billingInterval!: BillingInterval;
+  @Field(() => DecimalScalar, { nullable: true, description: 'Least charged per period (a MINIMUM_TRUE_UP line makes up the rest).' }) minimumSpend!: string | null;
   @Field(() => [PlanEntitlementType]) entitlements!: PlanEntitlementType[];
 }
 
@@ -81,6 +123,7 @@ export class PlanEntitlementInput {
   @Field(() => JSONScalar, { nullable: true }) value?: unknown;
   @Field(() => DecimalScalar, { nullable: true }) rolloverCap?: Dec | null;
   @Field(() => Boolean, { nullable: true }) perSeat?: boolean | null;
+  @Field(() => PriceInput, { nullable: true }) price?: PriceInput | null;
 }
 
 @InputType()
@@ -92,6 +135,10 @@ export class PlanInput {
   @Field(() => Int, { nullable: true }) trialDays?: number | null;
   @Field(() => [String], { nullable: true }) @IsOptional() @ArrayMaxSize(50) providerPriceIds?: string[] | null;
   @Field(() => UpgradeAllowance, { nullable: true, description: 'Default PRORATED.' }) upgradeAllowance?: UpgradeAllowance | null;
+  @Field(() => String, { nullable: true, description: 'ISO 4217 (USD, EUR, JPY, ...). Required with a basePrice, minimumSpend or price.' }) @IsOptional() @MaxLength(3) currency?: string | null;
+  @Field(() => DecimalScalar, { nullable: true, description: 'Base fee per billing period (default 0).' }) basePrice?: Dec | null;
+  @Field(() => BillingInterval, { nullable: true, description: 'Default MONTH.' }) billingInterval?: BillingInterval | null;
+  @Field(() => DecimalScalar, { nullable: true }) minimumSpend?: Dec | null;
 }
 
 @InputType()

@@ -5,7 +5,7 @@ import { DateTimeScalar } from '../../graphql/scalars';
 import { notFound } from '../../shared/errors';
 import type { EntitlementRow } from '../access/access.model';
 import { CustomerInput, CustomerType } from '../customers/customers.types';
-import type { EntitlementChangeRow } from './entitlements.service';
+import { PlanChangeTiming, type EntitlementChangeRow } from './entitlements.service';
 import {
   EntitlementChangeType,
   EntitlementHistoryPage,
@@ -97,6 +97,20 @@ export class EntitlementsResolver {
       actorOf(ctx),
     );
     return rows.map(entitlementView);
+  }
+
+  @Authorized(ADMIN_ONLY)
+  @Mutation(() => [EntitlementType], {
+    description:
+      "Moves a customer to another plan. IMMEDIATE: now, the new allowances by the target plan's upgradeAllowance and the base fee prorated by seconds; PERIOD_END: at the end of the billing period. Default: PERIOD_END for a downgrade (lower base price), IMMEDIATE otherwise.",
+  })
+  async changePlan(
+    @Arg('customerId', () => ID) customerId: string,
+    @Arg('plan', () => String) plan: string,
+    @Arg('at', () => PlanChangeTiming, { nullable: true }) at: PlanChangeTiming | null,
+    @Ctx() ctx: Context,
+  ): Promise<EntitlementType[]> {
+    return (await ctx.services.entitlements.changePlan({ customerId, plan, at }, actorOf(ctx))).map(entitlementView);
   }
 
   @Authorized(ADMIN_ONLY)

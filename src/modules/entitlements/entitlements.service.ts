@@ -6,7 +6,9 @@ import { badInput, conflict, notFound } from '../../shared/errors';
 import { validateIdText } from '../../shared/ids';
 import { parseEntitlement } from '../access/access.state';
 import type { EntitlementRow } from '../access/access.model';
-import { Feature, FeatureType, OveragePolicy, Plan, ResetPeriod } from '../catalog/catalog.entities';
+import { Feature, FeatureType, OveragePolicy, Plan, ResetPeriod, UpgradeAllowance } from '../catalog/catalog.entities';
+import { BillingInterval } from '../catalog/prices';
+import { midPeriodGrant } from './upgrade-allowance';
 import { validateTerms, type EntitlementTerms } from '../catalog/catalog.service';
 import { LedgerKind } from '../ledger/ledger.entities';
 import type { LedgerService, NewGrant } from '../ledger/ledger.service';
@@ -18,6 +20,11 @@ import { ActorType, EntitlementAction, EntitlementSource } from './entitlement.e
  * Entitlements: what each customer may use, from which source, with the terms it was granted
  * with. Every change is recorded in entitlement_change with the actor that caused it.
  */
+
+export enum PlanChangeTiming {
+  IMMEDIATE = 'IMMEDIATE',
+  PERIOD_END = 'PERIOD_END',
+}
 
 export interface Actor {
   type: ActorType;
@@ -261,6 +268,96 @@ export class EntitlementsService {
       return this.insert(sql, args.customerId, rows, actor, optionalText(args.reason, 'reason'));
     };
     return tx ? run(tx) : this.db.transaction(run);
+  }
+
+  /**
+   * Moves a customer from its plan to another (ADMIN, without a payment provider). IMMEDIATE: the
+   * old plan's entitlements end now and its period grants' unused rest is written off; the new
+   * plan starts now on the same billing anchor, its allowances by its upgradeAllowance rule
+   * (PRORATED or FULL_MINUS_USED, counting what the period already used). PERIOD_END: the old plan
+   * runs to the end of the billing period and the new one starts then, in full. Without `at`,
+   * a downgrade (a lower base price) waits for the period end and anything else is immediate.
+   * Billing derives the base-fee proration from the plans' windows. docs/billing.md#plan-changes
+   */
+  async changePlan(args: { customerId: string; plan: string; at?: PlanChangeTiming | null }, actor: Actor): Promise<EntitlementRow[]> {
+    validateCustomerId(args.customerId);
+    if (args.at !== undefined && args.at !== null && !Object.values(PlanChangeTiming).includes(args.at)) throw badInput('at must be IMMEDIATE or PERIOD_END');
+    return this.db.transaction(async ({ em, sql }) => {
+      await sql.query(`select pg_advisory_xact_lock(hashtextextended($1, 17))`, [`plan:${args.customerId}`]);
+      const target = await em.findOne(Plan, { key: args.plan }, { populate: ['entitlements', 'entitlements.feature'] });
+      if (!target) throw notFound('Plan', args.plan);
+      const [{ now }] = await sql.query<{ now: Date }>(`select now() as now`);
+      const current = (
+        await sql.query<{ row: Record<string, unknown> }>(
+          `select ${ENTITLEMENT_JSON} as row from entitlement e
+            where e.customer_id = $1 and e.source = 'PLAN' and e.plan_key is not null and e.revoked_at is null
+              and e.valid_from <= now() and (e.valid_until is null or e.valid_until > now())
+            order by e.valid_from, e.id`,
+          [args.customerId],
+        )
+      ).map((r) => parseEntitlement(args.customerId, r.row));
+      if (current.length === 0) return this.assignPlan({ customerId: args.customerId, plan: target.key, reason: `changePlan to ${target.key}` }, actor, { em, sql });
+      if (current.some((e) => e.sourceRef?.startsWith('stripe:'))) {
+        throw conflict('the plan is managed by a Stripe subscription: change the subscription in Stripe (Tollgate follows it)', { customerId: args.customerId });
+      }
+      const oldPlans = [...new Set(current.map((e) => e.planKey!))];
+      if (oldPlans.length === 1 && oldPlans[0] === target.key) throw conflict(`customer '${args.customerId}' is already on plan '${target.key}'`, { plan: target.key });
+      const old = await em.findOne(Plan, { key: oldPlans[0] });
+      const anchor = periodAnchorOf(current[0]);
+      const timing = args.at ?? (old && dec(target.basePrice ?? '0').lt(dec(old.basePrice ?? '0')) ? PlanChangeTiming.PERIOD_END : PlanChangeTiming.IMMEDIATE);
+      const reason = `changePlan ${oldPlans.join('+')} -> ${target.key} (${timing})`;
+      let at = now;
+      if (timing === PlanChangeTiming.PERIOD_END) {
+        const interval = old?.billingInterval ?? BillingInterval.MONTH;
+        at = periodAt(anchor, interval as unknown as ResetPeriod, now, null)!.end!;
+      }
+      for (const e of current) await this.setValidUntil(sql, args.customerId, e.id, at, actor, reason);
+      const items = target.entitlements.getItems().sort((a, b) => a.position - b.position);
+      const rows: NewEntitlement[] = [];
+      for (const pe of items) {
+        const row: NewEntitlement = {
+          featureKey: pe.feature.key,
+          source: EntitlementSource.PLAN,
+          sourceRef: target.key,
+          planKey: target.key,
+          validFrom: at,
+          validUntil: null,
+          periodAnchor: anchor,
+          terms: {
+            allowance: pe.allowance ?? null,
+            resetPeriod: pe.resetPeriod ?? null,
+            overage: pe.overage ?? null,
+            overageLimit: pe.overageLimit ?? null,
+            value: pe.value ?? null,
+            rolloverCap: pe.rolloverCap ?? null,
+          },
+          priority: 50,
+        };
+        const period = pe.allowance != null ? periodAt(anchor, pe.resetPeriod ?? ResetPeriod.MONTH, at, null) : undefined;
+        if (timing === PlanChangeTiming.IMMEDIATE && period && period.start.getTime() < at.getTime()) {
+          const olds = current.filter((e) => e.featureKey === pe.feature.key && e.allowance !== null);
+          const [{ used }] = await sql.query<{ used: string }>(
+            `select coalesce(sum(consumed), 0)::text as used from credit_grant
+              where customer_id = $1 and entitlement_id = any($2::uuid[]) and period_start >= $3`,
+            [args.customerId, olds.map((e) => e.id), period.start],
+          );
+          const g = midPeriodGrant({
+            rule: target.upgradeAllowance ?? UpgradeAllowance.PRORATED,
+            allowance: dec(pe.allowance!),
+            overage: pe.overage ?? null,
+            overageLimit: pe.overageLimit == null ? null : dec(pe.overageLimit),
+            period,
+            start: at,
+            earlier: olds.map((e) => ({ allowance: dec(e.allowance!), start: e.validFrom, end: at })),
+            usedBefore: dec(used),
+            precision: pe.feature.precision,
+          });
+          row.firstGrant = { amount: g.amount, floor: g.floor, metadata: { allowanceRule: target.upgradeAllowance, usedBefore: used, fraction: g.fraction.toFixed(6) } };
+        }
+        rows.push(row);
+      }
+      return this.insert(sql, args.customerId, rows, actor, reason);
+    });
   }
 
   /**

@@ -1,10 +1,13 @@
 import { IsOptional, MaxLength } from 'class-validator';
-import { Field, ID, InputType, Int, ObjectType } from 'type-graphql';
+import { Field, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
 import '../../graphql/enums';
 import { DateTimeScalar, DecimalScalar, JSONScalar } from '../../graphql/scalars';
 import type { Dec } from '../../shared/decimal';
 import { OveragePolicy, ResetPeriod } from '../catalog/catalog.entities';
 import { ActorType, EntitlementAction, EntitlementSource } from './entitlement.entity';
+import { PlanChangeTiming } from './entitlements.service';
+
+registerEnumType(PlanChangeTiming, { name: 'PlanChangeTiming', description: 'IMMEDIATE: now, prorated. PERIOD_END: at the end of the billing period.' });
 
 @ObjectType('Entitlement', { description: 'What one customer may use of one feature, from which source, on which terms.' })
 export class EntitlementType {

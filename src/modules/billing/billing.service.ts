@@ -1,0 +1,453 @@
+import { randomUUID } from 'node:crypto';
+import type { Db, Sql } from '../../db/sql';
+import { dec, fmt, ZERO, type Dec } from '../../shared/decimal';
+import { badInput, conflict, DomainError, ErrorCode, notFound } from '../../shared/errors';
+import { BillingInterval, type Price } from '../catalog/prices';
+import { ResetPeriod } from '../catalog/catalog.entities';
+import { periodAnchorOf, periodAt, periodStart } from '../ledger/periods';
+import { BilledBy, InvoiceLineKind, InvoiceStatus } from './billing.entities';
+import { composeInvoice, type ComposedInvoice, type LateInput, type PlanSegment, type UsageInput } from './invoice.compose';
+
+/**
+ * Billing: prices rate the ledger's billable usage into invoices. It reads the catalog (price
+ * versions), the entitlements and the grants; nothing before it reads billing.
+ *
+ * The billable quantity of a priced METERED plan entitlement in a period is what its grants of
+ * that period consumed beyond what they gave: Σ max(0, consumed + written_off − amount) over the
+ * grants, i.e. recorded overage, or all usage when the allowance is 0. The grant row is the
+ * per-period, per-feature aggregate the ledger write keeps, so a preview costs the same at 100 or
+ * 100,000 usage events. docs/billing.md
+ */
+
+export interface InvoiceView extends ComposedInvoice {
+  id: string | null;
+  number: number | null;
+  customerId: string;
+  status: InvoiceStatus;
+  finalizedAt: Date | null;
+  lines: Array<ComposedInvoice['lines'][number] & { id: string | null }>;
+}
+
+interface Schedule {
+  anchor: Date;
+  interval: BillingInterval;
+  currency: string;
+}
+
+interface PlanEntitlementRow {
+  id: string;
+  plan_key: string;
+  feature_key: string;
+  source_ref: string | null;
+  valid_from: Date;
+  valid_until: Date | null;
+  revoked_at: Date | null;
+  period_anchor: Date | null;
+}
+
+interface VersionRow {
+  plan_key: string;
+  effective_from: Date;
+  currency: string | null;
+  base_price: string;
+  billing_interval: BillingInterval;
+  minimum_spend: string | null;
+  prices: Record<string, Price>;
+}
+
+const RESET: Record<BillingInterval, ResetPeriod> = {
+  [BillingInterval.DAY]: ResetPeriod.DAY,
+  [BillingInterval.WEEK]: ResetPeriod.WEEK,
+  [BillingInterval.MONTH]: ResetPeriod.MONTH,
+  [BillingInterval.YEAR]: ResetPeriod.YEAR,
+};
+
+const FOREVER = new Date(8.64e15);
+
+/** Opaque invoice ids carry their customer (a lookup stays on one customer's rows), like usage ids. */
+export function encodeInvoiceId(customerId: string, id: string): string {
+  return 'inv_' + Buffer.concat([Buffer.from(id.replace(/-/g, ''), 'hex'), Buffer.from(customerId, 'utf8')]).toString('base64url');
+}
+
+export function decodeInvoiceId(publicId: string): { customerId: string; id: string } {
+  const fail = () => new DomainError(ErrorCode.NOT_FOUND, `invoice '${String(publicId).slice(0, 80)}' does not exist`);
+  if (typeof publicId !== 'string' || !publicId.startsWith('inv_') || publicId.length > 400) throw fail();
+  const raw = Buffer.from(publicId.slice(4), 'base64url');
+  if (raw.length < 17 || raw.toString('base64url') !== publicId.slice(4)) throw fail();
+  const hex = raw.subarray(0, 16).toString('hex');
+  const customerId = raw.subarray(16).toString('utf8');
+  if (!Buffer.from(customerId, 'utf8').equals(raw.subarray(16))) throw fail();
+  return { customerId, id: `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}` };
+}
+
+export class BillingService {
+  constructor(private readonly db: Db) {}
+
+  // ---- reads ---------------------------------------------------------------------------------
+
+  /** The open period's invoice as it would be finalized now (the same code as finalization). */
+  async preview(customerId: string): Promise<InvoiceView> {
+    return this.db.run(async (sql) => {
+      const [{ now }] = await sql.query<{ now: Date }>(`select now() as now`);
+      const schedule = await this.schedule(sql, customerId, now);
+      if (!schedule) throw notFound('Billing plan (a plan with a currency) of customer', customerId);
+      const period = await this.openPeriod(sql, customerId, schedule, now);
+      const composed = composeInvoice(await this.inputs(sql, customerId, schedule, period));
+      return { ...composed, id: null, number: null, customerId, status: InvoiceStatus.DRAFT, finalizedAt: null, lines: composed.lines.map((l) => ({ ...l, id: null })) };
+    });
+  }
+
+  async invoices(customerId: string, first: number, after?: string | null) {
+    if (!Number.isInteger(first) || first < 1 || first > 100) throw badInput('first must be between 1 and 100');
+    let afterNumber: number | null = null;
+    if (after) {
+      const decoded = Buffer.from(after, 'base64url').toString('utf8');
+      if (!/^in:\d{1,9}$/.test(decoded)) throw badInput('invalid cursor');
+      afterNumber = Number(decoded.slice(3));
+    }
+    const rows = await this.db.query<{ id: string }>(
+      `select id from invoice where customer_id = $1 and ($2::int is null or number < $2) order by number desc limit $3`,
+      [customerId, afterNumber, first + 1],
+    );
+    const items = await Promise.all(rows.slice(0, first).map((r) => this.load(customerId, r.id)));
+    const last = items[items.length - 1];
+    return { items, hasNextPage: rows.length > first, endCursor: last ? Buffer.from(`in:${last.number}`).toString('base64url') : null };
+  }
+
+  async invoice(publicId: string): Promise<InvoiceView | null> {
+    let decoded: { customerId: string; id: string };
+    try {
+      decoded = decodeInvoiceId(publicId);
+    } catch {
+      return null;
+    }
+    const [row] = await this.db.query(`select 1 from invoice where customer_id = $1 and id = $2`, [decoded.customerId, decoded.id]);
+    return row ? this.load(decoded.customerId, decoded.id) : null;
+  }
+
+  /** The ledger entries behind a USAGE or LATE_USAGE line: what its grants consumed in the period, paged. */
+  async lineEntries(publicId: string, lineId: string, first: number, after?: string | null) {
+    if (!Number.isInteger(first) || first < 1 || first > 500) throw badInput('first must be between 1 and 500');
+    const { customerId, id } = decodeInvoiceId(publicId);
+    const [line] = await this.db.query<{ grant_ids: string[] | null; period_start: Date; period_end: Date }>(
+      `select l.grant_ids, coalesce(l.for_period_start, i.period_start) as period_start, i.period_end
+         from invoice_line l join invoice i on i.customer_id = l.customer_id and i.id = l.invoice_id
+        where l.customer_id = $1 and l.invoice_id = $2 and l.id = $3`,
+      [customerId, id, lineId],
+    );
+    if (!line) throw notFound('Invoice line', lineId);
+    let afterId: string | null = null;
+    if (after) {
+      const decoded = Buffer.from(after, 'base64url').toString('utf8');
+      if (!/^le:\d{1,19}$/.test(decoded)) throw badInput('invalid cursor');
+      afterId = decoded.slice(3);
+    }
+    const rows = await this.db.query<Record<string, unknown>>(
+      `select l.id::text, l.customer_id, l.feature_key, l.grant_id, l.kind, l.amount::text, l.balance_after::text, l.usage_event_id,
+              l.idempotency_key, l.actor, l.metadata, l.created_at, u.idempotency_key as usage_key
+         from ledger_entry l left join usage_event u on u.customer_id = l.customer_id and u.id = l.usage_event_id
+        where l.customer_id = $1 and l.grant_id = any($2::uuid[]) and l.kind in ('CONSUME', 'CAPTURE', 'CARRY')
+          and ($3::bigint is null or l.id > $3)
+        order by l.id limit $4`,
+      [customerId, line.grant_ids ?? [], afterId, first + 1],
+    );
+    const items = rows.slice(0, first);
+    const last = items[items.length - 1];
+    return { items, hasNextPage: rows.length > first, endCursor: last ? Buffer.from(`le:${last.id as string}`).toString('base64url') : null };
+  }
+
+  // ---- commands ------------------------------------------------------------------------------
+
+  /**
+   * Finalizes the open period now (ADMIN, manual billing) or a given period (the sweeper). Exactly
+   * one invoice per customer and period: under a per-customer lock, and a unique constraint.
+   */
+  async finalize(customerId: string, at?: { periodStart: Date }): Promise<InvoiceView> {
+    const id = await this.db.transaction(async ({ sql }) => {
+      await sql.query(`select pg_advisory_xact_lock(hashtextextended($1, 13))`, [`billing:${customerId}`]);
+      const [{ now }] = await sql.query<{ now: Date }>(`select now() as now`);
+      const schedule = await this.schedule(sql, customerId, now);
+      if (!schedule) throw notFound('Billing plan (a plan with a currency) of customer', customerId);
+      const period = at ? this.periodOf(schedule, at.periodStart) : await this.openPeriod(sql, customerId, schedule, now);
+      const [existing] = await sql.query<{ id: string }>(`select id from invoice where customer_id = $1 and period_start = $2`, [customerId, period.start]);
+      if (existing) {
+        if (at) return existing.id; // the sweeper raced another replica: the invoice exists once
+        throw conflict(`the period starting ${period.start.toISOString()} is already finalized`, { customerId });
+      }
+      if (period.start.getTime() > now.getTime()) throw conflict('the current period is already finalized; the next one has not started', { customerId });
+      const composed = composeInvoice(await this.inputs(sql, customerId, schedule, period));
+      const invoiceId = randomUUID();
+      await sql.query(
+        `insert into invoice (customer_id, id, number, status, currency, period_start, period_end, subtotal, total, provider_billed, pending_holds, finalized_at)
+         values ($1, $2, (select coalesce(max(number), 0) + 1 from invoice where customer_id = $1), 'FINALIZED', $3, $4, $5, $6, $7, $8, $9, now())`,
+        [customerId, invoiceId, composed.currency, period.start, period.end, fmt(composed.subtotal), fmt(composed.total), fmt(composed.providerBilled), fmt(composed.pendingHolds)],
+      );
+      if (composed.lines.length > 0) {
+        await sql.query(
+          `insert into invoice_line (customer_id, id, invoice_id, position, kind, billed_by, plan_key, feature, description, quantity, exact_amount, amount, tiers, for_period_start, grant_ids)
+           select $1, l.id, $2, l.position, l.kind, l.billed_by, l.plan_key, l.feature, l.description, l.quantity, l.exact_amount, l.amount, l.tiers, l.for_period_start, l.grant_ids
+             from unnest($3::uuid[], $4::int[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::numeric[], $11::numeric[], $12::numeric[], $13::jsonb[], $14::timestamptz[], $15::jsonb[])
+               as l(id, position, kind, billed_by, plan_key, feature, description, quantity, exact_amount, amount, tiers, for_period_start, grant_ids)`,
+          [
+            customerId,
+            invoiceId,
+            composed.lines.map(() => randomUUID()),
+            composed.lines.map((_, i) => i),
+            composed.lines.map((l) => l.kind),
+            composed.lines.map((l) => l.billedBy),
+            composed.lines.map((l) => l.planKey),
+            composed.lines.map((l) => l.feature),
+            composed.lines.map((l) => l.description),
+            composed.lines.map((l) => fmt(l.quantity)),
+            composed.lines.map((l) => fmt(l.exactAmount)),
+            composed.lines.map((l) => fmt(l.amount)),
+            composed.lines.map((l) => (l.tiers ? JSON.stringify(l.tiers.map(tierJson)) : null)),
+            composed.lines.map((l) => l.forPeriodStart),
+            composed.lines.map((l) => (l.grantIds ? JSON.stringify(l.grantIds) : null)),
+          ],
+        );
+      }
+      return invoiceId;
+    });
+    return this.load(customerId, id);
+  }
+
+  /** FINALIZED -> PAID, for invoices settled outside a provider. */
+  async markPaid(publicId: string): Promise<InvoiceView> {
+    const { customerId, id } = decodeInvoiceId(publicId);
+    const rows = await this.db.query<{ status: string }>(
+      `update invoice set status = 'PAID', status_changed_at = now() where customer_id = $1 and id = $2 and status = 'FINALIZED' returning status`,
+      [customerId, id],
+    );
+    if (rows.length === 0) {
+      const [row] = await this.db.query<{ status: string }>(`select status from invoice where customer_id = $1 and id = $2`, [customerId, id]);
+      if (!row) throw notFound('Invoice', publicId);
+      throw conflict(`the invoice is ${row.status}; only a FINALIZED invoice can be marked paid`, { status: row.status });
+    }
+    return this.load(customerId, id);
+  }
+
+  /** The sweeper: finalizes every period that has ended and has no invoice yet, oldest first. */
+  async finalizeDue(limit = 200): Promise<number> {
+    const customers = await this.db.query<{ customer_id: string }>(
+      `select distinct e.customer_id from entitlement e
+        where e.plan_key is not null and e.source = 'PLAN'
+          and exists (select 1 from plan_price_version v where v.plan_key = e.plan_key and v.currency is not null)
+          and (e.valid_until is null or e.valid_until > now() - interval '400 days')
+        limit $1`,
+      [limit * 10],
+    );
+    let finalized = 0;
+    for (const { customer_id: customerId } of customers) {
+      const due = await this.db.run(async (sql) => {
+        const [{ now }] = await sql.query<{ now: Date }>(`select now() as now`);
+        const schedule = await this.schedule(sql, customerId, now);
+        if (!schedule) return [];
+        const [last] = await sql.query<{ period_end: Date }>(`select max(period_end) as period_end from invoice where customer_id = $1`, [customerId]);
+        const out: Date[] = [];
+        let p = this.periodOf(schedule, last?.period_end ?? schedule.anchor);
+        for (let i = 0; i < 24 && p.end.getTime() <= now.getTime(); i++) {
+          out.push(p.start);
+          p = this.periodOf(schedule, p.end);
+        }
+        return out;
+      });
+      for (const start of due) {
+        await this.finalize(customerId, { periodStart: start });
+        finalized++;
+        if (finalized >= limit) return finalized;
+      }
+    }
+    return finalized;
+  }
+
+  // ---- inputs ------------------------------------------------------------------------------
+
+  /** The customer's billing schedule: anchor and interval of its latest priced plan. */
+  private async schedule(sql: Sql, customerId: string, now: Date): Promise<Schedule | null> {
+    const rows = await sql.query<PlanEntitlementRow & { version: VersionRow }>(
+      `select e.id, e.plan_key, e.feature_key, e.source_ref, e.valid_from, e.valid_until, e.revoked_at, e.period_anchor,
+              (select row_to_json(v) from plan_price_version v where v.plan_key = e.plan_key
+                order by (v.effective_from <= coalesce(e.period_anchor, e.valid_from)) desc,
+                         case when v.effective_from <= coalesce(e.period_anchor, e.valid_from) then v.effective_from end desc nulls last,
+                         v.effective_from limit 1) as version
+         from entitlement e
+        where e.customer_id = $1 and e.plan_key is not null and e.source = 'PLAN' and e.valid_from <= $2
+          and exists (select 1 from plan_price_version v where v.plan_key = e.plan_key and v.currency is not null)
+        order by e.valid_from desc, e.created_at limit 1`,
+      [customerId, now],
+    );
+    const e = rows[0];
+    if (!e || !e.version?.currency) return null;
+    return { anchor: periodAnchorOf({ validFrom: new Date(e.valid_from), periodAnchor: e.period_anchor ? new Date(e.period_anchor) : null }), interval: e.version.billing_interval, currency: e.version.currency };
+  }
+
+  private periodOf(s: Schedule, at: Date): { start: Date; end: Date } {
+    const p = periodAt(s.anchor, RESET[s.interval], at, null);
+    if (!p) return { start: s.anchor, end: periodStart(s.anchor, RESET[s.interval], 1) };
+    return { start: p.start, end: p.end! };
+  }
+
+  /** The current period, or the next one when the current one was finalized early. */
+  private async openPeriod(sql: Sql, customerId: string, s: Schedule, now: Date) {
+    const current = this.periodOf(s, now);
+    const [done] = await sql.query(`select 1 from invoice where customer_id = $1 and period_start = $2`, [customerId, current.start]);
+    return done ? this.periodOf(s, current.end) : current;
+  }
+
+  /** Everything composeInvoice needs for one period. */
+  private async inputs(sql: Sql, customerId: string, schedule: Schedule, period: { start: Date; end: Date }) {
+    const ents = await sql.query<PlanEntitlementRow>(
+      `select e.id, e.plan_key, e.feature_key, e.source_ref, e.valid_from, e.valid_until, e.revoked_at, e.period_anchor
+         from entitlement e
+        where e.customer_id = $1 and e.plan_key is not null and e.source = 'PLAN'
+          and e.valid_from < $3 and coalesce(least(e.valid_until, e.revoked_at), 'infinity') > $2`,
+      [customerId, period.start, period.end],
+    );
+    const planKeys = [...new Set(ents.map((e) => e.plan_key))];
+    const versions = await this.versionsAt(sql, planKeys, period.start);
+    // Plan windows in the period (entitlements of one plan merged), priced plans only.
+    const segments: PlanSegment[] = [];
+    for (const planKey of planKeys) {
+      const v = versions.get(planKey);
+      if (!v?.currency) continue;
+      if (v.currency !== schedule.currency) continue; // one currency per invoice; other plans are not billed here
+      const windows = ents
+        .filter((e) => e.plan_key === planKey)
+        .map((e) => ({
+          start: new Date(Math.max(new Date(e.valid_from).getTime(), period.start.getTime())),
+          end: new Date(Math.min(...[e.valid_until, e.revoked_at].filter((d): d is Date => d !== null).map((d) => new Date(d).getTime()), FOREVER.getTime(), period.end.getTime())),
+          billedBy: e.source_ref?.startsWith('stripe:') ? BilledBy.PROVIDER : BilledBy.TOLLGATE,
+        }))
+        .filter((w) => w.end.getTime() > w.start.getTime())
+        .sort((a, b) => a.start.getTime() - b.start.getTime());
+      const merged: typeof windows = [];
+      for (const w of windows) {
+        const prev = merged[merged.length - 1];
+        if (prev && w.start.getTime() <= prev.end.getTime() + 1000 && w.billedBy === prev.billedBy) {
+          if (w.end.getTime() > prev.end.getTime()) prev.end = w.end;
+        } else merged.push({ ...w });
+      }
+      for (const w of merged) {
+        segments.push({ planKey, start: w.start, end: w.end, basePrice: dec(v.base_price), minimumSpend: v.minimum_spend === null ? null : dec(v.minimum_spend), billedBy: w.billedBy });
+      }
+    }
+    // Billable usage of every priced plan entitlement, from its grants of the period.
+    const usage: UsageInput[] = [];
+    let pendingHolds = ZERO;
+    for (const [planKey, v] of versions) {
+      if (!v.currency || v.currency !== schedule.currency) continue;
+      for (const [feature, price] of Object.entries(v.prices ?? {})) {
+        const ids = ents.filter((e) => e.plan_key === planKey && e.feature_key === feature).map((e) => e.id);
+        if (ids.length === 0) continue;
+        const agg = await this.billable(sql, customerId, ids, period);
+        usage.push({ planKey, feature, billable: agg.billable, price, grantIds: agg.grantIds });
+        pendingHolds = pendingHolds.plus(agg.held);
+      }
+    }
+    const late = await this.lateUsage(sql, customerId, schedule, period);
+    return { currency: schedule.currency, period, segments, usage, late, pendingHolds };
+  }
+
+  private async billable(sql: Sql, customerId: string, entitlementIds: string[], period: { start: Date; end: Date }) {
+    const [row] = await sql.query<{ billable: string; held: string; ids: string[] }>(
+      `select coalesce(sum(greatest(consumed + written_off - amount, 0)), 0)::text as billable, coalesce(sum(held), 0)::text as held,
+              coalesce(array_agg(id::text order by period_start, id), '{}') as ids
+         from credit_grant where customer_id = $1 and entitlement_id = any($2::uuid[]) and period_start >= $3 and period_start < $4`,
+      [customerId, entitlementIds, period.start, period.end],
+    );
+    return { billable: dec(row.billable), held: dec(row.held), grantIds: row.ids };
+  }
+
+  /** Price versions in effect at `at` (the latest at or before it; else the earliest). */
+  private async versionsAt(sql: Sql, planKeys: string[], at: Date): Promise<Map<string, VersionRow>> {
+    if (planKeys.length === 0) return new Map();
+    const rows = await sql.query<VersionRow>(
+      `select distinct on (plan_key) plan_key, effective_from, currency, base_price::text, billing_interval, minimum_spend::text, prices
+         from plan_price_version where plan_key = any($1::text[])
+        order by plan_key, (effective_from <= $2) desc, case when effective_from <= $2 then effective_from end desc nulls last, effective_from`,
+      [planKeys, at],
+    );
+    return new Map(rows.map((r) => [r.plan_key, r]));
+  }
+
+  /**
+   * Periods finalized early (before they ended) whose billable quantities grew since: re-rated as
+   * a whole now, less what was billed for them (delta rating).
+   */
+  private async lateUsage(sql: Sql, customerId: string, schedule: Schedule, period: { start: Date; end: Date }): Promise<LateInput[]> {
+    const early = await sql.query<{ id: string; period_start: Date; period_end: Date }>(
+      `select id, period_start, period_end from invoice
+        where customer_id = $1 and finalized_at < period_end and period_start < $2 and currency = $3
+        order by period_start desc limit 12`,
+      [customerId, period.start, schedule.currency],
+    );
+    const out: LateInput[] = [];
+    for (const inv of early) {
+      const p = { start: new Date(inv.period_start), end: new Date(inv.period_end) };
+      const ents = await sql.query<{ id: string; plan_key: string; feature_key: string }>(
+        `select id, plan_key, feature_key from entitlement
+          where customer_id = $1 and plan_key is not null and source = 'PLAN' and valid_from < $3 and coalesce(least(valid_until, revoked_at), 'infinity') > $2`,
+        [customerId, p.start, p.end],
+      );
+      const versions = await this.versionsAt(sql, [...new Set(ents.map((e) => e.plan_key))], p.start);
+      const billed = await sql.query<{ plan_key: string; feature: string; quantity: string; exact: string }>(
+        `select plan_key, feature, sum(quantity)::text as quantity, sum(exact_amount)::text as exact from invoice_line
+          where customer_id = $1 and feature is not null
+            and ((invoice_id = $2 and kind = 'USAGE') or (kind = 'LATE_USAGE' and for_period_start = $3))
+          group by 1, 2`,
+        [customerId, inv.id, p.start],
+      );
+      for (const [planKey, v] of versions) {
+        for (const [feature, price] of Object.entries(v.prices ?? {})) {
+          const ids = ents.filter((e) => e.plan_key === planKey && e.feature_key === feature).map((e) => e.id);
+          if (ids.length === 0) continue;
+          const agg = await this.billable(sql, customerId, ids, p);
+          const b = billed.find((x) => x.plan_key === planKey && x.feature === feature);
+          const billedQuantity = dec(b?.quantity ?? '0');
+          if (agg.billable.lte(billedQuantity)) continue;
+          out.push({ periodStart: p.start, periodEnd: p.end, planKey, feature, billableNow: agg.billable, billedQuantity, billedExact: dec(b?.exact ?? '0'), price, grantIds: agg.grantIds });
+        }
+      }
+    }
+    return out;
+  }
+
+  private async load(customerId: string, id: string): Promise<InvoiceView> {
+    const [inv] = await this.db.query<Record<string, any>>(`select * from invoice where customer_id = $1 and id = $2`, [customerId, id]);
+    if (!inv) throw notFound('Invoice', id);
+    const lines = await this.db.query<Record<string, any>>(`select * from invoice_line where customer_id = $1 and invoice_id = $2 order by position`, [customerId, id]);
+    return {
+      id: encodeInvoiceId(customerId, id),
+      number: inv.number,
+      customerId,
+      status: inv.status,
+      currency: inv.currency,
+      periodStart: inv.period_start,
+      periodEnd: inv.period_end,
+      subtotal: dec(inv.subtotal),
+      total: dec(inv.total),
+      providerBilled: dec(inv.provider_billed),
+      pendingHolds: dec(inv.pending_holds),
+      finalizedAt: inv.finalized_at,
+      lines: lines.map((l) => ({
+        id: l.id,
+        kind: l.kind as InvoiceLineKind,
+        billedBy: l.billed_by as BilledBy,
+        planKey: l.plan_key,
+        feature: l.feature,
+        description: l.description,
+        quantity: dec(l.quantity),
+        exactAmount: dec(l.exact_amount),
+        amount: dec(l.amount),
+        tiers: l.tiers ? (l.tiers as Array<Record<string, string | null>>).map((t) => ({ upTo: t.upTo, quantity: dec(t.quantity!), unitAmount: dec(t.unitAmount!), flatAmount: dec(t.flatAmount!), amount: dec(t.amount!) })) : null,
+        forPeriodStart: l.for_period_start,
+        grantIds: l.grant_ids,
+      })),
+    };
+  }
+}
+
+function tierJson(t: { upTo: string | null; quantity: Dec; unitAmount: Dec; flatAmount: Dec; amount: Dec }) {
+  return { upTo: t.upTo, quantity: fmt(t.quantity), unitAmount: fmt(t.unitAmount), flatAmount: fmt(t.flatAmount), amount: fmt(t.amount) };
+}
