@@ -4,6 +4,7 @@ import { Migration20261122193758_integrity } from './Migration20261122193758_int
 import { Migration20261123140000_payments } from './Migration20261123140000_payments';
 import { Migration20261201122958_money_path } from './Migration20261201122958_money_path';
 import { Migration20261201130856_billing } from './Migration20261201130856_billing';
+import { Migration20261201131714_billing_sync } from './Migration20261201131714_billing_sync';
 
 /**
  * Every migration, in order. `npm run migration:create` adds new ones here; CI fails when a
@@ -15,4 +16,5 @@ export const migrationsList: MigrationObject[] = [
   { name: 'Migration20261123140000_payments', class: Migration20261123140000_payments },
   { name: 'Migration20261201122958_money_path', class: Migration20261201122958_money_path },
   { name: 'Migration20261201130856_billing', class: Migration20261201130856_billing },
+  { name: 'Migration20261201131714_billing_sync', class: Migration20261201131714_billing_sync },
 ];

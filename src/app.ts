@@ -35,6 +35,7 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
       () => services.payments.processResolvable(),
       () => services.payments.giveUpUnmatched(),
       () => services.billing.finalizeDue(),
+      () => services.billing.syncInvoices(),
     ]);
     // Catch up on payment events a previous process left waiting although they can be applied.
     await services.payments.processResolvable().catch((err) => http.fastify.log.error({ err }, 'payments catch-up failed'));

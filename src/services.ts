@@ -11,6 +11,7 @@ import { UsageService } from './modules/usage/usage.service';
 import { PaymentsService } from './modules/payments/payments.service';
 import { StripeProvider } from './modules/payments/stripe/stripe.adapter';
 import { BillingService } from './modules/billing/billing.service';
+import { StripeInvoiceSink } from './modules/payments/stripe/stripe.sink';
 
 /** Every service, wired once per process. Stateless but for caches and the usage queues. */
 export interface Services {
@@ -37,6 +38,9 @@ export function createServices(db: Db, config: Config): Services {
     matchWaitSeconds: config.paymentMatchWaitSeconds,
   });
   payments.register(new StripeProvider(config.stripe.webhookSecrets, config.stripe.secretKey, config.stripe.apiBase));
+  // Billing pushes finalized lines to Stripe when a Stripe API key is configured.
+  const billing = new BillingService(db, config.stripe.secretKey ? new StripeInvoiceSink(config.stripe.secretKey, config.stripe.apiBase) : null);
+  payments.onProviderInvoice = (args) => billing.reconcileProviderInvoice(args);
   return {
     db,
     catalog,
@@ -48,6 +52,6 @@ export function createServices(db: Db, config: Config): Services {
     access: new AccessService(db),
     usage: new UsageService(db, ledger),
     auth: new AuthService(db, config),
-    billing: new BillingService(db),
+    billing,
   };
 }

@@ -103,6 +103,7 @@ const OPS: Record<string, Op> = {
   paymentEvents: { type: 'Query', access: 'ADMIN', build: q(`query { paymentEvents { items { id status } } }`) },
   paymentEvent: { type: 'Query', access: 'ADMIN', build: q(`query($id: ID!) { paymentEvent(id: $id) { id status } }`, { id: STORED_EVENT.id }) },
   subscriptions: { type: 'Query', access: 'SERVER', build: q(`query($c: ID!) { subscriptions(customerId: $c) { id } }`, { c: ALICE }) },
+  billingMismatches: { type: 'Query', access: 'ADMIN', build: q(`query { billingMismatches { id kind } }`) },
   invoicePreview: { type: 'Query', access: 'OWN', build: q(`query($c: ID!) { invoicePreview(customerId: $c) { status total lines { kind amount } } }`, { c: ALICE }) },
   invoices: { type: 'Query', access: 'OWN', build: q(`query($c: ID!) { invoices(customerId: $c) { items { id number } } }`, { c: ALICE }) },
   invoice: { type: 'Query', access: 'OWN', build: async () => ({ query: `query($id: ID!) { invoice(id: $id) { id total } }`, variables: { id: fixtures.invoiceId } }) },

@@ -3,7 +3,7 @@ import { ADMIN_ONLY, ANY_ROLE, assertCustomerScope } from '../../graphql/auth-ch
 import type { Context } from '../../graphql/context';
 import { encodeUsageId } from '../../shared/ids';
 import { decodeInvoiceId, type InvoiceView } from './billing.service';
-import { InvoiceLineEntryPageType, InvoicePageType, InvoiceType } from './billing.types';
+import { BillingMismatchType, InvoiceLineEntryPageType, InvoicePageType, InvoiceType } from './billing.types';
 
 function invoiceView(i: InvoiceView): InvoiceType {
   return {
@@ -31,6 +31,7 @@ function invoiceView(i: InvoiceView): InvoiceType {
       exactAmount: l.exactAmount,
       tiers: l.tiers ? l.tiers.map((t) => ({ upTo: t.upTo, quantity: t.quantity, unitAmount: t.unitAmount, flatAmount: t.flatAmount, amount: t.amount })) : null,
       forPeriodStart: l.forPeriodStart,
+      sync: l.sync ?? null,
     })),
   };
 }
@@ -103,6 +104,17 @@ export class BillingResolver {
         createdAt: r.created_at,
       })),
     };
+  }
+
+  @Authorized(ADMIN_ONLY)
+  @Query(() => [BillingMismatchType], { description: 'What reconciliation against provider invoices found, newest first.' })
+  async billingMismatches(
+    @Arg('customerId', () => ID, { nullable: true }) customerId: string | null,
+    @Arg('first', () => Int, { defaultValue: 50 }) first: number,
+    @Ctx() ctx: Context,
+  ): Promise<BillingMismatchType[]> {
+    const rows = await ctx.services.billing.mismatches(customerId, first);
+    return rows.map((r) => ({ id: r.id, customerId: r.customer_id, provider: r.provider, providerInvoiceId: r.provider_invoice_id, kind: r.kind, expected: r.expected, actual: r.actual, detail: r.detail, createdAt: r.created_at }));
   }
 
   @Authorized(ADMIN_ONLY)

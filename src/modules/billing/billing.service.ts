@@ -6,6 +6,8 @@ import { BillingInterval, type Price } from '../catalog/prices';
 import { ResetPeriod } from '../catalog/catalog.entities';
 import { periodAnchorOf, periodAt, periodStart } from '../ledger/periods';
 import { BilledBy, InvoiceLineKind, InvoiceStatus } from './billing.entities';
+import type { InvoiceSink } from './invoice-sink';
+import { minorUnits } from './money';
 import { composeInvoice, type ComposedInvoice, type LateInput, type PlanSegment, type UsageInput } from './invoice.compose';
 
 /**
@@ -25,7 +27,7 @@ export interface InvoiceView extends ComposedInvoice {
   customerId: string;
   status: InvoiceStatus;
   finalizedAt: Date | null;
-  lines: Array<ComposedInvoice['lines'][number] & { id: string | null }>;
+  lines: Array<ComposedInvoice['lines'][number] & { id: string | null; sync?: { status: string; error: string | null; providerItemId: string | null; attempts: number } | null }>;
 }
 
 interface Schedule {
@@ -80,8 +82,24 @@ export function decodeInvoiceId(publicId: string): { customerId: string; id: str
   return { customerId, id: `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}` };
 }
 
+/** Line kinds a provider subscription does not bill itself (it prorates and bills the base fee). */
+const SYNCED_WITH_SUBSCRIPTION = new Set([InvoiceLineKind.USAGE, InvoiceLineKind.MINIMUM_TRUE_UP, InvoiceLineKind.LATE_USAGE]);
+
+export interface ProviderInvoiceLine {
+  /** metadata.tollgate_invoice_line_id, when the line came from a Tollgate invoice item. */
+  tollgateLineId: string | null;
+  /** Minor units. */
+  amount: number;
+  /** A subscription line (the base fee): its price and quantity. */
+  priceId: string | null;
+  quantity: number;
+}
+
 export class BillingService {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly sink: InvoiceSink | null = null,
+  ) {}
 
   // ---- reads ---------------------------------------------------------------------------------
 
@@ -207,9 +225,200 @@ export class BillingService {
           ],
         );
       }
+      // The outbox: what the provider must collect, written in this same transaction, so a
+      // committed invoice always gets synced and a rolled-back one never does.
+      const account = this.sink ? await this.sink.account(sql, customerId) : null;
+      if (account) {
+        const lineRows = await sql.query<{ id: string; kind: InvoiceLineKind; billed_by: BilledBy; amount: string }>(
+          `select id, kind, billed_by, amount::text from invoice_line where customer_id = $1 and invoice_id = $2 order by position`,
+          [customerId, invoiceId],
+        );
+        const push = lineRows.filter(
+          (l) => l.billed_by === BilledBy.TOLLGATE && !dec(l.amount).isZero() && (!account.hasSubscription || SYNCED_WITH_SUBSCRIPTION.has(l.kind)),
+        );
+        if (push.length > 0) {
+          await sql.query(
+            `insert into invoice_line_sync (customer_id, line_id, invoice_id, provider, provider_customer_id, status)
+             select $1, unnest($2::uuid[]), $3, $4, $5, 'PENDING'`,
+            [customerId, push.map((l) => l.id), invoiceId, account.provider, account.providerCustomerId],
+          );
+          if (!account.hasSubscription) {
+            await sql.query(
+              `insert into invoice_sync (customer_id, invoice_id, provider, provider_customer_id, status) values ($1, $2, $3, $4, 'PENDING')`,
+              [customerId, invoiceId, account.provider, account.providerCustomerId],
+            );
+          }
+        }
+      }
       return invoiceId;
     });
     return this.load(customerId, id);
+  }
+
+  /**
+   * The sweeper: pushes PENDING (and FAILED, and stale SENDING) lines to the provider. A row is
+   * leased before the call and recorded after it; a crash in between leaves the lease to expire
+   * and the next pass repeats the call with the same idempotency key, so the provider creates the
+   * item once. Safe with many replicas (FOR UPDATE SKIP LOCKED on the lease). `afterCall` is a
+   * test seam to simulate that crash.
+   */
+  async syncInvoices(opts: { limit?: number; afterCall?: (lineId: string) => void } = {}): Promise<{ synced: number; failed: number }> {
+    if (!this.sink) return { synced: 0, failed: 0 };
+    const sink = this.sink;
+    const leased = await this.db.query<Record<string, any>>(
+      `update invoice_line_sync s set status = 'SENDING', lease_until = now() + interval '2 minutes', attempts = s.attempts + 1, updated_at = now()
+         from (select customer_id, line_id from invoice_line_sync
+                where (status in ('PENDING', 'FAILED') and next_attempt_at <= now()) or (status = 'SENDING' and lease_until < now())
+                order by created_at limit $1 for update skip locked) due
+        where s.customer_id = due.customer_id and s.line_id = due.line_id
+       returning s.customer_id, s.line_id, s.invoice_id, s.provider_customer_id, s.attempts`,
+      [opts.limit ?? 100],
+    );
+    let synced = 0;
+    let failed = 0;
+    for (const row of leased) {
+      const [line] = await this.db.query<Record<string, any>>(
+        `select l.amount::text, l.description, l.kind, i.currency, i.period_start, i.period_end, i.number
+           from invoice_line l join invoice i on i.customer_id = l.customer_id and i.id = l.invoice_id
+          where l.customer_id = $1 and l.id = $2`,
+        [row.customer_id, row.line_id],
+      );
+      try {
+        const item = await sink.createInvoiceItem({
+          idempotencyKey: `tollgate:invoice_line:${row.line_id}`,
+          providerCustomerId: row.provider_customer_id,
+          amount: minorUnits(dec(line.amount), line.currency),
+          currency: line.currency,
+          description: `${line.description} (Tollgate invoice ${line.number})`,
+          periodStart: line.period_start,
+          periodEnd: line.period_end,
+          metadata: { tollgate_invoice_line_id: row.line_id, tollgate_invoice_id: encodeInvoiceId(row.customer_id, row.invoice_id), tollgate_line_kind: line.kind },
+        });
+        opts.afterCall?.(row.line_id);
+        await this.db.query(
+          `update invoice_line_sync set status = 'SYNCED', provider_item_id = $3, error = null, lease_until = null, updated_at = now()
+            where customer_id = $1 and line_id = $2`,
+          [row.customer_id, row.line_id, item.id],
+        );
+        synced++;
+      } catch (err) {
+        if (opts.afterCall && err instanceof SimulatedCrash) throw err;
+        failed++;
+        const message = err instanceof Error ? err.message.slice(0, 500) : String(err).slice(0, 500);
+        await this.db.query(
+          `update invoice_line_sync set status = 'FAILED', error = $3, lease_until = null, updated_at = now(),
+                  next_attempt_at = now() + least(interval '1 hour', interval '5 seconds' * power(2, least(attempts, 10)))
+            where customer_id = $1 and line_id = $2`,
+          [row.customer_id, row.line_id, message],
+        );
+      }
+    }
+    // Customers without a subscription: once every line of an invoice is synced, the provider's invoice.
+    const ready = await this.db.query<{ customer_id: string; invoice_id: string; provider_customer_id: string }>(
+      `update invoice_sync v set status = 'SENDING', lease_until = now() + interval '2 minutes', attempts = v.attempts + 1
+         from (select customer_id, invoice_id from invoice_sync v2
+                where ((status in ('PENDING', 'FAILED') and next_attempt_at <= now()) or (status = 'SENDING' and lease_until < now()))
+                  and not exists (select 1 from invoice_line_sync s where s.customer_id = v2.customer_id and s.invoice_id = v2.invoice_id and s.status <> 'SYNCED')
+                limit 50 for update skip locked) due
+        where v.customer_id = due.customer_id and v.invoice_id = due.invoice_id
+       returning v.customer_id, v.invoice_id, v.provider_customer_id`,
+    );
+    for (const r of ready) {
+      try {
+        const inv = await sink.createAndFinalizeInvoice({
+          idempotencyKey: `tollgate:invoice:${r.invoice_id}`,
+          providerCustomerId: r.provider_customer_id,
+          metadata: { tollgate_invoice_id: encodeInvoiceId(r.customer_id, r.invoice_id) },
+        });
+        await this.db.query(`update invoice_sync set status = 'SYNCED', provider_invoice_id = $3, error = null, lease_until = null where customer_id = $1 and invoice_id = $2`, [r.customer_id, r.invoice_id, inv.id]);
+      } catch (err) {
+        await this.db.query(
+          `update invoice_sync set status = 'FAILED', error = $3, lease_until = null, next_attempt_at = now() + interval '1 minute' where customer_id = $1 and invoice_id = $2`,
+          [r.customer_id, r.invoice_id, err instanceof Error ? err.message.slice(0, 500) : String(err)],
+        );
+      }
+    }
+    return { synced, failed };
+  }
+
+  /**
+   * Reconciliation, when the provider finalizes or is paid an invoice of the customer: every
+   * Tollgate line synced to it appears once with the same amount, and a subscription line's
+   * amount equals the catalog's base price; each difference is recorded (billing_mismatch).
+   */
+  async reconcileProviderInvoice(args: {
+    provider: string;
+    eventId: string;
+    customerId: string;
+    providerInvoiceId: string;
+    currency: string | null;
+    /** When the provider created its invoice: only items synced before it must be on it. */
+    createdAt?: Date | null;
+    lines: ProviderInvoiceLine[];
+  }): Promise<{ checked: number; mismatches: number }> {
+    const mismatches: Array<{ invoiceId: string | null; lineId: string | null; kind: string; expected: string | null; actual: string | null; detail: string }> = [];
+    const seen = new Map<string, number>();
+    for (const l of args.lines) if (l.tollgateLineId) seen.set(l.tollgateLineId, (seen.get(l.tollgateLineId) ?? 0) + 1);
+    const ids = [...seen.keys()].filter((id) => /^[0-9a-f-]{36}$/i.test(id));
+    const ours = await this.db.query<{ line_id: string; invoice_id: string; amount: string; currency: string }>(
+      `select s.line_id, s.invoice_id, l.amount::text, i.currency from invoice_line_sync s
+         join invoice_line l on l.customer_id = s.customer_id and l.id = s.line_id
+         join invoice i on i.customer_id = s.customer_id and i.id = s.invoice_id
+        where s.customer_id = $1 and s.provider = $2
+          and (s.line_id = any($3::uuid[])
+               or (s.status = 'SYNCED' and s.reconciled_invoice is null and ($4::timestamptz is null or s.updated_at < $4)))`,
+      [args.customerId, args.provider, ids, args.createdAt ?? null],
+    );
+    for (const o of ours) {
+      const count = seen.get(o.line_id) ?? 0;
+      const expected = minorUnits(dec(o.amount), o.currency);
+      const actual = args.lines.filter((l) => l.tollgateLineId === o.line_id).reduce((s, l) => s + l.amount, 0);
+      if (count === 0) mismatches.push({ invoiceId: o.invoice_id, lineId: o.line_id, kind: 'MISSING', expected: String(expected), actual: null, detail: `line ${o.line_id} was synced but is not on provider invoice ${args.providerInvoiceId}` });
+      else if (count > 1) mismatches.push({ invoiceId: o.invoice_id, lineId: o.line_id, kind: 'DUPLICATE', expected: '1', actual: String(count), detail: `line ${o.line_id} appears ${count} times` });
+      else if (actual !== expected) mismatches.push({ invoiceId: o.invoice_id, lineId: o.line_id, kind: 'AMOUNT', expected: String(expected), actual: String(actual), detail: `line ${o.line_id}: ${actual} minor units billed, ${expected} expected` });
+    }
+    for (const id of seen.keys()) {
+      if (!ours.some((o) => o.line_id === id)) mismatches.push({ invoiceId: null, lineId: /^[0-9a-f-]{36}$/i.test(id) ? id : null, kind: 'UNKNOWN_LINE', expected: null, actual: id, detail: `provider line names Tollgate line ${id.slice(0, 60)}, which was never synced to it` });
+    }
+    // Base fees: a subscription line's amount against the catalog's price for its plan.
+    for (const l of args.lines.filter((x) => !x.tollgateLineId && x.priceId)) {
+      const [mapped] = await this.db.query<{ plan_key: string | null }>(`select plan_key from provider_price where provider = $1 and price_id = $2`, [args.provider, l.priceId]);
+      const plan = mapped?.plan_key ?? null;
+      if (!plan) continue;
+      const [v] = await this.db.query<{ base_price: string; currency: string | null }>(
+        `select base_price::text, currency from plan_price_version where plan_key = $1 order by effective_from desc limit 1`,
+        [plan],
+      );
+      if (!v?.currency) continue;
+      const expected = minorUnits(dec(v.base_price).times(l.quantity || 1), v.currency);
+      if (l.amount !== expected && l.amount > 0) mismatches.push({ invoiceId: null, lineId: null, kind: 'BASE_FEE', expected: String(expected), actual: String(l.amount), detail: `plan ${plan} (price ${l.priceId}): ${l.amount} billed, ${expected} in the catalog` });
+    }
+    await this.db.transaction(async ({ sql }) => {
+      for (const m of mismatches) {
+        await sql.query(
+          `insert into billing_mismatch (customer_id, provider, provider_invoice_id, invoice_id, line_id, kind, expected, actual, detail, event_id)
+           select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+            where not exists (select 1 from billing_mismatch where provider = $2 and provider_invoice_id = $3 and kind = $6
+                                and line_id is not distinct from $5::uuid and detail = $9)
+           on conflict do nothing`,
+          [args.customerId, args.provider, args.providerInvoiceId, m.invoiceId, m.lineId, m.kind, m.expected, m.actual, m.detail, args.eventId],
+        );
+      }
+      await sql.query(
+        `update invoice_line_sync set reconciled_invoice = $3 where customer_id = $1 and line_id = any($2::uuid[]) and reconciled_invoice is null`,
+        [args.customerId, ids, args.providerInvoiceId],
+      );
+    });
+    return { checked: ours.length + args.lines.length, mismatches: mismatches.length };
+  }
+
+  async mismatches(customerId: string | null, first: number) {
+    if (!Number.isInteger(first) || first < 1 || first > 500) throw badInput('first must be between 1 and 500');
+    return this.db.query<Record<string, any>>(
+      `select id::text, customer_id, provider, provider_invoice_id, invoice_id, line_id, kind, expected, actual, detail, event_id, created_at
+         from billing_mismatch where ($1::text is null or customer_id = $1) order by id desc limit $2`,
+      [customerId, first],
+    );
   }
 
   /** FINALIZED -> PAID, for invoices settled outside a provider. */
@@ -416,7 +625,12 @@ export class BillingService {
   private async load(customerId: string, id: string): Promise<InvoiceView> {
     const [inv] = await this.db.query<Record<string, any>>(`select * from invoice where customer_id = $1 and id = $2`, [customerId, id]);
     if (!inv) throw notFound('Invoice', id);
-    const lines = await this.db.query<Record<string, any>>(`select * from invoice_line where customer_id = $1 and invoice_id = $2 order by position`, [customerId, id]);
+    const lines = await this.db.query<Record<string, any>>(
+      `select l.*, s.status as sync_status, s.error as sync_error, s.provider_item_id, s.attempts as sync_attempts
+         from invoice_line l left join invoice_line_sync s on s.customer_id = l.customer_id and s.line_id = l.id
+        where l.customer_id = $1 and l.invoice_id = $2 order by l.position`,
+      [customerId, id],
+    );
     return {
       id: encodeInvoiceId(customerId, id),
       number: inv.number,
@@ -443,10 +657,14 @@ export class BillingService {
         tiers: l.tiers ? (l.tiers as Array<Record<string, string | null>>).map((t) => ({ upTo: t.upTo, quantity: dec(t.quantity!), unitAmount: dec(t.unitAmount!), flatAmount: dec(t.flatAmount!), amount: dec(t.amount!) })) : null,
         forPeriodStart: l.for_period_start,
         grantIds: l.grant_ids,
+        sync: l.sync_status ? { status: l.sync_status === 'SENDING' ? 'PENDING' : l.sync_status, error: l.sync_error, providerItemId: l.provider_item_id, attempts: l.sync_attempts } : null,
       })),
     };
   }
 }
+
+/** Thrown by a test's `afterCall` to stand for a crash between the provider call and its record. */
+export class SimulatedCrash extends Error {}
 
 function tierJson(t: { upTo: string | null; quantity: Dec; unitAmount: Dec; flatAmount: Dec; amount: Dec }) {
   return { upTo: t.upTo, quantity: fmt(t.quantity), unitAmount: fmt(t.unitAmount), flatAmount: fmt(t.flatAmount), amount: fmt(t.amount) };

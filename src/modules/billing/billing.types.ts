@@ -17,6 +17,27 @@ export class InvoiceTierType {
   @Field(() => DecimalScalar) amount!: Dec | string;
 }
 
+@ObjectType('InvoiceLineSync', { description: "The line's push to the payment provider (as an invoice item)." })
+export class InvoiceLineSyncType {
+  @Field(() => String, { description: 'PENDING | SYNCED | FAILED (FAILED is retried by the sweeper).' }) status!: string;
+  @Field(() => String, { nullable: true }) error!: string | null;
+  @Field(() => String, { nullable: true }) providerItemId!: string | null;
+  @Field(() => Int) attempts!: number;
+}
+
+@ObjectType('BillingMismatch', { description: 'A difference reconciliation found between a provider invoice and Tollgate.' })
+export class BillingMismatchType {
+  @Field(() => ID) id!: string;
+  @Field(() => String) customerId!: string;
+  @Field(() => String) provider!: string;
+  @Field(() => String) providerInvoiceId!: string;
+  @Field(() => String, { description: 'MISSING | DUPLICATE | AMOUNT | UNKNOWN_LINE | BASE_FEE' }) kind!: string;
+  @Field(() => String, { nullable: true }) expected!: string | null;
+  @Field(() => String, { nullable: true }) actual!: string | null;
+  @Field(() => String) detail!: string;
+  @Field(() => DateTimeScalar) createdAt!: Date;
+}
+
 @ObjectType('InvoiceLine')
 export class InvoiceLineType {
   @Field(() => ID, { nullable: true, description: 'Null on the preview.' }) id!: string | null;
@@ -30,6 +51,7 @@ export class InvoiceLineType {
   @Field(() => DecimalScalar, { description: 'Before rounding.' }) exactAmount!: Dec | string;
   @Field(() => [InvoiceTierType], { nullable: true }) tiers!: InvoiceTierType[] | null;
   @Field(() => DateTimeScalar, { nullable: true, description: 'LATE_USAGE: the period the usage belongs to.' }) forPeriodStart!: Date | null;
+  @Field(() => InvoiceLineSyncType, { nullable: true, description: 'Null when the line is not pushed to a provider.' }) sync!: InvoiceLineSyncType | null;
 }
 
 @ObjectType('Invoice')

@@ -89,6 +89,12 @@ export class PaymentsService {
 
   private readonly reconciler: SubscriptionReconciler;
 
+  /**
+   * Billing's reconciliation of a provider invoice (wired by services.ts: payments never imports
+   * billing; inbound invoice events reach billing through this callback).
+   */
+  onProviderInvoice: ((args: { provider: string; eventId: string; customerId: string; providerInvoiceId: string; currency: string | null; createdAt: Date | null; lines: Array<{ tollgateLineId: string | null; amount: number; priceId: string | null; quantity: number }> }) => Promise<{ checked: number; mismatches: number }>) | null = null;
+
   register(provider: PaymentProvider): void {
     this.providers.set(provider.name, provider);
   }
@@ -326,6 +332,31 @@ export class PaymentsService {
     }
     await sql.query(`select pg_advisory_xact_lock(hashtextextended($1, 11))`, [`payments:${customerId}`]);
     const actor: Actor = { type: ActorType.PAYMENT_EVENT, id: `${provider.name}:${event.id}` };
+
+    // Provider invoices finalized or paid: billing checks them against what Tollgate synced. It
+    // records what it finds idempotently, so a retried event records nothing twice; if it fails,
+    // the event fails and the provider's retry runs it again.
+    const providerInvoice = intent.kind === 'provider_invoice' ? intent : event.invoiceLines;
+    let reconciled: { checked: number; mismatches: number } | null = null;
+    if (providerInvoice && this.onProviderInvoice) {
+      reconciled = await this.onProviderInvoice({
+        provider: provider.name,
+        eventId: event.id,
+        customerId,
+        providerInvoiceId: providerInvoice.invoiceId,
+        currency: providerInvoice.currency,
+        createdAt: providerInvoice.createdAt,
+        lines: providerInvoice.lines,
+      });
+    }
+    if (intent.kind === 'provider_invoice') {
+      return {
+        status: 'APPLIED',
+        detail: `provider invoice ${intent.invoiceId}: ${intent.lines.length} line(s) reconciled, ${reconciled?.mismatches ?? 0} mismatch(es) recorded`,
+        result: { customerId, invoiceId: intent.invoiceId, mismatches: reconciled?.mismatches ?? 0 },
+        follow,
+      };
+    }
 
     switch (intent.kind) {
       case 'subscription':

@@ -67,6 +67,8 @@ export type EventIntent =
   | { kind: 'refund'; paymentIntent: string; amount: number; amountRefunded: number }
   | { kind: 'dispute'; paymentIntent: string; amount: number }
   | { kind: 'customer' }
+  /** A provider invoice finalized or paid: its lines, for billing's reconciliation. */
+  | { kind: 'provider_invoice'; invoiceId: string; currency: string | null; createdAt: Date | null; lines: Array<{ tollgateLineId: string | null; amount: number; priceId: string | null; quantity: number }> }
   | { kind: 'other' };
 
 export interface ProviderEvent {
@@ -80,6 +82,8 @@ export interface ProviderEvent {
   /** Groups events whose order matters: the subscription, the checkout session, the payment intent. */
   objectId: string | null;
   intent: EventIntent;
+  /** Also for invoice.paid (whose intent is the subscription's): the invoice's lines, for reconciliation. */
+  invoiceLines?: Extract<EventIntent, { kind: 'provider_invoice' }>;
   payload: unknown;
 }
 

@@ -39,6 +39,22 @@ function invoiceSubscription(inv: Obj): string | null {
   return str(inv.subscription) ?? str(inv.parent?.subscription_details?.subscription) ?? str(inv.lines?.data?.[0]?.subscription) ?? null;
 }
 
+function invoiceLines(o: Obj): Extract<EventIntent, { kind: 'provider_invoice' }> {
+  const data: Obj[] = Array.isArray(o.lines?.data) ? o.lines.data : [];
+  return {
+    kind: 'provider_invoice',
+    invoiceId: String(o.id),
+    currency: typeof o.currency === 'string' ? o.currency.toUpperCase() : null,
+    createdAt: date(o.created),
+    lines: data.map((l) => ({
+      tollgateLineId: typeof l.metadata?.tollgate_invoice_line_id === 'string' ? l.metadata.tollgate_invoice_line_id : null,
+      amount: Number(l.amount) || 0,
+      priceId: str(l.price) ?? str(l.pricing?.price_details?.price) ?? null,
+      quantity: Number.isFinite(Number(l.quantity)) ? Number(l.quantity) : 1,
+    })),
+  };
+}
+
 export function parseStripeEvent(event: Obj): ProviderEvent {
   if (!event || typeof event !== 'object' || typeof event.id !== 'string' || typeof event.type !== 'string' || typeof event.created !== 'number') {
     throw new SignatureError('not a Stripe event');
@@ -75,6 +91,12 @@ export function parseStripeEvent(event: Obj): ProviderEvent {
       }
       break;
     }
+    case 'invoice.finalized':
+      if (typeof o.id === 'string') {
+        intent = invoiceLines(o);
+        objectId = invoiceSubscription(o) ?? o.id;
+      }
+      break;
     case 'invoice.payment_failed': {
       const sub = invoiceSubscription(o);
       if (sub) {
@@ -118,7 +140,8 @@ export function parseStripeEvent(event: Obj): ProviderEvent {
       break;
   }
   const providerCustomerId = event.type.startsWith('customer.') && !event.type.startsWith('customer.subscription') ? str(o.id) : str(o.customer);
-  return { id: event.id, type: event.type, created: new Date(event.created * 1000), providerCustomerId, customerIdHint, objectId, intent, payload: event };
+  const lines = (event.type === 'invoice.paid' || event.type === 'invoice.payment_succeeded') && typeof o.id === 'string' ? invoiceLines(o) : undefined;
+  return { id: event.id, type: event.type, created: new Date(event.created * 1000), providerCustomerId, customerIdHint, objectId, intent, invoiceLines: lines, payload: event };
 }
 
 export class StripeProvider implements PaymentProvider {
