@@ -149,6 +149,13 @@ test('a customer without a subscription: every Tollgate line becomes an item, th
   expect(requests.filter((r) => /\/finalize$/.test(r.path))).toHaveLength(1);
   const [row] = await t.sql(`select status, provider_invoice_id from invoice_sync where customer_id = 'solo'`);
   expect(row.status).toBe('SYNCED');
+  // Stripe collects it: invoice.paid marks the Tollgate invoice PAID, and its lines reconcile
+  const stripeLines = inv.lines.map((l: any, i: number) => ({ id: `il_${i}`, object: 'line_item', amount: Math.round(Number(l.amount) * 100), quantity: 1, price: null, metadata: { tollgate_invoice_line_id: l.id } }));
+  const paid = await webhook(event('invoice.paid', { id: row.provider_invoice_id, object: 'invoice', customer: 'cus_solo', currency: 'usd', metadata: { tollgate_invoice_id: inv.id }, lines: { object: 'list', data: stripeLines } }));
+  expect(paid).toMatchObject({ status: 'APPLIED' });
+  expect(paid.detail).toContain('0 mismatch(es)');
+  const after = await t.ok(`query($id: ID!) { invoice(id: $id) { status } }`, { id: inv.id });
+  expect(after.invoice.status).toBe('PAID');
 });
 
 test("reconciliation of Stripe's invoice: lines present once with the same amount and the catalog's base fee pass; every difference is recorded", async () => {

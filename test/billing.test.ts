@@ -112,6 +112,9 @@ describe('the live preview and the finalized invoice', () => {
     expect(again.errors?.[0].extensions?.code).toBe('CONFLICT');
     const list = await t.ok(`query { invoices(customerId: "once") { items { number status } } }`);
     expect(list.invoices.items).toEqual([{ number: 1, status: 'PAID' }]);
+    const voided = await t.gql(`mutation($id: ID!) { voidInvoice(id: $id) { status } }`, { id: ok[0].data.finalizeInvoice.id });
+    expect(voided.errors?.[0].extensions?.code).toBe('CONFLICT'); // PAID is final
+    await expect(t.sql(`update invoice set status = 'FINALIZED' where customer_id = 'once'`)).rejects.toThrow(/immutable/);
   });
 
   test('usage after an early finalization is billed next as LATE_USAGE naming its period, delta-rated; it never reopens the invoice', async () => {

@@ -230,6 +230,24 @@ const OPS: Record<string, Op> = {
       return { query: `mutation($id: ID!) { markInvoicePaid(id: $id) { id status } }`, variables: { id: f.finalizeInvoice.id } };
     },
   },
+  voidInvoice: {
+    type: 'Mutation',
+    access: 'ADMIN',
+    build: async (n) => {
+      await t.ok(`mutation($c: ID!) { assignPlan(customerId: $c, plan: "pro") { id } }`, { c: `void-${n}` });
+      const f = await t.ok(`mutation($c: ID!) { finalizeInvoice(customerId: $c) { id } }`, { c: `void-${n}` });
+      return { query: `mutation($id: ID!) { voidInvoice(id: $id) { id status } }`, variables: { id: f.finalizeInvoice.id } };
+    },
+  },
+  markInvoiceUncollectible: {
+    type: 'Mutation',
+    access: 'ADMIN',
+    build: async (n) => {
+      await t.ok(`mutation($c: ID!) { assignPlan(customerId: $c, plan: "pro") { id } }`, { c: `unc-${n}` });
+      const f = await t.ok(`mutation($c: ID!) { finalizeInvoice(customerId: $c) { id } }`, { c: `unc-${n}` });
+      return { query: `mutation($id: ID!) { markInvoiceUncollectible(id: $id) { id status } }`, variables: { id: f.finalizeInvoice.id } };
+    },
+  },
   changePlan: {
     type: 'Mutation',
     access: 'ADMIN',

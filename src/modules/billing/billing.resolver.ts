@@ -2,6 +2,7 @@ import { Arg, Authorized, Ctx, ID, Int, Mutation, Query, Resolver } from 'type-g
 import { ADMIN_ONLY, ANY_ROLE, assertCustomerScope } from '../../graphql/auth-checker';
 import type { Context } from '../../graphql/context';
 import { encodeUsageId } from '../../shared/ids';
+import { InvoiceStatus } from './billing.entities';
 import { decodeInvoiceId, type InvoiceView } from './billing.service';
 import { BillingMismatchType, InvoiceLineEntryPageType, InvoicePageType, InvoiceType } from './billing.types';
 
@@ -127,5 +128,17 @@ export class BillingResolver {
   @Mutation(() => InvoiceType, { description: 'FINALIZED -> PAID, for invoices settled outside a provider.' })
   async markInvoicePaid(@Arg('id', () => ID) id: string, @Ctx() ctx: Context): Promise<InvoiceType> {
     return invoiceView(await ctx.services.billing.markPaid(id));
+  }
+
+  @Authorized(ADMIN_ONLY)
+  @Mutation(() => InvoiceType, { description: 'FINALIZED -> VOID (issued in error; nothing is owed).' })
+  async voidInvoice(@Arg('id', () => ID) id: string, @Ctx() ctx: Context): Promise<InvoiceType> {
+    return invoiceView(await ctx.services.billing.settle(id, InvoiceStatus.VOID));
+  }
+
+  @Authorized(ADMIN_ONLY)
+  @Mutation(() => InvoiceType, { description: 'FINALIZED -> UNCOLLECTIBLE (owed, given up on).' })
+  async markInvoiceUncollectible(@Arg('id', () => ID) id: string, @Ctx() ctx: Context): Promise<InvoiceType> {
+    return invoiceView(await ctx.services.billing.settle(id, InvoiceStatus.UNCOLLECTIBLE));
   }
 }

@@ -354,8 +354,21 @@ export class BillingService {
     currency: string | null;
     /** When the provider created its invoice: only items synced before it must be on it. */
     createdAt?: Date | null;
+    /** invoice.paid: an invoice Tollgate had the provider create (metadata.tollgate_invoice_id) is PAID. */
+    paid?: boolean;
+    tollgateInvoiceId?: string | null;
     lines: ProviderInvoiceLine[];
   }): Promise<{ checked: number; mismatches: number }> {
+    if (args.paid && args.tollgateInvoiceId) {
+      try {
+        const { customerId, id } = decodeInvoiceId(args.tollgateInvoiceId);
+        if (customerId === args.customerId) {
+          await this.db.query(`update invoice set status = 'PAID', status_changed_at = now() where customer_id = $1 and id = $2 and status = 'FINALIZED'`, [customerId, id]);
+        }
+      } catch (err) {
+        if (!(err instanceof DomainError)) throw err;
+      }
+    }
     const mismatches: Array<{ invoiceId: string | null; lineId: string | null; kind: string; expected: string | null; actual: string | null; detail: string }> = [];
     const seen = new Map<string, number>();
     for (const l of args.lines) if (l.tollgateLineId) seen.set(l.tollgateLineId, (seen.get(l.tollgateLineId) ?? 0) + 1);
@@ -423,15 +436,20 @@ export class BillingService {
 
   /** FINALIZED -> PAID, for invoices settled outside a provider. */
   async markPaid(publicId: string): Promise<InvoiceView> {
+    return this.settle(publicId, InvoiceStatus.PAID);
+  }
+
+  /** FINALIZED -> PAID | VOID | UNCOLLECTIBLE (the only change an invoice allows). */
+  async settle(publicId: string, status: InvoiceStatus.PAID | InvoiceStatus.VOID | InvoiceStatus.UNCOLLECTIBLE): Promise<InvoiceView> {
     const { customerId, id } = decodeInvoiceId(publicId);
     const rows = await this.db.query<{ status: string }>(
-      `update invoice set status = 'PAID', status_changed_at = now() where customer_id = $1 and id = $2 and status = 'FINALIZED' returning status`,
-      [customerId, id],
+      `update invoice set status = $3, status_changed_at = now() where customer_id = $1 and id = $2 and status = 'FINALIZED' returning status`,
+      [customerId, id, status],
     );
     if (rows.length === 0) {
       const [row] = await this.db.query<{ status: string }>(`select status from invoice where customer_id = $1 and id = $2`, [customerId, id]);
       if (!row) throw notFound('Invoice', publicId);
-      throw conflict(`the invoice is ${row.status}; only a FINALIZED invoice can be marked paid`, { status: row.status });
+      throw conflict(`the invoice is ${row.status}; only a FINALIZED invoice can become ${status}`, { status: row.status });
     }
     return this.load(customerId, id);
   }

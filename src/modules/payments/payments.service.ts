@@ -93,7 +93,7 @@ export class PaymentsService {
    * Billing's reconciliation of a provider invoice (wired by services.ts: payments never imports
    * billing; inbound invoice events reach billing through this callback).
    */
-  onProviderInvoice: ((args: { provider: string; eventId: string; customerId: string; providerInvoiceId: string; currency: string | null; createdAt: Date | null; lines: Array<{ tollgateLineId: string | null; amount: number; priceId: string | null; quantity: number }> }) => Promise<{ checked: number; mismatches: number }>) | null = null;
+  onProviderInvoice: ((args: { provider: string; eventId: string; customerId: string; providerInvoiceId: string; currency: string | null; createdAt: Date | null; paid: boolean; tollgateInvoiceId: string | null; lines: Array<{ tollgateLineId: string | null; amount: number; priceId: string | null; quantity: number }> }) => Promise<{ checked: number; mismatches: number }>) | null = null;
 
   register(provider: PaymentProvider): void {
     this.providers.set(provider.name, provider);
@@ -346,6 +346,8 @@ export class PaymentsService {
         providerInvoiceId: providerInvoice.invoiceId,
         currency: providerInvoice.currency,
         createdAt: providerInvoice.createdAt,
+        paid: providerInvoice.paid,
+        tollgateInvoiceId: providerInvoice.tollgateInvoiceId,
         lines: providerInvoice.lines,
       });
     }

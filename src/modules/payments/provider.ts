@@ -68,7 +68,7 @@ export type EventIntent =
   | { kind: 'dispute'; paymentIntent: string; amount: number }
   | { kind: 'customer' }
   /** A provider invoice finalized or paid: its lines, for billing's reconciliation. */
-  | { kind: 'provider_invoice'; invoiceId: string; currency: string | null; createdAt: Date | null; lines: Array<{ tollgateLineId: string | null; amount: number; priceId: string | null; quantity: number }> }
+  | { kind: 'provider_invoice'; invoiceId: string; currency: string | null; createdAt: Date | null; paid: boolean; tollgateInvoiceId: string | null; lines: Array<{ tollgateLineId: string | null; amount: number; priceId: string | null; quantity: number }> }
   | { kind: 'other' };
 
 export interface ProviderEvent {

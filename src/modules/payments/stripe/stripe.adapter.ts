@@ -39,13 +39,15 @@ function invoiceSubscription(inv: Obj): string | null {
   return str(inv.subscription) ?? str(inv.parent?.subscription_details?.subscription) ?? str(inv.lines?.data?.[0]?.subscription) ?? null;
 }
 
-function invoiceLines(o: Obj): Extract<EventIntent, { kind: 'provider_invoice' }> {
+function invoiceLines(o: Obj, paid = false): Extract<EventIntent, { kind: 'provider_invoice' }> {
   const data: Obj[] = Array.isArray(o.lines?.data) ? o.lines.data : [];
   return {
     kind: 'provider_invoice',
     invoiceId: String(o.id),
     currency: typeof o.currency === 'string' ? o.currency.toUpperCase() : null,
     createdAt: date(o.created),
+    paid,
+    tollgateInvoiceId: typeof o.metadata?.tollgate_invoice_id === 'string' ? o.metadata.tollgate_invoice_id : null,
     lines: data.map((l) => ({
       tollgateLineId: typeof l.metadata?.tollgate_invoice_line_id === 'string' ? l.metadata.tollgate_invoice_line_id : null,
       amount: Number(l.amount) || 0,
@@ -88,6 +90,10 @@ export function parseStripeEvent(event: Obj): ProviderEvent {
           amountPaid: typeof o.amount_paid === 'number' ? o.amount_paid : null,
         };
         objectId = sub;
+      } else if (typeof o.id === 'string') {
+        // an invoice outside any subscription (e.g. the one Tollgate had Stripe create): reconcile it
+        intent = invoiceLines(o, true);
+        objectId = o.id;
       }
       break;
     }
@@ -140,7 +146,7 @@ export function parseStripeEvent(event: Obj): ProviderEvent {
       break;
   }
   const providerCustomerId = event.type.startsWith('customer.') && !event.type.startsWith('customer.subscription') ? str(o.id) : str(o.customer);
-  const lines = (event.type === 'invoice.paid' || event.type === 'invoice.payment_succeeded') && typeof o.id === 'string' ? invoiceLines(o) : undefined;
+  const lines = (event.type === 'invoice.paid' || event.type === 'invoice.payment_succeeded') && typeof o.id === 'string' && intent.kind !== 'provider_invoice' ? invoiceLines(o, true) : undefined;
   return { id: event.id, type: event.type, created: new Date(event.created * 1000), providerCustomerId, customerIdHint, objectId, intent, invoiceLines: lines, payload: event };
 }
 
