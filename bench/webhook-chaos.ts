@@ -763,6 +763,7 @@ async function readState(
          from credit_grant g left join entitlement e on e.customer_id = g.customer_id and e.id = g.entitlement_id
         where g.customer_id like 'wc-%' and g.revoked_at is null and (g.expires_at is null or g.expires_at > now())`,
     );
+    const virtualCredits = new Map<string, number>();
     const allGrants = await db.query(`select customer_id, entitlement_id, period_start from credit_grant where customer_id like 'wc-%'`);
     const have = new Set(allGrants.rows.map((g) => `${g.customer_id}|${g.entitlement_id}|${(g.period_start as Date).getTime()}`));
     for (const e of ents.rows) {
@@ -781,6 +782,7 @@ async function readState(
           const start = purchase ? relative(p.start, e.created_at) : iso(p.start);
           const end = purchase ? relative(p.end, e.created_at) : iso(p.end);
           st.grants.push(`${e.feature_key} ${e.plan_key} ${e.source} amount ${e.allowance} remaining ${e.allowance} held 0 period ${start} expires ${end}`);
+          if (e.feature_key === 'credits') virtualCredits.set(e.customer_id, (virtualCredits.get(e.customer_id) ?? 0) + Number(e.allowance));
         }
       }
     }
@@ -800,10 +802,16 @@ async function readState(
                   union select distinct customer_id from usage_event where customer_id like 'wc-%'),
        live as (select customer_id, sum(greatest(remaining, 0)) as available, sum(held) as held from credit_grant
                  where revoked_at is null and period_start <= now() and (expires_at is null or expires_at > now()) group by 1),
-       uncovered as (select l.customer_id, -sum(l.amount) as uncovered from ledger_entry l
+       -- per grant that has ended: usage drawn at or after its end, less what carries moved off it
+       per_grant as (select l.customer_id, l.grant_id,
+                            coalesce(-sum(l.amount) filter (where l.kind in ('CONSUME', 'CAPTURE') and l.created_at >= least(g.expires_at, e.valid_until, g.revoked_at)), 0) as after_end,
+                            coalesce(sum(l.amount) filter (where l.kind = 'CARRY'), 0) as carried_off
+                       from ledger_entry l
                        join credit_grant g on g.customer_id = l.customer_id and g.id = l.grant_id
                        join entitlement e on e.customer_id = g.customer_id and e.id = g.entitlement_id
-                      where l.kind in ('CONSUME', 'CAPTURE', 'CARRY') and l.created_at >= least(g.expires_at, e.valid_until, g.revoked_at) group by 1),
+                      where least(g.expires_at, e.valid_until, g.revoked_at) <= now()
+                      group by 1, 2),
+       uncovered as (select customer_id, sum(greatest(after_end - carried_off, 0)) as uncovered from per_grant group by 1),
        -- credits of a refunded or disputed purchase consumed before the refund arrived
        unrecovered as (select customer_id, sum(unrecovered_credits) as unrecovered from provider_purchase group by 1),
        usage as (select customer_id, sum(charged) as charged, sum(uncollected) as uncollected from usage_event group by 1)
@@ -814,8 +822,9 @@ async function readState(
          from c left join live using (customer_id) left join uncovered using (customer_id) left join unrecovered using (customer_id)
          left join usage using (customer_id)`,
     );
+    // a period nobody has drawn from yet holds its full allowance (materialized lazily)
     for (const r of totals.rows)
-      state.get(r.customer_id)?.totals.push(`credits net ${r.net} (available - uncovered usage - unrecovered refunds), held ${r.held}, charged ${r.charged}, uncollected ${r.uncollected}`);
+      state.get(r.customer_id)?.totals.push(`credits net ${Number(r.net) + (virtualCredits.get(r.customer_id) ?? 0)} (available - uncovered usage - unrecovered refunds), held ${r.held}, charged ${r.charged}, uncollected ${r.uncollected}`);
     for (const st of state.values()) {
       st.entitlements.sort();
       st.grants.sort();

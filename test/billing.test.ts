@@ -238,7 +238,9 @@ describe('bad input writes nothing', () => {
       [{ key: 'b1', name: 'x', currency: 'XXQ', entitlements: [] }, /ISO 4217/],
       [{ key: 'b2', name: 'x', currency: 'USD', basePrice: -1, entitlements: [] }, /basePrice/],
       [{ key: 'b3', name: 'x', currency: 'USD', entitlements: [{ feature: 'credits', allowance: 1, price: { model: 'UNIT', unitAmount: '-0.1' } }] }, /negative/],
-      [{ key: 'b4', name: 'x', currency: 'USD', entitlements: [{ feature: 'credits', allowance: 1, price: { model: 'GRADUATED', tiers: [{ upTo: 10 }, { upTo: 5 }] } }] }, /increasing/],
+      [{ key: 'b4', name: 'x', currency: 'USD', entitlements: [{ feature: 'credits', allowance: 1, price: { model: 'GRADUATED', tiers: [{ upTo: 10 }, { upTo: 5 }, { upTo: null }] } }] }, /increasing/],
+      [{ key: 'b9', name: 'x', currency: 'USD', entitlements: [{ feature: 'credits', allowance: 1, price: { model: 'GRADUATED', tiers: [{ upTo: 1000, unitAmount: 1 }] } }] }, /last tier must be unbounded/],
+      [{ key: 'b10', name: 'x', currency: 'USD', entitlements: [{ feature: 'credits', allowance: 1, resetPeriod: 'WEEK', price: { model: 'UNIT', unitAmount: 1 } }] }, /reset every billing period/],
       [{ key: 'b5', name: 'x', currency: 'USD', entitlements: [{ feature: 'video', price: { model: 'UNIT', unitAmount: 1 } }] }, /METERED/],
       [{ key: 'b6', name: 'x', entitlements: [{ feature: 'credits', allowance: 1, price: { model: 'UNIT', unitAmount: 1 } }] }, /currency/],
       [{ key: 'b7', name: 'x', currency: 'USD', entitlements: [{ feature: 'credits', allowance: 1, price: { model: 'PACKAGE', unitAmount: 1, packageSize: 0 } }] }, /packageSize/],
@@ -262,5 +264,70 @@ describe('bad input writes nothing', () => {
       ['BASE_FEE', 'pro', null, '1', '29'],
       ['USAGE', 'pro', 'credits', '100', '1'],
     ]);
+  });
+});
+
+describe('found in review', () => {
+  const upsert = (input: Record<string, unknown>) => t.ok(`mutation($i: PlanInput!) { upsertPlan(input: $i) { key } }`, { i: input });
+
+  test('a manual finalization just after a period ended finalizes that period; none is skipped', async () => {
+    await assign('gap', 'pro');
+    await consume('gap', 6000, 'p1'); // 1,000 past the allowance in period 1: $29 + $10
+    const [{ seconds }] = await t.sql(
+      `select extract(epoch from valid_from - (now() - interval '1 month' - interval '1 day'))::int as seconds from entitlement where customer_id = 'gap' and feature_key = 'credits'`,
+    );
+    await t.travel('gap', seconds); // period 1 ended a day ago
+    const f = await finalize('gap');
+    expect(f.total).toBe('39');
+    expect(await t.app.services.billing.finalizeDue()).toBe(0);
+    const second = await finalize('gap'); // then period 2, the current one
+    expect(second.total).toBe('29');
+    expect(new Date(second.periodStart).getTime()).toBe(new Date(f.periodEnd).getTime());
+  });
+
+  test('an add-on plan does not move the billing schedule of the plan already held', async () => {
+    await upsert({ key: 'addon', name: 'Add-on', currency: 'USD', basePrice: 5, entitlements: [{ feature: 'video' }] });
+    await assign('anchored', 'pro');
+    await consume('anchored', 6000, 'a');
+    const before = await preview('anchored');
+    await t.travel('anchored', 5 * DAY);
+    await assign('anchored', 'addon');
+    const after = await preview('anchored');
+    const start = (i: any) => new Date(i.periodStart).getTime();
+    expect(start(after)).toBe(start(before) - 5 * DAY * 1000);
+    expect(after.lines.find((l: any) => l.kind === 'USAGE' && l.plan === 'pro').amount).toBe('10');
+  });
+
+  test('changePlan does not count usage already billed as overage against the new allowance', async () => {
+    await upsert({ key: 'small', name: 'Small', currency: 'USD', entitlements: [{ feature: 'credits', allowance: 1000, resetPeriod: 'MONTH', overage: 'ALLOW', price: { model: 'UNIT', unitAmount: '0.01' } }] });
+    await upsert({ key: 'big', name: 'Big', currency: 'USD', upgradeAllowance: 'FULL_MINUS_USED', entitlements: [{ feature: 'credits', allowance: 5000, resetPeriod: 'MONTH', overage: 'BLOCK' }] });
+    await assign('over', 'small');
+    await consume('over', 1200, 'a'); // 200 overage, billed at $2
+    await t.ok(`mutation { changePlan(customerId: "over", plan: "big", at: IMMEDIATE) { plan } }`);
+    const b = await t.ok(`query { canAccess(customerId: "over", feature: "credits", quantity: 0) { balance } }`);
+    expect(b.canAccess.balance).toBe('4000'); // 5,000 - the 1,000 the old allowance covered
+    expect((await preview('over')).lines.find((l: any) => l.kind === 'USAGE').amount).toBe('2');
+  });
+
+  test('a one-time (NEVER) allowance is not handed out again by a plan change', async () => {
+    for (const key of ['once-a', 'once-b']) await upsert({ key, name: key, entitlements: [{ feature: 'credits', allowance: 1000, resetPeriod: 'NEVER', overage: 'BLOCK' }] });
+    await assign('once', 'once-a');
+    await consume('once', 1000, 'a');
+    await t.ok(`mutation { changePlan(customerId: "once", plan: "once-b", at: IMMEDIATE) { plan } }`);
+    const b = await t.ok(`query { canAccess(customerId: "once", feature: "credits", quantity: 1) { allowed balance } }`);
+    expect(b.canAccess).toEqual({ allowed: false, balance: '0' });
+  });
+
+  test('late usage first uses up the minimum already paid for its period', async () => {
+    await upsert({ key: 'mini', name: 'Mini', currency: 'USD', minimumSpend: 100, entitlements: [{ feature: 'credits', allowance: 0, resetPeriod: 'MONTH', overage: 'ALLOW', price: { model: 'UNIT', unitAmount: 1 } }] });
+    await assign('mini', 'mini');
+    await consume('mini', 10, 'a');
+    const f = await finalize('mini');
+    expect(lines(f).map((l: any) => [l[0], l[4]])).toEqual([['BASE_FEE', '0'], ['USAGE', '10'], ['MINIMUM_TRUE_UP', '90']]);
+    await consume('mini', 30, 'b'); // covered by the $90 true-up
+    expect((await preview('mini')).lines.filter((l: any) => l.kind === 'LATE_USAGE')).toEqual([]);
+    await consume('mini', 70, 'c'); // 110 in all: $10 more than the minimum
+    const late = (await preview('mini')).lines.find((l: any) => l.kind === 'LATE_USAGE');
+    expect(late.amount).toBe('10');
   });
 });

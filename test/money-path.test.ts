@@ -408,6 +408,23 @@ describe('§8 a refunded subscription payment', () => {
   });
 });
 
+describe('§8 found in review', () => {
+  test('a refund is never given up on once its purchase exists, and an applied one is never overwritten', async () => {
+    const r = refund('pi_race_give', 1000);
+    expect((await post(r)).body.status).toBe('PENDING_LINK');
+    await t.sql(`update payment_event set received_at = now() - interval '4 days' where id = $1`, [r.id]);
+    // the purchase lands (as if its follow-up had not run yet)
+    await t.sql(`insert into customer (id) values ('gv') on conflict do nothing`);
+    await t.sql(`insert into provider_purchase (provider, payment_intent, customer_id, session_id, pack_key, grant_id, entitlement_id, credits, amount_paid)
+                 values ('stripe', 'pi_race_give', 'gv', 'cs_x', 'credits-1000', gen_random_uuid(), gen_random_uuid(), 1000, 1000)`);
+    expect(await t.app.services.payments.giveUpUnmatched()).toBe(0);
+    await t.sql(`delete from provider_purchase where payment_intent = 'pi_race_give'`);
+    await t.sql(`update payment_event set status = 'APPLIED' where id = $1`, [r.id]);
+    expect(await t.app.services.payments.giveUpUnmatched()).toBe(0);
+    expect((await t.sql(`select status from payment_event where id = $1`, [r.id]))[0].status).toBe('APPLIED');
+  });
+});
+
 describe('§8 with TOLLGATE_REFUND_ENDS_ACCESS=false', () => {
   test('a refund of a subscription payment is recorded and leaves access alone', async () => {
     const other = await startTestApp({ TOLLGATE_REFUND_ENDS_ACCESS: 'false', STRIPE_WEBHOOK_SECRET: 'whsec_test_0123456789abcdef' });

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Db, Sql } from '../../db/sql';
-import { dec, fmt, ZERO, type Dec } from '../../shared/decimal';
+import { D, dec, fmt, ZERO, type Dec } from '../../shared/decimal';
+import { rate } from './rating';
 import { badInput, conflict, DomainError, ErrorCode, notFound } from '../../shared/errors';
 import { BillingInterval, type Price } from '../catalog/prices';
 import { ResetPeriod } from '../catalog/catalog.entities';
@@ -81,9 +82,6 @@ export function decodeInvoiceId(publicId: string): { customerId: string; id: str
   if (!Buffer.from(customerId, 'utf8').equals(raw.subarray(16))) throw fail();
   return { customerId, id: `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}` };
 }
-
-/** Line kinds a provider subscription does not bill itself (it prorates and bills the base fee). */
-const SYNCED_WITH_SUBSCRIPTION = new Set([InvoiceLineKind.USAGE, InvoiceLineKind.MINIMUM_TRUE_UP, InvoiceLineKind.LATE_USAGE]);
 
 export interface ProviderInvoiceLine {
   /** metadata.tollgate_invoice_line_id, when the line came from a Tollgate invoice item. */
@@ -233,9 +231,8 @@ export class BillingService {
           `select id, kind, billed_by, amount::text from invoice_line where customer_id = $1 and invoice_id = $2 order by position`,
           [customerId, invoiceId],
         );
-        const push = lineRows.filter(
-          (l) => l.billed_by === BilledBy.TOLLGATE && !dec(l.amount).isZero() && (!account.hasSubscription || SYNCED_WITH_SUBSCRIPTION.has(l.kind)),
-        );
+        // Every line Tollgate bills; a base fee the provider bills itself is billedBy PROVIDER and stays out.
+        const push = lineRows.filter((l) => l.billed_by === BilledBy.TOLLGATE && !dec(l.amount).isZero());
         if (push.length > 0) {
           await sql.query(
             `insert into invoice_line_sync (customer_id, line_id, invoice_id, provider, provider_customer_id, status)
@@ -456,15 +453,19 @@ export class BillingService {
 
   /** The sweeper: finalizes every period that has ended and has no invoice yet, oldest first. */
   async finalizeDue(limit = 200): Promise<number> {
-    const customers = await this.db.query<{ customer_id: string }>(
-      `select distinct e.customer_id from entitlement e
-        where e.plan_key is not null and e.source = 'PLAN'
-          and exists (select 1 from plan_price_version v where v.plan_key = e.plan_key and v.currency is not null)
-          and (e.valid_until is null or e.valid_until > now() - interval '400 days')
-        limit $1`,
-      [limit * 10],
-    );
     let finalized = 0;
+    // Every customer holding a priced plan (recently), in keyset pages: none is left out.
+    for (let after = '', page = 0; page < 10_000; page++) {
+      const customers = await this.db.query<{ customer_id: string }>(
+        `select distinct e.customer_id from entitlement e
+          where e.plan_key is not null and e.source = 'PLAN' and e.customer_id > $1
+            and exists (select 1 from plan_price_version v where v.plan_key = e.plan_key and v.currency is not null)
+            and (e.valid_until is null or e.valid_until > now() - interval '400 days')
+          order by e.customer_id limit 500`,
+        [after],
+      );
+      if (customers.length === 0) break;
+      after = customers[customers.length - 1].customer_id;
     for (const { customer_id: customerId } of customers) {
       const due = await this.db.run(async (sql) => {
         const [{ now }] = await sql.query<{ now: Date }>(`select now() as now`);
@@ -485,6 +486,7 @@ export class BillingService {
         if (finalized >= limit) return finalized;
       }
     }
+    }
     return finalized;
   }
 
@@ -501,7 +503,11 @@ export class BillingService {
          from entitlement e
         where e.customer_id = $1 and e.plan_key is not null and e.source = 'PLAN' and e.valid_from <= $2
           and exists (select 1 from plan_price_version v where v.plan_key = e.plan_key and v.currency is not null)
-        order by e.valid_from desc, e.created_at limit 1`,
+        -- the oldest priced plan still held sets the schedule (an add-on does not move it); when
+        -- none is held any more, the latest one (its last periods are still billed)
+        order by (e.revoked_at is null and (e.valid_until is null or e.valid_until > $2)) desc,
+                 case when e.revoked_at is null and (e.valid_until is null or e.valid_until > $2) then e.valid_from end asc,
+                 e.valid_from desc, e.created_at limit 1`,
       [customerId, now],
     );
     const e = rows[0];
@@ -516,10 +522,16 @@ export class BillingService {
   }
 
   /** The current period, or the next one when the current one was finalized early. */
-  private async openPeriod(sql: Sql, customerId: string, s: Schedule, now: Date) {
-    const current = this.periodOf(s, now);
-    const [done] = await sql.query(`select 1 from invoice where customer_id = $1 and period_start = $2`, [customerId, current.start]);
-    return done ? this.periodOf(s, current.end) : current;
+  /**
+   * The open period: the oldest period not invoiced yet, counting from the last invoice (or the
+   * anchor). Periods are invoiced in order, so an ended period is never skipped: a manual
+   * finalization just after a period ended finalizes that one, not the new one.
+   */
+  private async openPeriod(sql: Sql, customerId: string, s: Schedule, _now: Date) {
+    const [last] = await sql.query<{ period_end: Date | null }>(`select max(period_end) as period_end from invoice where customer_id = $1`, [customerId]);
+    const from = last?.period_end ? new Date(last.period_end) : s.anchor;
+    const p = this.periodOf(s, from.getTime() > s.anchor.getTime() ? from : s.anchor);
+    return p;
   }
 
   /** Everything composeInvoice needs for one period. */
@@ -618,6 +630,11 @@ export class BillingService {
         [customerId, p.start, p.end],
       );
       const versions = await this.versionsAt(sql, [...new Set(ents.map((e) => e.plan_key))], p.start);
+      const [minimum] = await sql.query<{ t: string }>(
+        `select coalesce(sum(exact_amount), 0)::text as t from invoice_line where customer_id = $1 and invoice_id = $2 and kind = 'MINIMUM_TRUE_UP'`,
+        [customerId, inv.id],
+      );
+      let trueUp = dec(minimum.t); // usage the minimum already paid for, absorbed first
       const billed = await sql.query<{ plan_key: string; feature: string; quantity: string; exact: string }>(
         `select plan_key, feature, sum(quantity)::text as quantity, sum(exact_amount)::text as exact from invoice_line
           where customer_id = $1 and feature is not null
@@ -633,7 +650,14 @@ export class BillingService {
           const b = billed.find((x) => x.plan_key === planKey && x.feature === feature);
           const billedQuantity = dec(b?.quantity ?? '0');
           if (agg.billable.lte(billedQuantity)) continue;
-          out.push({ periodStart: p.start, periodEnd: p.end, planKey, feature, billableNow: agg.billable, billedQuantity, billedExact: dec(b?.exact ?? '0'), price, grantIds: agg.grantIds });
+          let billedExact = dec(b?.exact ?? '0');
+          if (trueUp.gt(0)) {
+            const growth = D.max(rate(price, agg.billable).amount.minus(billedExact), ZERO);
+            const absorbed = D.min(growth, trueUp);
+            billedExact = billedExact.plus(absorbed);
+            trueUp = trueUp.minus(absorbed);
+          }
+          out.push({ periodStart: p.start, periodEnd: p.end, planKey, feature, billableNow: agg.billable, billedQuantity, billedExact, price, grantIds: agg.grantIds });
         }
       }
     }

@@ -125,7 +125,9 @@ export function composeInvoice(input: ComposeInput): ComposedInvoice {
   const last = segments[segments.length - 1];
   const tollgate = () => lines.filter((l) => l.billedBy === BilledBy.TOLLGATE).reduce((s, l) => s.plus(l.amount), ZERO);
   if (last?.minimumSpend && last.billedBy === BilledBy.TOLLGATE) {
-    const spent = tollgate().plus(lines.filter((l) => l.billedBy === BilledBy.PROVIDER).reduce((s, l) => s.plus(l.amount), ZERO));
+    // late usage belongs to an earlier period: it does not count towards this period's minimum
+    const late = lines.filter((l) => l.kind === InvoiceLineKind.LATE_USAGE).reduce((s, l) => s.plus(l.amount), ZERO);
+    const spent = tollgate().minus(late).plus(lines.filter((l) => l.billedBy === BilledBy.PROVIDER).reduce((s, l) => s.plus(l.amount), ZERO));
     const missing = last.minimumSpend.minus(spent);
     if (missing.gt(0)) {
       line({ kind: InvoiceLineKind.MINIMUM_TRUE_UP, billedBy: BilledBy.TOLLGATE, planKey: last.planKey, feature: null, description: `minimum spend ${last.minimumSpend.toFixed()} (${last.planKey})`, quantity: new D(1), exactAmount: missing, tiers: null, forPeriodStart: null, grantIds: null });

@@ -1,7 +1,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Db } from '../../db/sql';
 import { D, fmt, parseDecimal, type Dec } from '../../shared/decimal';
-import { badInput, conflict, notFound } from '../../shared/errors';
+import { DomainError, ErrorCode, badInput, conflict, notFound } from '../../shared/errors';
 import { BillingInterval, currencyExponent, validatePrice, type Price } from './prices';
 import {
   CreditPack,
@@ -366,6 +366,11 @@ export class CatalogService {
       if (e.price !== undefined && e.price !== null) {
         if (feature.type !== FeatureType.METERED) throw badInput(`a price applies to METERED features only ('${featureKey}' is ${feature.type})`, { feature: featureKey });
         price = validatePrice(e.price);
+        // the billable quantity is counted per billing period from the grants of that period, so
+        // their reset period must be the billing period (a longer one would leave usage unbilled)
+        if ((terms.resetPeriod ?? ResetPeriod.NEVER) !== (interval as string)) {
+          throw badInput(`a priced entitlement must reset every billing period: '${featureKey}' resets ${terms.resetPeriod ?? 'NEVER'}, the plan bills every ${interval}`, { feature: featureKey });
+        }
       }
       rows.push({ feature, terms, perSeat: Boolean(e.perSeat), price });
     }
@@ -414,6 +419,15 @@ export class CatalogService {
          from plan_price_version where plan_key = ? order by effective_from desc limit 1`,
       [key],
     );
+    // Existing customers keep the interval and currency of their schedule: changing them would bill
+    // their periods in a way they did not sign up for (make a new plan instead).
+    const held = latest?.pricing as { currency: string | null; billingInterval: string } | undefined;
+    if (held?.currency && (held.currency !== currency || held.billingInterval !== interval)) {
+      const [holders] = await em.execute<Array<{ n: number }>>(`select count(*)::int as n from entitlement where plan_key = ? and source = 'PLAN' and revoked_at is null and (valid_until is null or valid_until > now())`, [key]);
+      if (holders.n > 0) {
+        throw new DomainError(ErrorCode.CONFLICT, `plan '${key}' is held by ${holders.n} entitlement(s): its currency and billingInterval cannot change (create a new plan)`, { plan: key });
+      }
+    }
     const normal = (p: typeof pricing) => stableJson({ ...p, basePrice: new D(p.basePrice).toFixed(), minimumSpend: p.minimumSpend === null ? null : new D(p.minimumSpend).toFixed() });
     const latestPricing = latest?.pricing as typeof pricing | undefined;
     if (!latestPricing || normal(latestPricing) !== normal(pricing)) {

@@ -89,6 +89,7 @@ export function validatePrice(input: {
         const last = i === tiers.length - 1;
         const upTo = t.upTo === null || t.upTo === undefined ? null : nonNegative(t.upTo, `price.tiers[${i}].upTo`);
         if (upTo === null && !last) throw badInput('only the last tier may be unbounded (upTo null)', { field: `price.tiers[${i}].upTo` });
+        if (upTo !== null && last) throw badInput('the last tier must be unbounded (upTo null): units beyond it would cost nothing', { field: `price.tiers[${i}].upTo` });
         if (upTo !== null && upTo.lte(previous ?? -1)) throw badInput('tiers must be strictly increasing (upTo)', { field: `price.tiers[${i}].upTo` });
         previous = upTo;
         return {

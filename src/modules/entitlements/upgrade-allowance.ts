@@ -43,9 +43,17 @@ export function midPeriodGrant(args: {
     earned = earned.plus(length === null ? e.allowance : e.allowance.times(new D(to - from).div(length)));
   }
   const down = (x: Dec) => x.toDecimalPlaces(args.precision, D.ROUND_DOWN);
+  // Usage beyond what the earlier segments gave was their overage (billed as such): it does not
+  // count again against the new allowance.
+  const gave = args.earlier.reduce((s2, e) => s2.plus(e.allowance), ZERO);
+  const usedBefore = args.earlier.length > 0 ? D.min(args.usedBefore, gave) : args.usedBefore;
+  args = { ...args, usedBefore };
   let amount: Dec;
   let over: Dec;
-  if (args.rule === UpgradeAllowance.FULL_MINUS_USED) {
+  // A period that never ends (a one-time allowance, resetPeriod NEVER) has no fraction to prorate
+  // by: whatever the rule, the new allowance minus what was already used (a change never hands a
+  // one-time allowance out again).
+  if (args.rule === UpgradeAllowance.FULL_MINUS_USED || length === null || length <= 0) {
     amount = D.max(args.allowance.minus(args.usedBefore), 0);
     over = D.max(args.usedBefore.minus(args.allowance), 0);
   } else {

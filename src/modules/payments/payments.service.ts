@@ -640,6 +640,11 @@ export class PaymentsService {
         where (provider, id) in (select provider, id from payment_event
                                   where status = 'PENDING_LINK' and type in ('charge.refunded', 'charge.dispute.created')
                                     and received_at < now() - make_interval(secs => $1) limit $2)
+          -- re-checked on the row itself after any lock wait: an event applied meanwhile stays applied
+          and status = 'PENDING_LINK'
+          -- and never give up on a refund whose payment has just arrived (its follow-up applies it)
+          and not exists (select 1 from provider_purchase p where p.provider = payment_event.provider and p.payment_intent = payment_event.object_id)
+          and not exists (select 1 from provider_invoice i where i.provider = payment_event.provider and i.payment_intent = payment_event.object_id)
        returning id`,
       [this.opts.matchWaitSeconds, limit],
     );

@@ -419,7 +419,10 @@ export class SubscriptionReconciler {
       if (!p) continue;
       const p0 = p.period.start;
       const p1 = p.period.end ?? new Date(8.64e15);
-      // Lock every grant of the subscription's pool (ledger.apply locks them too), then read.
+      // Lock every grant of the customer's pool in id order, as ledger.apply does (no deadlock with
+      // a consume drawing on a pack and a plan grant), then read.
+      await sql.query(`select id from credit_grant where customer_id = $1 and feature_key = $2 order by id for no key update`, [customerId, feature]);
+      const periodTag = p0.toISOString();
       const grants = await sql.query<{ id: string; entitlement_id: string; period_start: Date; remaining: string; floor: string | null; ended: boolean; revoked: boolean }>(
         `select g.id, g.entitlement_id, g.period_start, g.remaining::text, g.floor::text,
                 (g.expires_at is not null and g.expires_at <= now()) as ended, g.revoked_at is not null as revoked
@@ -463,8 +466,9 @@ export class SubscriptionReconciler {
         `select metadata->>'from' as src, metadata->>'to' as dst, (-sum(amount))::text as carried
            from ledger_entry
           where customer_id = $1 and kind = 'CARRY' and grant_id = any($2::uuid[]) and grant_id::text = metadata->>'to'
+            and metadata->>'period' = $3
           group by 1, 2`,
-        [customerId, grants.map((g) => g.id)],
+        [customerId, grants.map((g) => g.id), periodTag],
       );
       for (const h of had) if (!want.has(`${h.src}|${h.dst}`)) want.set(`${h.src}|${h.dst}`, ZERO);
       const postings: Posting[] = [];
@@ -482,7 +486,7 @@ export class SubscriptionReconciler {
         const limit = delta.gt(0) ? room(dst) : room(src);
         if (limit !== null && limit.lt(delta.abs())) delta = delta.gt(0) ? D.max(limit, 0) : D.max(limit, 0).neg();
         if (delta.isZero()) continue;
-        const metadata = { reason: 'usage counted in the segment live when it happened', from: src, to: dst };
+        const metadata = { reason: 'usage counted in the segment live when it happened', from: src, to: dst, period: periodTag };
         postings.push({ grantId: dst, kind: LedgerKind.CARRY, amount: delta.neg(), usageEventId: null, idempotencyKey: null, metadata });
         postings.push({ grantId: src, kind: LedgerKind.CARRY, amount: delta, usageEventId: null, idempotencyKey: null, metadata });
         balance.set(dst, balance.get(dst)!.minus(delta));
@@ -503,15 +507,16 @@ export class SubscriptionReconciler {
       const toOthers = await sql.query<{ src: string; dst: string; carried: string }>(
         `select metadata->>'from' as src, grant_id::text as dst, (-sum(amount))::text as carried from ledger_entry
           where customer_id = $1 and kind = 'CARRY' and grant_id <> all($2::uuid[]) and metadata->>'from' = any($3::text[])
+            and metadata->>'period' = $4
           group by 1, 2`,
-        [customerId, subIds, subIds],
+        [customerId, subIds, subIds, periodTag],
       );
       const otherBalance = new Map(others.map((o) => [o.id, dec(o.remaining)]));
       for (const src of new Set([...outside.keys(), ...toOthers.map((x) => x.src)])) {
         const target = outside.get(src) ?? ZERO;
         const carried = toOthers.filter((x) => x.src === src).reduce((sum, x) => sum.plus(dec(x.carried)), ZERO);
         let delta = target.minus(carried);
-        const metadata = (dst: string) => ({ reason: 'usage after the subscription had ended, drawn from the other grants live then', from: src, to: dst });
+        const metadata = (dst: string) => ({ reason: 'usage after the subscription had ended, drawn from the other grants live then', from: src, to: dst, period: periodTag });
         if (delta.gt(0)) {
           for (const o of others) {
             if (delta.lte(0)) break;

@@ -138,7 +138,9 @@ export function subscriptionEnd(
   const periodEnd = n.currentPeriodEnd?.getTime() ?? newest.created.getTime();
   // The newest period's payment reversed: the provider's period end no longer vouches for access.
   const newestPaid = invoices.reduce<InvoiceCoverage | null>((a, b) => (!a || (b.periodEnd?.getTime() ?? 0) > (a.periodEnd?.getTime() ?? 0) ? b : a), null);
-  const reversedCut = newestPaid && newestPaid.reversed.gt(0) && (newestPaid.periodEnd?.getTime() ?? 0) >= periodEnd ? paidEnd(newestPaid) : null;
+  // The newest paid period reversed: neither its period end nor a later snapshot (a renewal not
+  // paid yet) vouches for access any more; it ends where the payment stops funding it.
+  const reversedCut = newestPaid && newestPaid.reversed.gt(0) ? paidEnd(newestPaid) : null;
   let end: number;
   const status = newest.intent.deleted ? 'canceled' : n.status;
   switch (status) {

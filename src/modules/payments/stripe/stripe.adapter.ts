@@ -78,7 +78,13 @@ export function parseStripeEvent(event: Obj): ProviderEvent {
     case 'invoice.payment_succeeded': {
       const sub = invoiceSubscription(o);
       if (sub) {
-        const period = o.lines?.data?.[0]?.period ?? {};
+        // The paid period is the subscription line's (pending prorations may come first), else the
+        // line that reaches furthest.
+        const lineList: Obj[] = Array.isArray(o.lines?.data) ? o.lines.data : [];
+        const isSub = (l: Obj) => l.type === 'subscription' || l.parent?.type === 'subscription_item_details' || l.proration === false;
+        const pick = lineList.filter(isSub).length > 0 ? lineList.filter(isSub) : lineList;
+        const line = pick.reduce<Obj | undefined>((a, b) => (!a || (Number(b.period?.end) || 0) > (Number(a.period?.end) || 0) ? b : a), undefined);
+        const period = line?.period ?? {};
         intent = {
           kind: 'invoice_paid',
           subscriptionId: sub,
