@@ -825,6 +825,8 @@ async function readState(
     // a period nobody has drawn from yet holds its full allowance (materialized lazily)
     for (const r of totals.rows)
       state.get(r.customer_id)?.totals.push(`credits net ${Number(r.net) + (virtualCredits.get(r.customer_id) ?? 0)} (available - uncovered usage - unrecovered refunds), held ${r.held}, charged ${r.charged}, uncollected ${r.uncollected}`);
+    // a customer with no grant and no usage at all holds nothing: the same line as a zero one
+    for (const st of state.values()) if (st.totals.length === 0) st.totals.push('credits net 0 (available - uncovered usage - unrecovered refunds), held 0, charged 0, uncollected 0');
     for (const st of state.values()) {
       st.entitlements.sort();
       st.grants.sort();
