@@ -25,20 +25,24 @@ export function validateIdText(value: unknown, field: string, opts: { trimmed?: 
 
 // ---- public ids ------------------------------------------------------------------------------
 
-/** Usage and reservation ids are opaque and carry their customer, so that a lookup by id stays on one customer's rows. */
-export function encodeUsageId(customerId: string, id: string): string {
+/**
+ * Public ids of customer-owned rows (usage events and reservations `use_`, invoices `inv_`) are
+ * opaque and carry their customer, so that a lookup by id stays on one customer's rows:
+ * prefix + base64url(16 bytes of uuid + the customer id's bytes).
+ */
+function encodeScopedId(prefix: string, customerId: string, id: string): string {
   const uuid = Buffer.from(id.replace(/-/g, ''), 'hex');
-  return 'use_' + Buffer.concat([uuid, Buffer.from(customerId, 'utf8')]).toString('base64url');
+  return prefix + Buffer.concat([uuid, Buffer.from(customerId, 'utf8')]).toString('base64url');
 }
 
-/** 'use_' + base64url(16 bytes of uuid + at most MAX_ID_BYTES bytes of customer id): 366 characters. */
-export const MAX_USAGE_ID_LENGTH = 4 + Math.ceil(((16 + MAX_ID_BYTES) * 4) / 3);
+/** The longest scoped id: 16 bytes of uuid + at most MAX_ID_BYTES bytes of customer id (366 characters with `use_`). */
+const maxScopedIdLength = (prefix: string) => prefix.length + Math.ceil(((16 + MAX_ID_BYTES) * 4) / 3);
 
-export function decodeUsageId(publicId: string): { customerId: string; id: string } {
-  const fail = () => new DomainError(ErrorCode.NOT_FOUND, `usage event or reservation '${publicId.slice(0, 80)}' does not exist`);
-  if (typeof publicId !== 'string' || !publicId.startsWith('use_') || publicId.length > MAX_USAGE_ID_LENGTH) throw fail();
-  const raw = Buffer.from(publicId.slice(4), 'base64url');
-  if (raw.length < 17 || raw.toString('base64url') !== publicId.slice(4)) throw fail();
+function decodeScopedId(prefix: string, publicId: string, fail: () => DomainError): { customerId: string; id: string } {
+  if (typeof publicId !== 'string' || !publicId.startsWith(prefix) || publicId.length > maxScopedIdLength(prefix)) throw fail();
+  const body = publicId.slice(prefix.length);
+  const raw = Buffer.from(body, 'base64url');
+  if (raw.length < 17 || raw.toString('base64url') !== body) throw fail();
   const hex = raw.subarray(0, 16).toString('hex');
   const id = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
   const bytes = raw.subarray(16);
@@ -50,3 +54,14 @@ export function decodeUsageId(publicId: string): { customerId: string; id: strin
   return { customerId, id };
 }
 
+export const MAX_USAGE_ID_LENGTH = maxScopedIdLength('use_');
+
+export const encodeUsageId = (customerId: string, id: string) => encodeScopedId('use_', customerId, id);
+
+export const decodeUsageId = (publicId: string) =>
+  decodeScopedId('use_', publicId, () => new DomainError(ErrorCode.NOT_FOUND, `usage event or reservation '${String(publicId).slice(0, 80)}' does not exist`));
+
+export const encodeInvoiceId = (customerId: string, id: string) => encodeScopedId('inv_', customerId, id);
+
+export const decodeInvoiceId = (publicId: string) =>
+  decodeScopedId('inv_', publicId, () => new DomainError(ErrorCode.NOT_FOUND, `invoice '${String(publicId).slice(0, 80)}' does not exist`));

@@ -1,9 +1,9 @@
 import { Arg, Authorized, Ctx, ID, Int, Mutation, Query, Resolver } from 'type-graphql';
 import { ADMIN_ONLY, ANY_ROLE, assertCustomerScope } from '../../graphql/auth-checker';
 import type { Context } from '../../graphql/context';
-import { encodeUsageId } from '../../shared/ids';
+import { decodeInvoiceId, encodeUsageId } from '../../shared/ids';
 import { InvoiceStatus } from './billing.entities';
-import { decodeInvoiceId, type InvoiceView } from './billing.service';
+import type { InvoiceView } from './billing.service';
 import { BillingMismatchType, InvoiceLineEntryPageType, InvoicePageType, InvoiceType } from './billing.types';
 
 function invoiceView(i: InvoiceView): InvoiceType {

@@ -2,11 +2,12 @@ import { randomUUID } from 'node:crypto';
 import type { Db, Sql } from '../../db/sql';
 import { D, dec, fmt, ZERO, type Dec } from '../../shared/decimal';
 import { rate } from './rating';
-import { badInput, conflict, DomainError, ErrorCode, notFound } from '../../shared/errors';
+import { badInput, conflict, DomainError, notFound } from '../../shared/errors';
 import { BillingInterval, type Price } from '../catalog/prices';
 import { ResetPeriod } from '../catalog/catalog.entities';
 import { periodAnchorOf, periodAt, periodStart } from '../ledger/periods';
 import { BilledBy, InvoiceLineKind, InvoiceStatus } from './billing.entities';
+import { decodeInvoiceId, encodeInvoiceId } from '../../shared/ids';
 import type { InvoiceSink } from './invoice-sink';
 import { minorUnits } from './money';
 import { composeInvoice, type ComposedInvoice, type LateInput, type PlanSegment, type UsageInput } from './invoice.compose';
@@ -66,22 +67,6 @@ const RESET: Record<BillingInterval, ResetPeriod> = {
 };
 
 const FOREVER = new Date(8.64e15);
-
-/** Opaque invoice ids carry their customer (a lookup stays on one customer's rows), like usage ids. */
-export function encodeInvoiceId(customerId: string, id: string): string {
-  return 'inv_' + Buffer.concat([Buffer.from(id.replace(/-/g, ''), 'hex'), Buffer.from(customerId, 'utf8')]).toString('base64url');
-}
-
-export function decodeInvoiceId(publicId: string): { customerId: string; id: string } {
-  const fail = () => new DomainError(ErrorCode.NOT_FOUND, `invoice '${String(publicId).slice(0, 80)}' does not exist`);
-  if (typeof publicId !== 'string' || !publicId.startsWith('inv_') || publicId.length > 400) throw fail();
-  const raw = Buffer.from(publicId.slice(4), 'base64url');
-  if (raw.length < 17 || raw.toString('base64url') !== publicId.slice(4)) throw fail();
-  const hex = raw.subarray(0, 16).toString('hex');
-  const customerId = raw.subarray(16).toString('utf8');
-  if (!Buffer.from(customerId, 'utf8').equals(raw.subarray(16))) throw fail();
-  return { customerId, id: `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}` };
-}
 
 export interface ProviderInvoiceLine {
   /** metadata.tollgate_invoice_line_id, when the line came from a Tollgate invoice item. */
