@@ -1,4 +1,5 @@
-import Stripe from 'stripe';
+import type Stripe from 'stripe';
+import { stripeClient } from './stripe.client';
 import { SignatureError, type EventIntent, type PaymentProvider, type ProviderEvent, type SubscriptionSnapshot } from '../provider';
 
 /**
@@ -165,12 +166,7 @@ export class StripeProvider implements PaymentProvider {
     private readonly secretKey: string | undefined,
     apiBase: string | undefined,
   ) {
-    const base = apiBase ? new URL(apiBase) : undefined;
-    this.stripe = new Stripe(secretKey ?? 'sk_test_unconfigured', {
-      ...(base ? { host: base.hostname, port: base.port || (base.protocol === 'http:' ? 80 : 443), protocol: base.protocol.replace(':', '') as 'http' | 'https' } : {}),
-      maxNetworkRetries: 2,
-      timeout: 10_000,
-    });
+    this.stripe = stripeClient(secretKey ?? 'sk_test_unconfigured', apiBase);
   }
 
   verify(rawBody: Buffer, headers: Record<string, string | string[] | undefined>): ProviderEvent {

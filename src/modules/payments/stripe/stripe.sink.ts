@@ -1,4 +1,5 @@
-import Stripe from 'stripe';
+import type Stripe from 'stripe';
+import { stripeClient } from './stripe.client';
 import type { Sql } from '../../../db/sql';
 import type { BillingAccount, InvoiceItemRequest, InvoiceSink } from '../../billing/invoice-sink';
 
@@ -13,12 +14,7 @@ export class StripeInvoiceSink implements InvoiceSink {
   private readonly stripe: Stripe;
 
   constructor(secretKey: string, apiBase: string | undefined) {
-    const base = apiBase ? new URL(apiBase) : undefined;
-    this.stripe = new Stripe(secretKey, {
-      ...(base ? { host: base.hostname, port: base.port || (base.protocol === 'http:' ? 80 : 443), protocol: base.protocol.replace(':', '') as 'http' | 'https' } : {}),
-      maxNetworkRetries: 2,
-      timeout: 10_000,
-    });
+    this.stripe = stripeClient(secretKey, apiBase);
   }
 
   async account(sql: Sql, customerId: string): Promise<BillingAccount | null> {
