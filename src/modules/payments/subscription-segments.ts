@@ -1,6 +1,5 @@
 import { dec, type Dec } from '../../shared/decimal';
 import { FeatureType, OveragePolicy, UpgradeAllowance, type ResetPeriod } from '../catalog/catalog.entities';
-import { periodAt, type Period } from '../ledger/periods';
 import type { ProviderEvent, SubscriptionSnapshot } from './provider';
 
 /**
@@ -187,9 +186,4 @@ export function effectiveTerms(plan: PlanTerms, feature: string, seats: number) 
     overageLimit: times(pe.overageLimit),
     resetPeriod: pe.resetPeriod,
   };
-}
-
-/** The period of a segment's start, counted from the subscription's anchor. */
-export function periodOfStart(anchor: Date, resetPeriod: ResetPeriod | null, start: Date): Period | undefined {
-  return periodAt(anchor, resetPeriod, start, null);
 }
