@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { SimulatedCrash } from '../src/modules/billing/billing.service';
 import { startTestApp, type TestApp } from './support/app';
-import { event, sign, subscription, WEBHOOK_SECRET } from './support/stripe';
+import { event, postStripe, subscription, WEBHOOK_SECRET } from './support/stripe';
 
 /**
  * Billing -> Stripe (issue 11 §6) against a local Stripe stub that implements idempotency keys
@@ -64,7 +64,6 @@ afterAll(async () => {
 });
 beforeEach(async () => {
   await t.reset();
-  await t.sql(`truncate payment_event, provider_customer, provider_subscription, provider_purchase, provider_invoice, invoice_line_sync, invoice_sync, billing_mismatch`);
   await t.loadDemoCatalog();
   requests.length = 0;
   created.clear();
@@ -74,11 +73,7 @@ afterEach(async () => {
 });
 
 const DAY = 86_400;
-async function webhook(e: unknown) {
-  const payload = JSON.stringify(e);
-  const res = await fetch(`${t.address}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': sign(payload) }, body: payload });
-  return (await res.json()) as Record<string, any>;
-}
+const webhook = async (e: unknown) => (await postStripe(t.address, e)).body;
 const consume = (c: string, q: number, key: string) => t.ok(`mutation($i: ConsumeInput!) { consume(input: $i) { allowed } }`, { i: { customerId: c, feature: 'credits', quantity: q, idempotencyKey: key } });
 const INVOICE = `id number total lines { id kind billedBy amount sync { status error providerItemId attempts } }`;
 

@@ -1,5 +1,5 @@
 import { startTestApp, type TestApp } from './support/app';
-import { charge, checkoutSession, event, invoice, sign, subscription } from './support/stripe';
+import { charge, checkoutSession, event, invoice, postStripe, sign, subscription } from './support/stripe';
 
 /**
  * Issue 10: seven ways to get free units or wrong denials at the seams between payments and
@@ -17,22 +17,13 @@ beforeAll(async () => {
 afterAll(async () => t?.close());
 beforeEach(async () => {
   await t.reset();
-  await t.sql(`truncate payment_event, provider_customer, provider_subscription, provider_purchase, provider_invoice`);
   await t.loadDemoCatalog();
 });
 afterEach(async () => {
   expect(await t.app.services.ledger.verify()).toEqual([]);
 });
 
-async function post(body: unknown) {
-  const payload = JSON.stringify(body);
-  const res = await fetch(`${t.address}/webhooks/stripe`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'stripe-signature': sign(payload) },
-    body: payload,
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, any> };
-}
+const post = (body: unknown) => postStripe(t.address, body);
 
 const CONSUME = `mutation($i: ConsumeInput!) { consume(input: $i) { allowed reason charged overage uncollected balance usageId } }`;
 const RESERVE = `mutation($i: ReserveInput!) { reserve(input: $i) { allowed reason reservation { id held } balance } }`;

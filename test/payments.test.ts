@@ -27,7 +27,6 @@ beforeAll(async () => {
 afterAll(async () => t?.close());
 beforeEach(async () => {
   await t.reset();
-  await t.sql(`truncate payment_event, provider_customer, provider_subscription, provider_purchase, provider_invoice`);
   await t.loadDemoCatalog();
 });
 afterEach(async () => {

@@ -30,7 +30,7 @@ export interface TestApp {
   gql<T = any>(query: string, variables?: Record<string, unknown>, auth?: string | null, headers?: Record<string, string>): Promise<GqlResponse<T>>;
   /** Like gql, but fails the test on any error and returns data. */
   ok<T = any>(query: string, variables?: Record<string, unknown>, auth?: string | null): Promise<T>;
-  /** Fresh tables (catalog included). */
+  /** Fresh tables (catalog, payments and billing included). */
   reset(): Promise<void>;
   /** Loads catalog/demo.yaml. */
   loadDemoCatalog(): Promise<void>;
@@ -126,7 +126,9 @@ export async function startTestApp(overrides: Record<string, string> = {}): Prom
         alter table invoice disable trigger user;
         alter table invoice_line disable trigger user;
         truncate ledger_entry, entitlement_change, usage_event, credit_grant, entitlement, customer,
-                 provider_price, plan_entitlement, plan, credit_pack, feature, invoice, invoice_line, plan_price_version cascade;
+                 provider_price, plan_entitlement, plan, credit_pack, feature, invoice, invoice_line, plan_price_version,
+                 payment_event, provider_customer, provider_subscription, provider_purchase, provider_invoice,
+                 invoice_line_sync, invoice_sync, billing_mismatch cascade;
         alter table ledger_entry enable trigger user;
         alter table entitlement_change enable trigger user;
         alter table invoice enable trigger user;

@@ -28,3 +28,10 @@ export function checkoutSession(args: { id: string; customer: string | null; cli
   const { mode, clientReferenceId, ...rest } = args;
   return { ...events.checkoutSession({ ...rest, clientReferenceId: clientReferenceId ?? null }), mode: mode ?? 'payment' };
 }
+
+/** Delivers an event to the app's Stripe webhook, signed as Stripe signs it. */
+export async function postStripe(address: string, body: unknown): Promise<{ status: number; body: Record<string, any> }> {
+  const payload = JSON.stringify(body);
+  const res = await fetch(`${address}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': sign(payload) }, body: payload });
+  return { status: res.status, body: (await res.json().catch(() => ({}))) as Record<string, any> };
+}
