@@ -26,6 +26,8 @@ const DURATION_S = arg('duration', 60);
 const SEED = Math.floor(arg('seed', Date.now() % 1_000_000_000));
 const CLIENTS = Math.max(1, Math.floor(arg('clients', 64)));
 const CUSTOMERS = Math.max(10, Math.floor(arg('customers', 200)));
+/** Stateless service replicas on the one PostgreSQL; clients are spread across them and kills hit each. */
+const REPLICAS = Math.max(1, Math.floor(arg('replicas', 1)));
 const KEEP = flag('keep');
 const VERBOSE = flag('verbose');
 
@@ -67,17 +69,30 @@ const counts = {
 interface Env {
   dir: string;
   pgPort: number;
-  port: number;
   pg: RunningPostgres;
   dbUrl: string;
-  base: string;
 }
 
+/** One replica of the service: its own port (and app folder), the shared database. */
 class Service {
   child: ChildProcess | undefined;
   private output = '';
   private killing = false;
-  constructor(private readonly env: Env) {}
+  readonly base: string;
+  /** Per-replica figures (the totals are in `counts`). */
+  readonly stats = { kills: 0, killsDuringStart: 0, unexpectedExits: 0, failedStarts: 0, requests: 0 };
+  /** Why starts failed (first line of the error each time): the database down, or a start-up race. */
+  readonly failedStartReasons: string[] = [];
+  constructor(
+    private readonly env: Env,
+    readonly index: number,
+    readonly port: number,
+  ) {
+    this.base = `http://127.0.0.1:${port}`;
+  }
+  get name(): string {
+    return `replica ${this.index}`;
+  }
 
   private starting: Promise<void> | undefined;
   /** Ready since (ms), undefined while down or starting. */
@@ -90,12 +105,18 @@ class Service {
         for (let attempt = 1; ; attempt++) {
           if (await this.startOnce()) {
             this.readySince = Date.now();
-            debug(`service ready (attempt ${attempt})`);
+            debug(`${this.name} ready (attempt ${attempt})`);
             return;
           }
-          if (!this.killedDuringStart) counts.serviceFailedStarts += 1;
+          if (!this.killedDuringStart) {
+            counts.serviceFailedStarts += 1;
+            this.stats.failedStarts += 1;
+            const why = /Tollgate failed to start: ([^\n]*)/.exec(this.output)?.[1] ?? (this.output.trim().split('\n').pop() ?? '').slice(0, 200);
+            this.failedStartReasons.push(why);
+            debug(`${this.name} failed to start: ${why}`);
+          }
           this.killedDuringStart = false;
-          if (attempt > 100) throw new Error(`the service did not start after ${attempt} attempts:\n${this.output.slice(-3000)}`);
+          if (attempt > 100) throw new Error(`${this.name} did not start after ${attempt} attempts:\n${this.output.slice(-3000)}`);
           await sleep(300);
         }
       } finally {
@@ -115,8 +136,8 @@ class Service {
         ...process.env,
         NODE_ENV: 'development',
         DATABASE_URL: env.dbUrl,
-        TOLLGATE_DATA_DIR: path.join(env.dir, 'app'),
-        PORT: String(env.port),
+        TOLLGATE_DATA_DIR: path.join(env.dir, REPLICAS === 1 ? 'app' : `app-${this.index}`),
+        PORT: String(this.port),
         TOLLGATE_PG_PORT: String(env.pgPort),
         TOLLGATE_ADMIN_KEY: ADMIN,
         TOLLGATE_DEMO_CATALOG: 'true',
@@ -143,15 +164,16 @@ class Service {
         if (!done) finish(false);
         else if (!this.killing) {
           counts.serviceUnexpectedExits += 1;
+          this.stats.unexpectedExits += 1;
           void this.start().catch((err) => log(`  ! ${String(err)}`));
-          log(`  ! service exited on its own (code ${code}, signal ${signal}):\n${this.output.slice(-2000)}`);
+          log(`  ! ${this.name} exited on its own (code ${code}, signal ${signal}):\n${this.output.slice(-2000)}`);
         }
       });
       const poll = async () => {
         const deadline = Date.now() + 60_000;
         while (!done && Date.now() < deadline) {
           try {
-            const res = await fetch(`${env.base}/readyz`, { signal: AbortSignal.timeout(1000) });
+            const res = await fetch(`${this.base}/readyz`, { signal: AbortSignal.timeout(1000) });
             if (res.status === 200) return finish(true);
           } catch {
             /* not yet */
@@ -180,7 +202,11 @@ class Service {
     await exited;
     this.killing = false;
     counts.serviceKills += 1;
-    if (state === 'starting') counts.serviceKillsDuringStart += 1;
+    this.stats.kills += 1;
+    if (state === 'starting') {
+      counts.serviceKillsDuringStart += 1;
+      this.stats.killsDuringStart += 1;
+    }
     else void this.start().catch((err) => log(`  ! ${String(err)}`));
     return state;
   }
@@ -212,16 +238,17 @@ type Attempt =
   | { kind: 'timeout' }
   | { kind: 'network'; message: string };
 
-let base = '';
+let services: Service[] = [];
 let stopping = false; // end of the run: no more random timeouts
 const RETRYABLE = new Set(['INTERNAL_SERVER_ERROR', 'SERVICE_UNAVAILABLE', 'RETRY_LATER', 'HTTP']);
 
-async function attempt(query: string, variables: Record<string, unknown>, timeoutMs: number): Promise<Attempt> {
+async function attempt(query: string, variables: Record<string, unknown>, timeoutMs: number, to: Service = services[0]): Promise<Attempt> {
   counts.requests += 1;
+  to.stats.requests += 1;
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), timeoutMs);
   try {
-    const res = await fetch(`${base}/graphql`, {
+    const res = await fetch(`${to.base}/graphql`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` },
       body: JSON.stringify({ query, variables }),
@@ -249,9 +276,22 @@ async function attempt(query: string, variables: Record<string, unknown>, timeou
 }
 
 /**
+ * The replica a request goes to, as a load balancer would route it: mostly the client's own
+ * replica; a retry, and 30 % of first tries, to any replica the harness's health view says is up
+ * (any replica when none is). With one replica nothing is drawn, so seeds replay as before.
+ */
+function route(rng: Rng, home: number, retry: boolean): Service {
+  if (services.length === 1) return services[0];
+  if (!retry && rng.chance(0.7)) return services[home % services.length];
+  const up = services.filter((s) => s.readySince !== undefined);
+  return rng.pick(up.length > 0 ? up : services);
+}
+
+/**
  * Sends one logical operation until it gets an answer that is not a transient failure:
  * random short timeouts (AbortController) and dropped connections are retried with the SAME
- * variables (same idempotency key), sometimes by several concurrent requests at once.
+ * variables (same idempotency key), sometimes by several concurrent requests at once (with
+ * replicas, the concurrent copies go to different replicas).
  * Every answer that arrives is passed to `onAnswer` (several may arrive for one operation).
  */
 async function send(
@@ -259,6 +299,7 @@ async function send(
   query: string,
   variables: Record<string, unknown>,
   onAnswer: (a: Extract<Attempt, { kind: 'data' | 'error' }>) => void,
+  home = 0,
 ): Promise<Extract<Attempt, { kind: 'data' | 'error' }> | undefined> {
   counts.opsSent += 1;
   const giveUp = () => Date.now() > hardDeadline;
@@ -267,7 +308,8 @@ async function send(
     const fanout = !stopping && rng.chance(0.08) ? rng.int(2, 4) : 1;
     if (fanout > 1) counts.concurrentDuplicates += fanout - 1;
     const timeouts = Array.from({ length: fanout }, () => (!stopping && rng.chance(0.15) ? rng.int(2, 120) : 15_000));
-    const results = await Promise.all(timeouts.map((t) => attempt(query, variables, t)));
+    const targets = timeouts.map((_, i) => (i === 0 ? route(rng, home, round > 0) : route(rng, home, true)));
+    const results = await Promise.all(timeouts.map((t, i) => attempt(query, variables, t, targets[i])));
     let final: Extract<Attempt, { kind: 'data' | 'error' }> | undefined;
     for (const r of results) {
       if (r.kind === 'timeout') counts.timeouts += 1;
@@ -355,6 +397,7 @@ let hardDeadline = Number.POSITIVE_INFINITY;
 async function clientLoop(index: number, until: number): Promise<void> {
   const rng = prng((SEED * 1_000_003 + index * 7919) >>> 0);
   let n = 0;
+  const sendHome = (q: string, v: Record<string, unknown>, on: Parameters<typeof send>[3]) => send(rng, q, v, on, index);
   while (Date.now() < until) {
     n += 1;
     const r = rng.next();
@@ -365,7 +408,7 @@ async function clientLoop(index: number, until: number): Promise<void> {
       const quantity = String(rng.int(1, f.max));
       const rec: ConsumeRecord = { customerId: cust, key, feature: f.key, quantity, answers: [], errors: [] };
       consumes.set(`${cust}|${key}`, rec);
-      await send(rng, CONSUME, { input: { customerId: cust, feature: f.key, quantity, idempotencyKey: key } }, (a) => {
+      await sendHome(CONSUME, { input: { customerId: cust, feature: f.key, quantity, idempotencyKey: key } }, (a) => {
         if (a.kind === 'data') {
           const c = a.data.consume;
           rec.answers.push({ allowed: c.allowed, usageId: c.usageId, charged: c.charged, reason: c.reason });
@@ -380,7 +423,7 @@ async function clientLoop(index: number, until: number): Promise<void> {
       const rec: ReserveRecord = { customerId: cust, key, answers: [], errors: [] };
       reserves.set(`${cust}|${key}`, rec);
       const ttlSeconds = rng.int(2, 40);
-      await send(rng, RESERVE, { input: { customerId: cust, feature: f.key, quantity: String(quantity), idempotencyKey: key, ttlSeconds } }, (a) => {
+      await sendHome(RESERVE, { input: { customerId: cust, feature: f.key, quantity: String(quantity), idempotencyKey: key, ttlSeconds } }, (a) => {
         if (a.kind === 'data') {
           const v = a.data.reserve;
           rec.answers.push({ allowed: v.allowed, id: v.reservation?.id ?? null, held: v.reservation?.held ?? null, reason: v.reason });
@@ -400,7 +443,7 @@ async function clientLoop(index: number, until: number): Promise<void> {
       const rec = resolutions.get(res.id)!;
       if (rng.chance(0.65)) {
         const q = String(rng.int(0, res.quantity + 1));
-        await send(rng, COMMIT, { id: res.id, q }, (a) => {
+        await sendHome(COMMIT, { id: res.id, q }, (a) => {
           if (a.kind === 'data') {
             const c = a.data.commitReservation;
             rec.commits.push({ charged: c.charged, usageId: c.usageId, allowed: c.allowed });
@@ -409,7 +452,7 @@ async function clientLoop(index: number, until: number): Promise<void> {
           else unexpected.push(`commit ${res.id}: ${a.code}: ${a.message}`);
         });
       } else {
-        await send(rng, RELEASE, { id: res.id }, (a) => {
+        await sendHome(RELEASE, { id: res.id }, (a) => {
           if (a.kind === 'data') {
             rec.releases.push(a.data.releaseReservation.status);
             counts.acknowledged += 1;
@@ -421,7 +464,7 @@ async function clientLoop(index: number, until: number): Promise<void> {
       const amount = String(rng.int(10, 500));
       const rec: GrantRecord = { customerId: cust, key: `g-${key}`, amount, answers: [], errors: [] };
       grants.set(`${cust}|${rec.key}`, rec);
-      await send(rng, GRANT, { input: { customerId: cust, feature: 'credits', amount, idempotencyKey: rec.key } }, (a) => {
+      await sendHome(GRANT, { input: { customerId: cust, feature: 'credits', amount, idempotencyKey: rec.key } }, (a) => {
         if (a.kind === 'data') {
           rec.answers.push({ id: a.data.grantCredits.id, amount: a.data.grantCredits.amount });
           counts.acknowledged += 1;
@@ -437,7 +480,7 @@ async function clientLoop(index: number, until: number): Promise<void> {
         old.type === 'consume'
           ? [CONSUME, { input: { customerId: old.customerId, feature: old.feature, quantity: other, idempotencyKey: old.key } }]
           : [GRANT, { input: { customerId: old.customerId, feature: 'credits', amount: other, idempotencyKey: old.key } }];
-      const answer = await send(rng, query, variables, () => undefined);
+      const answer = await sendHome(query, variables, () => undefined);
       if (answer && (answer.kind !== 'error' || answer.code !== 'IDEMPOTENCY_KEY_REUSED')) {
         reuseFailures.push(`${old.type} key ${old.customerId}/${old.key} reused with ${other} (was ${old.quantity}): ${JSON.stringify(answer).slice(0, 300)}`);
       }
@@ -447,7 +490,7 @@ async function clientLoop(index: number, until: number): Promise<void> {
 
 // ---- faults ----------------------------------------------------------------------------------
 
-async function faults(rng: Rng, env: Env, service: Service, until: number, dbKillAt: number): Promise<void> {
+async function faults(rng: Rng, env: Env, until: number, dbKillAt: number): Promise<void> {
   // At least one power cut of PostgreSQL: SIGKILL of the postmaster (and its backends), then a start on the same data.
   const dbRng = prng(rng.int(0, 2 ** 31));
   const db = (async () => {
@@ -461,9 +504,24 @@ async function faults(rng: Rng, env: Env, service: Service, until: number, dbKil
   })();
   // A service SIGKILL 1 to 4 s after the previous one, at a random moment: usually while serving
   // (then 0.3 to 2 s after it became ready), one in four times while it is still starting up.
+  // With replicas, the victims come from a shuffled round (every replica once per round), so kills
+  // hit each of them while the others keep serving.
+  const round: Service[] = [];
+  const victim = (): Service => {
+    if (services.length === 1) return services[0];
+    if (round.length === 0) {
+      round.push(...services);
+      for (let i = round.length - 1; i > 0; i--) {
+        const j = rng.int(0, i);
+        [round[i], round[j]] = [round[j], round[i]];
+      }
+    }
+    return round.shift()!;
+  };
   for (;;) {
     await sleep(rng.int(1000, 4000));
     if (Date.now() >= until) break;
+    const service = victim();
     if (service.readySince === undefined && !rng.chance(0.25)) {
       // mostly let the restart finish and kill the instance while it serves
       await service.ensureUp();
@@ -471,7 +529,7 @@ async function faults(rng: Rng, env: Env, service: Service, until: number, dbKil
       if (Date.now() >= until) break;
     }
     const state = await service.kill();
-    debug(`SIGKILL service (${state})`);
+    debug(`SIGKILL ${service.name} (${state})`);
   }
   await db;
 }
@@ -674,7 +732,7 @@ async function check(env: Env): Promise<Check[]> {
     other.violations.push(...unexpected);
     const exits = add('the service never exited on its own');
     exits.checked = counts.serviceKills + 1;
-    if (counts.serviceUnexpectedExits > 0) exits.violations.push(`${counts.serviceUnexpectedExits} unexpected exit(s) (see output above)`);
+    for (const s of services) if (s.stats.unexpectedExits > 0) exits.violations.push(`${s.name}: ${s.stats.unexpectedExits} unexpected exit(s) (see output above)`);
     counts.lost = unacked;
   } finally {
     await db.end();
@@ -694,13 +752,13 @@ async function seedCustomers(rng: Rng): Promise<void> {
       const noop = () => undefined;
       // a quarter on the pro plan (overage ALLOW down to -2000), everyone gets manual credits (floor 0)
       if (i % 4 === 0) {
-        const r = await send(rng, `mutation($c: ID!) { assignPlan(customerId: $c, plan: "pro") { id } }`, { c: cust }, noop);
+        const r = await send(rng, `mutation($c: ID!) { assignPlan(customerId: $c, plan: "pro") { id } }`, { c: cust }, noop, i);
         if (r?.kind !== 'data') throw new Error(`assignPlan ${cust}: ${JSON.stringify(r)}`);
       }
       // hot customers run low during the run; one in ten starts with nothing (refusals)
       if (i % 10 === 9) continue;
       const amount = String(i < HOT ? rng.int(500, 3000) : rng.int(10, 300));
-      const r = await send(rng, GRANT, { input: { customerId: cust, feature: 'credits', amount, idempotencyKey: `seed-${i}` } }, noop);
+      const r = await send(rng, GRANT, { input: { customerId: cust, feature: 'credits', amount, idempotencyKey: `seed-${i}` } }, noop, i);
       if (r?.kind !== 'data') throw new Error(`grantCredits ${cust}: ${JSON.stringify(r)}`);
       grants.set(`${cust}|seed-${i}`, { customerId: cust, key: `seed-${i}`, amount, answers: [{ id: r.data.grantCredits.id, amount: r.data.grantCredits.amount }], errors: [] });
     }
@@ -713,18 +771,26 @@ async function seedCustomers(rng: Rng): Promise<void> {
 
 async function main(): Promise<number> {
   if (!fs.existsSync(mainJs)) throw new Error(`${mainJs} is missing: run npm run build`);
-  log(`torture: seed ${SEED}, ${DURATION_S} s, ${CLIENTS} clients, ${CUSTOMERS} customers (${HOT} hot)`);
+  log(
+    `torture: seed ${SEED}, ${DURATION_S} s, ${CLIENTS} clients, ${CUSTOMERS} customers (${HOT} hot)` +
+      (REPLICAS > 1 ? `, ${REPLICAS} replicas on one PostgreSQL` : ''),
+  );
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-torture-'));
   const pgPort = await freePort();
-  const port = await freePort();
   const pg = await startEmbeddedPostgres({ dir, port: pgPort });
   await ensureDatabaseExists(pg.url(), 'tollgate');
-  const env: Env = { dir, pgPort, port, pg, dbUrl: pg.url('tollgate'), base: `http://127.0.0.1:${port}` };
-  base = env.base;
-  const service = new Service(env);
+  const env: Env = { dir, pgPort, pg, dbUrl: pg.url('tollgate') };
+  const ports: number[] = [];
+  while (ports.length < REPLICAS) {
+    const p = await freePort();
+    if (p !== pgPort && !ports.includes(p)) ports.push(p);
+  }
+  services = ports.map((p, i) => new Service(env, i, p));
+  const allUp = () => Promise.all(services.map((s) => s.ensureUp()));
   let code = 1;
   try {
-    await service.start();
+    // all replicas start at once: concurrent migrations and demo-catalog loads on one database
+    await Promise.all(services.map((s) => s.start()));
     await seedCustomers(prng(SEED ^ 0x5eed));
     log(`seeded ${CUSTOMERS} customers in ${((Date.now() - t0) / 1000).toFixed(1)} s; running the workload with faults`);
 
@@ -733,14 +799,14 @@ async function main(): Promise<number> {
     hardDeadline = until + 90_000;
     const frng = prng(SEED ^ 0xfa17);
     const dbKillAt = started + DURATION_S * 1000 * (0.25 + frng.next() * 0.4);
-    const faulting = faults(frng, env, service, until - 1000, dbKillAt);
+    const faulting = faults(frng, env, until - 1000, dbKillAt);
     const clients = Array.from({ length: CLIENTS }, (_, i) => clientLoop(i, until));
     await faulting;
     stopping = true; // the last operations retry without random timeouts
-    await service.ensureUp();
+    await allUp();
     await Promise.all(clients);
     const ranFor = (Date.now() - started) / 1000;
-    await service.ensureUp();
+    await allUp();
     await sleep(500);
 
     const checks = await check(env);
@@ -766,17 +832,33 @@ async function main(): Promise<number> {
         ['operations never acknowledged', String(counts.lost)],
         ['service SIGKILLs survived', String(counts.serviceKills)],
         ['  of which during start-up', String(counts.serviceKillsDuringStart)],
+        ...(REPLICAS > 1
+          ? services.map((s) => [
+              `  ${s.name}: SIGKILLs (during start-up) / HTTP requests`,
+              `${s.stats.kills} (${s.stats.killsDuringStart}) / ${s.stats.requests}`,
+            ])
+          : []),
         ['service kills per minute', ((counts.serviceKills * 60) / ranFor).toFixed(1)],
         ['service failed starts (DB down)', String(counts.serviceFailedStarts)],
         ['postmaster SIGKILLs + restarts', String(counts.dbKills)],
         ['invariant violations', String(violations)],
       ]),
     );
+    const reasons = new Map<string, number>();
+    for (const s of services) for (const r of s.failedStartReasons) reasons.set(r, (reasons.get(r) ?? 0) + 1);
+    if (reasons.size > 0) {
+      log('');
+      log('failed starts (first line of the error, count):');
+      for (const [r, n] of reasons) log(`  ${n} x ${r}`);
+    }
     if (violations > 0) {
       log('');
       for (const c of checks)
         for (const v of c.violations.slice(0, 20)) log(`VIOLATION [${c.name}] ${v}`);
-      log(`\nFAILED with seed ${SEED}: replay with  node dist/bench/torture.js --duration ${DURATION_S} --clients ${CLIENTS} --seed ${SEED}`);
+      log(
+        `\nFAILED with seed ${SEED}: replay with  node dist/bench/torture.js --duration ${DURATION_S} --clients ${CLIENTS} --customers ${CUSTOMERS}` +
+          `${REPLICAS > 1 ? ` --replicas ${REPLICAS}` : ''} --seed ${SEED}`,
+      );
       log(`data kept in ${dir}`);
     } else log(`\nPASSED (seed ${SEED})`);
     code = violations > 0 ? 1 : 0;
@@ -784,7 +866,7 @@ async function main(): Promise<number> {
     log(`torture run failed (seed ${SEED}): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     code = 1;
   } finally {
-    await service.stop().catch(() => undefined);
+    await Promise.all(services.map((s) => s.stop().catch(() => undefined)));
     await env.pg.stop().catch(() => undefined);
     if (code === 0 && !KEEP) fs.rmSync(dir, { recursive: true, force: true });
   }
