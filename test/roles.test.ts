@@ -184,6 +184,14 @@ const OPS: Record<string, Op> = {
       variables: { i: { customerId: ALICE, feature: 'text.generate', idempotencyKey: `matrix-consume-${n}` } },
     }),
   },
+  consumeBatch: {
+    type: 'Mutation',
+    access: 'SERVER',
+    build: async (n) => ({
+      query: `mutation($i: [ConsumeInput!]!) { consumeBatch(inputs: $i) { allowed usageId error { code } } }`,
+      variables: { i: [{ customerId: ALICE, feature: 'text.generate', idempotencyKey: `matrix-batch-${n}` }, { customerId: BOB, feature: 'text.generate', idempotencyKey: `matrix-batch-${n}` }] },
+    }),
+  },
   reserve: {
     type: 'Mutation',
     access: 'SERVER',

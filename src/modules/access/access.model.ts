@@ -15,6 +15,8 @@ export enum AccessReason {
   INSUFFICIENT_BALANCE = 'INSUFFICIENT_BALANCE',
   UNKNOWN_CUSTOMER = 'UNKNOWN_CUSTOMER',
   UNKNOWN_FEATURE = 'UNKNOWN_FEATURE',
+  /** consumeBatch only: this item was refused (see its error); nothing was charged. */
+  REFUSED = 'REFUSED',
 }
 
 export interface FeatureInfo {

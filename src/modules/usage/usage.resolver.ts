@@ -1,12 +1,13 @@
-import { Arg, Authorized, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
+import { Arg, ArgumentValidationError, Authorized, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
+import { validateArgument } from '../../graphql/validate';
 import { actorString, ANY_ROLE, assertCustomerScope, SERVER_ROLES } from '../../graphql/auth-checker';
 import type { Context } from '../../graphql/context';
 import { ReservationStatus, UsageStatus } from '../../graphql/enums';
 import { DecimalScalar } from '../../graphql/scalars';
 import { dec, type Dec } from '../../shared/decimal';
-import { badInput } from '../../shared/errors';
+import { badInput, DomainError } from '../../shared/errors';
 import { entryView } from '../ledger/ledger.resolver';
-import type { Reservation, UsageEventView } from './usage.service';
+import { MAX_CONSUME_BATCH, type Reservation, type UsageEventView } from './usage.service';
 import { ConsumeInput, ConsumeResultType, ReservationType, ReserveInput, ReserveResultType, UsageEventType } from './usage.types';
 
 const reservationView = (r: Reservation): ReservationType => ({ ...r, status: r.status as ReservationStatus });
@@ -48,12 +49,37 @@ function usageEventView(v: UsageEventView): UsageEventType {
   };
 }
 
+/** A refused batch item's input error, as a single call would have reported it. */
+function itemInputError(err: unknown): DomainError {
+  if (err instanceof DomainError) return err;
+  if (err instanceof ArgumentValidationError) {
+    const messages = err.extensions.validationErrors.flatMap((v) => Object.values(v.constraints ?? {}));
+    return badInput(messages.join('; ') || 'invalid input');
+  }
+  throw err;
+}
+
 @Resolver()
 export class UsageResolver {
   @Authorized(SERVER_ROLES)
   @Mutation(() => ConsumeResultType, { description: 'Charges one use, exactly once per idempotency key, atomically.' })
   async consume(@Arg('input', () => ConsumeInput) input: ConsumeInput, @Ctx() ctx: Context): Promise<ConsumeResultType> {
     return ctx.services.usage.consume(input, actorString(ctx));
+  }
+
+  @Authorized(SERVER_ROLES)
+  @Mutation(() => [ConsumeResultType], {
+    description: `Up to ${MAX_CONSUME_BATCH} consumes in one call, results in input order. Each item is exactly one consume (own idempotency key, replay, atomic outcome); a refused item gets reason REFUSED and its error, and never blocks the others.`,
+  })
+  async consumeBatch(
+    // Validated per item below: one bad item is refused alone, it does not fail the call.
+    @Arg('inputs', () => [ConsumeInput], { validateFn: () => undefined }) inputs: ConsumeInput[],
+    @Ctx() ctx: Context,
+  ): Promise<ConsumeResultType[]> {
+    if (inputs.length > MAX_CONSUME_BATCH) throw badInput(`at most ${MAX_CONSUME_BATCH} items per consumeBatch`, { field: 'inputs' });
+    const invalid = await Promise.all(inputs.map((i) => validateArgument(i).then(() => null, (e: unknown) => itemInputError(e))));
+    const results = await ctx.services.usage.consumeBatch(inputs, actorString(ctx), invalid);
+    return results.map((r) => ({ ...r, error: r.error ? { code: r.error.code, message: r.error.message } : null }));
   }
 
   @Authorized(SERVER_ROLES)

@@ -78,6 +78,8 @@ export interface UsageEventView {
 }
 
 const MAX_BATCH = 128;
+/** Items per consumeBatch call. */
+export const MAX_CONSUME_BATCH = 1000;
 const MAX_ATTEMPTS = 10;
 const PROPERTIES_LIMIT = 16_384;
 export const MAX_TTL_SECONDS = 3600;
@@ -161,6 +163,22 @@ function consumeResultOf(feature: string, o: Extract<OpOutcome, { ok: true }>): 
   };
 }
 
+function refusedResult(feature: string): ConsumeResult {
+  return {
+    allowed: false,
+    reason: AccessReason.REFUSED,
+    feature,
+    usageId: null,
+    charged: dec(0),
+    overage: dec(0),
+    uncollected: dec(0),
+    balance: null,
+    replayed: false,
+    late: false,
+    detail: null,
+  };
+}
+
 // ---- the service -----------------------------------------------------------------------------
 
 interface Pending {
@@ -195,6 +213,34 @@ export class UsageService {
     };
     const o = await this.submit(input.customerId, { op, featureKeys: [input.feature], key: op.idempotencyKey });
     return consumeResultOf(input.feature, o);
+  }
+
+  /**
+   * Many consumes in one call. Each item keeps exactly the semantics of one `consume` (its own
+   * key, replay and key-reuse rules, its own atomic outcome); a refused item (bad input, a key
+   * reused with other parameters, contention) is answered with its error and never blocks the
+   * others. Items are queued in input order: items of one customer are planned together and
+   * written by one statement (group commit), items of different customers run in parallel.
+   */
+  async consumeBatch(
+    inputs: readonly ConsumeInput[],
+    actor: string,
+    /** Items already refused by the caller's input validation (same index). */
+    refused: ReadonlyArray<DomainError | null> = [],
+  ): Promise<Array<ConsumeResult & { error: DomainError | null }>> {
+    if (inputs.length > MAX_CONSUME_BATCH) throw badInput(`at most ${MAX_CONSUME_BATCH} items per consumeBatch`, { field: 'inputs' });
+    return Promise.all(
+      inputs.map(async (input, i) => {
+        const early = refused[i];
+        if (early) return { ...refusedResult(input.feature), error: early };
+        try {
+          return { ...(await this.consume(input, actor)), error: null };
+        } catch (err) {
+          if (!(err instanceof DomainError)) throw err;
+          return { ...refusedResult(input.feature), error: err };
+        }
+      }),
+    );
   }
 
   async reserve(input: ReserveInput, actor: string): Promise<ReserveResult> {

@@ -26,6 +26,12 @@ export class ReserveInput {
   @Field(() => JSONScalar, { nullable: true }) properties?: Record<string, unknown> | null;
 }
 
+@ObjectType('ItemError', { description: 'Why one item of a batch was refused (the error a single call would have thrown).' })
+export class ItemErrorType {
+  @Field(() => String, { description: 'The same code as extensions.code of a single call: BAD_USER_INPUT, IDEMPOTENCY_KEY_REUSED, RETRY_LATER...' }) code!: string;
+  @Field(() => String) message!: string;
+}
+
 @ObjectType('ConsumeResult')
 export class ConsumeResultType {
   @Field(() => Boolean) allowed!: boolean;
@@ -39,6 +45,7 @@ export class ConsumeResultType {
   @Field(() => Boolean) replayed!: boolean;
   @Field(() => Boolean, { description: 'Commit only: the reservation had expired.' }) late!: boolean;
   @Field(() => String, { nullable: true }) detail!: string | null;
+  @Field(() => ItemErrorType, { nullable: true, description: 'consumeBatch only: set when the item was refused (reason REFUSED).' }) error?: ItemErrorType | null;
 }
 
 @ObjectType('Reservation')
