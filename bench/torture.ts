@@ -384,6 +384,7 @@ const grants = new Map<string, GrantRecord>();
 const openReservations: Array<{ id: string; customerId: string; quantity: number }> = [];
 const reusable: Array<{ type: 'consume' | 'grant'; customerId: string; key: string; feature: string; quantity: string }> = [];
 const unexpected: string[] = [];
+const evidence: string[] = []; // ledger and entitlements of customers named in probe violations
 const reuseFailures: string[] = [];
 
 const customerId = (i: number) => `t${SEED}-c${String(i).padStart(3, '0')}`;
@@ -484,6 +485,241 @@ async function clientLoop(index: number, until: number): Promise<void> {
       if (answer && (answer.kind !== 'error' || answer.code !== 'IDEMPOTENCY_KEY_REUSED')) {
         reuseFailures.push(`${old.type} key ${old.customerId}/${old.key} reused with ${other} (was ${old.quantity}): ${JSON.stringify(answer).slice(0, 300)}`);
       }
+    }
+  }
+}
+
+
+// ---- probes: decisions right after a write acknowledged by another replica ---------------------
+
+/*
+ * Each prober owns its customers (`t<seed>-p<prober>-<n>`): nobody else writes to them and nothing
+ * expires on them (manual credits without expiry, no plan, no reservations), so after every
+ * acknowledged write the prober knows their state exactly: the credits balance, and whether the
+ * BOOLEAN feature `video` (which gates `video.generate`) has an active entitlement. Right after a
+ * write acknowledged by replica X it asks another replica (canAccess, access, or a consume) and
+ * records every decision that contradicts that state. A probe write whose effect is not known
+ * exactly (a grantEntitlement answered only after a retry may have been applied twice; an
+ * operation never answered) takes the customer out of the probes: no decision is ever judged
+ * against a state the prober is not sure of.
+ */
+const PROBERS = Math.floor(arg('probers', 4));
+const CAN_ACCESS = `query($c: ID!, $f: String!, $q: Decimal!) { canAccess(customerId: $c, feature: $f, quantity: $q) { feature allowed reason balance } }`;
+const ACCESS = `query($c: ID!, $fs: [String!]!) { access(customerId: $c, features: $fs) { feature allowed reason balance } }`; // quantity 1
+const GRANT_ENTITLEMENT = `mutation($input: GrantEntitlementInput!) { grantEntitlement(input: $input) { id } }`;
+const REVOKE = `mutation($id: ID!) { revokeEntitlement(id: $id, reason: "torture probe") { id revokedAt } }`;
+/** Cost in credits of one unit (demo catalog). */
+const PROBE_COST: Record<string, number> = { credits: 1, 'text.generate': 1, 'image.generate': 20, 'video.generate': 100 };
+const PROBE_FEATURES = ['credits', 'text.generate', 'image.generate', 'video', 'video.generate'];
+
+interface Probe {
+  id: string;
+  /** Exact credits balance after every acknowledged write. */
+  balance: number;
+  /** The active `video` entitlement; null: none; 'unknown': not sure (no video judgements). */
+  video: string | null | 'unknown';
+  keys: number;
+  /** The acknowledged writes, newest last (evidence for a violation). */
+  writes: string[];
+}
+const probeCounts = { customers: 0, writes: 0, decisions: 0, abandoned: 0 };
+const staleAllowed: string[] = []; // allowed although an acknowledged write had taken it away: a charge let through
+const staleOther: string[] = []; // refused although allowed, or a balance that is not the acknowledged one
+const probeCustomers = new Set<string>();
+const probeSuspects = new Set<string>(); // customers named in probe violations (their ledger is printed)
+const at = () => `${((Date.now() - t0) / 1000).toFixed(3)}s`;
+
+/** One request at a time, no random timeouts: until an answer that is not transient. `clean`: the first request got it. */
+async function sendClean(
+  rng: Rng,
+  query: string,
+  variables: Record<string, unknown>,
+  to: Service,
+): Promise<{ answer: Extract<Attempt, { kind: 'data' | 'error' }> | undefined; clean: boolean; replica: Service }> {
+  counts.opsSent += 1;
+  let target = to;
+  for (let round = 0; ; round++) {
+    if (round > 0) counts.retried += 1;
+    const r = await attempt(query, variables, 30_000, target);
+    if (r.kind === 'data' || (r.kind === 'error' && !RETRYABLE.has(r.code))) return { answer: r, clean: round === 0, replica: target };
+    if (r.kind === 'timeout') counts.timeouts += 1;
+    else if (r.kind === 'network') counts.connectionErrors += 1;
+    else counts.transientErrors += 1;
+    if (Date.now() > hardDeadline) return { answer: undefined, clean: false, replica: target };
+    await sleep(rng.int(10, 150));
+    if (r.kind === 'network') target = route(rng, to.index, true); // that replica is down: another one
+  }
+}
+
+/** What the prober's exact knowledge says of `feature` for `quantity`; undefined where it does not know. */
+function expected(p: Probe, feature: string, quantity: number): { allowed: boolean | undefined; balance: number | undefined } {
+  if (feature === 'video') return { allowed: p.video === 'unknown' ? undefined : p.video !== null, balance: undefined };
+  const fits = quantity * PROBE_COST[feature] <= p.balance;
+  if (feature === 'video.generate') {
+    if (p.video === 'unknown') return { allowed: undefined, balance: undefined };
+    return { allowed: p.video !== null && fits, balance: p.video !== null ? p.balance : undefined };
+  }
+  return { allowed: fits, balance: p.balance };
+}
+
+function judge(p: Probe, what: string, feature: string, quantity: number, d: { allowed: boolean; reason: string; balance?: string | null }, replica: Service): void {
+  const e = expected(p, feature, quantity);
+  if (e.allowed === undefined) return;
+  probeCounts.decisions += 1;
+  const state = `known state: balance ${p.balance}, video ${p.video ?? 'none'}; acknowledged writes before it was sent (newest last): ${p.writes.slice(-3).join(' | ')}`;
+  const said = `${what} ${feature} x${quantity} on ${replica.name} at ${at()}: allowed ${d.allowed} (${d.reason}, balance ${d.balance ?? '-'})`;
+  if (d.allowed && !e.allowed) {
+    staleAllowed.push(`${p.id}: ${said}; ${state}`);
+    probeSuspects.add(p.id);
+  } else if (!d.allowed && e.allowed) {
+    staleOther.push(`${p.id}: refused: ${said}; ${state}`);
+    probeSuspects.add(p.id);
+  } else if (e.balance !== undefined && d.balance !== undefined && d.balance !== null && Number(d.balance) !== e.balance) {
+    staleOther.push(`${p.id}: balance ${d.balance}, expected ${e.balance}: ${said}; ${state}`);
+    probeSuspects.add(p.id);
+  }
+}
+
+/** A quantity near the edge of what the balance allows (both sides), or a small one. */
+function edgeQuantity(rng: Rng, p: Probe, feature: string): number {
+  const cost = PROBE_COST[feature] ?? 1;
+  const edge = Math.floor(p.balance / cost);
+  const r = rng.next();
+  if (r < 0.3) return Math.max(1, edge);
+  if (r < 0.6) return edge + 1;
+  return rng.int(1, 3);
+}
+
+/** canAccess or access on `replica`, judged against the known state. */
+async function probeRead(rng: Rng, p: Probe, replica: Service): Promise<boolean> {
+  if (rng.chance(0.6)) {
+    const feature = rng.pick(PROBE_FEATURES);
+    const q = edgeQuantity(rng, p, feature);
+    const { answer, replica: asked } = await sendClean(rng, CAN_ACCESS, { c: p.id, f: feature, q: String(q) }, replica);
+    if (!answer) return false;
+    if (answer.kind === 'error') {
+      unexpected.push(`probe canAccess ${p.id} ${feature}: ${answer.code}: ${answer.message}`);
+      return false;
+    }
+    judge(p, 'canAccess', feature, q, answer.data.canAccess, asked);
+    return true;
+  }
+  const q = 1;
+  const { answer, replica: asked } = await sendClean(rng, ACCESS, { c: p.id, fs: PROBE_FEATURES }, replica);
+  if (!answer) return false;
+  if (answer.kind === 'error') {
+    unexpected.push(`probe access ${p.id}: ${answer.code}: ${answer.message}`);
+    return false;
+  }
+  for (const d of answer.data.access as Array<{ feature: string; allowed: boolean; reason: string; balance: string | null }>) judge(p, 'access', d.feature, q, d, asked);
+  return true;
+}
+
+/** A consume on `replica`: judged like a decision, then the balance moves by what was charged. */
+async function probeConsume(rng: Rng, p: Probe, replica: Service, feature: string): Promise<boolean> {
+  const q = feature === 'video.generate' ? 1 : rng.chance(0.4) ? edgeQuantity(rng, p, feature) : rng.int(1, feature === 'text.generate' ? 20 : 3);
+  const key = `probe-${(p.keys += 1)}`;
+  const rec: ConsumeRecord = { customerId: p.id, key, feature, quantity: String(q), answers: [], errors: [] };
+  consumes.set(`${p.id}|${key}`, rec);
+  const { answer, replica: asked } = await sendClean(rng, CONSUME, { input: { customerId: p.id, feature, quantity: String(q), idempotencyKey: key } }, replica);
+  if (!answer) return false;
+  if (answer.kind === 'error') {
+    rec.errors.push(`${answer.code}: ${answer.message}`);
+    return false;
+  }
+  const c = answer.data.consume;
+  rec.answers.push({ allowed: c.allowed, usageId: c.usageId, charged: c.charged, reason: c.reason });
+  counts.acknowledged += 1;
+  judge(p, `consume ${key}`, feature, q, { allowed: c.allowed, reason: c.reason }, asked);
+  if (c.allowed && Number(c.charged) !== q * PROBE_COST[feature]) {
+    staleOther.push(`${p.id}: consume ${key} ${feature} x${q} on ${asked.name} charged ${c.charged}, expected ${q * PROBE_COST[feature]}`);
+    probeSuspects.add(p.id);
+  }
+  p.balance -= Number(c.charged);
+  p.writes.push(`${at()} ${asked.name} consume ${key} ${feature} x${q}: ${c.allowed ? `charged ${c.charged}` : c.reason}`);
+  probeCounts.writes += 1;
+  return true;
+}
+
+async function probeGrant(rng: Rng, p: Probe, replica: Service): Promise<boolean> {
+  const amount = rng.int(200, 1500);
+  const key = `probe-g-${(p.keys += 1)}`;
+  const rec: GrantRecord = { customerId: p.id, key, amount: String(amount), answers: [], errors: [] };
+  grants.set(`${p.id}|${key}`, rec);
+  const { answer, replica: asked } = await sendClean(rng, GRANT, { input: { customerId: p.id, feature: 'credits', amount: String(amount), idempotencyKey: key } }, replica);
+  if (!answer) return false;
+  if (answer.kind === 'error') {
+    rec.errors.push(`${answer.code}: ${answer.message}`);
+    return false;
+  }
+  rec.answers.push({ id: answer.data.grantCredits.id, amount: answer.data.grantCredits.amount });
+  counts.acknowledged += 1;
+  p.balance += amount;
+  p.writes.push(`${at()} ${asked.name} grantCredits ${key} +${amount}`);
+  probeCounts.writes += 1;
+  return true;
+}
+
+/** Grants `video` when there is none, revokes it when there is one. */
+async function probeVideo(rng: Rng, p: Probe, replica: Service): Promise<boolean> {
+  if (p.video === null) {
+    const { answer, clean, replica: asked } = await sendClean(rng, GRANT_ENTITLEMENT, { input: { customerId: p.id, feature: 'video', reason: 'torture probe' } }, replica);
+    if (!answer) return false;
+    if (answer.kind === 'error') {
+      unexpected.push(`probe grantEntitlement ${p.id}: ${answer.code}: ${answer.message}`);
+      return false;
+    }
+    // not idempotent: answered only after a retry, an earlier attempt may have been applied too
+    p.video = clean ? answer.data.grantEntitlement.id : 'unknown';
+    p.writes.push(`${at()} ${asked.name} grantEntitlement video ${answer.data.grantEntitlement.id}${clean ? '' : ' (after a retry)'}`);
+  } else if (p.video !== 'unknown') {
+    const id = p.video;
+    const { answer, clean, replica: asked } = await sendClean(rng, REVOKE, { id }, replica);
+    if (!answer) return false;
+    if (answer.kind === 'error' && !(answer.code === 'CONFLICT' && !clean)) {
+      unexpected.push(`probe revokeEntitlement ${p.id} ${id}: ${answer.code}: ${answer.message}`);
+      return false;
+    }
+    // CONFLICT after a retry: an earlier attempt revoked it
+    p.video = null;
+    p.writes.push(`${at()} ${asked.name} revokeEntitlement video ${id}${answer.kind === 'error' ? ' (CONFLICT after a retry: revoked before)' : ''}`);
+  } else return true;
+  probeCounts.writes += 1;
+  return true;
+}
+
+async function proberLoop(index: number, until: number): Promise<void> {
+  const rng = prng((SEED * 2_654_435 + index * 40_503 + 17) >>> 0);
+  const n = services.length;
+  const writer = () => services[rng.int(0, n - 1)];
+  const reader = (w: Service) => (n === 1 ? w : services[(w.index + rng.int(1, n - 1)) % n]);
+  let generation = 0;
+  let p: Probe | undefined;
+  while (Date.now() < until) {
+    if (!p) {
+      generation += 1;
+      p = { id: `t${SEED}-p${index}-${generation}`, balance: 0, video: null, keys: 0, writes: [] };
+      probeCustomers.add(p.id);
+      probeCounts.customers += 1;
+      const w = writer();
+      if (!(await probeGrant(rng, p, w)) || !(await probeRead(rng, p, reader(w)))) {
+        p = undefined;
+        probeCounts.abandoned += 1;
+      }
+      continue;
+    }
+    const w = writer();
+    const r = rng.next();
+    let ok: boolean;
+    if (p.balance < 150 || r < 0.12) ok = await probeGrant(rng, p, w);
+    else if (r < 0.35 && p.video !== 'unknown') ok = await probeVideo(rng, p, w);
+    else if (r < 0.9) ok = await probeConsume(rng, p, w, rng.pick(['text.generate', 'text.generate', 'image.generate', 'video.generate']));
+    else ok = true;
+    // right after the write: another replica decides (sometimes by charging: a stale "allowed" there is a charge let through)
+    if (ok) ok = rng.chance(0.25) && p.video !== 'unknown' ? await probeConsume(rng, p, reader(w), rng.pick(['video.generate', 'image.generate', 'text.generate'])) : await probeRead(rng, p, reader(w));
+    if (!ok) {
+      p = undefined;
+      probeCounts.abandoned += 1;
     }
   }
 }
@@ -730,6 +966,25 @@ async function check(env: Env): Promise<Check[]> {
     for (const rec of reserves.values()) for (const e of rec.errors) other.violations.push(`reserve ${rec.customerId}|${rec.key}: ${e}`);
     for (const rec of grants.values()) for (const e of rec.errors) other.violations.push(`grant ${rec.customerId}|${rec.key}: ${e}`);
     other.violations.push(...unexpected);
+    // 9. probes: decisions right after a write acknowledged by another replica
+    const probeAllow = add('no stale "allowed" after an acknowledged write (probes, other replica)');
+    probeAllow.checked = probeCounts.decisions;
+    probeAllow.violations.push(...staleAllowed);
+    const probeOther = add('decisions and balances agree with acknowledged writes (probes)');
+    probeOther.checked = probeCounts.decisions;
+    probeOther.violations.push(...staleOther);
+    for (const id of [...probeSuspects].slice(0, 5)) {
+      const ledger = await db.query(
+        `select id, created_at, kind, feature_key, amount::text, balance_after::text, usage_event_id, idempotency_key from ledger_entry where customer_id = $1 order by id`,
+        [id],
+      );
+      const ents = await db.query(`select id, feature_key, created_at, revoked_at, valid_from, valid_until from entitlement where customer_id = $1 order by created_at`, [id]);
+      evidence.push(
+        `customer ${id}: entitlements ${JSON.stringify(ents.rows)}\n  ledger:\n${ledger.rows
+          .map((r) => `    ${r.id} ${new Date(r.created_at).toISOString()} ${r.kind} ${r.feature_key} ${r.amount} -> ${r.balance_after} ${r.idempotency_key ?? r.usage_event_id ?? ''}`)
+          .join('\n')}`,
+      );
+    }
     const exits = add('the service never exited on its own');
     exits.checked = counts.serviceKills + 1;
     for (const s of services) if (s.stats.unexpectedExits > 0) exits.violations.push(`${s.name}: ${s.stats.unexpectedExits} unexpected exit(s) (see output above)`);
@@ -800,7 +1055,10 @@ async function main(): Promise<number> {
     const frng = prng(SEED ^ 0xfa17);
     const dbKillAt = started + DURATION_S * 1000 * (0.25 + frng.next() * 0.4);
     const faulting = faults(frng, env, until - 1000, dbKillAt);
-    const clients = Array.from({ length: CLIENTS }, (_, i) => clientLoop(i, until));
+    const clients = [
+      ...Array.from({ length: CLIENTS }, (_, i) => clientLoop(i, until)),
+      ...Array.from({ length: PROBERS }, (_, i) => proberLoop(i, until)),
+    ];
     await faulting;
     stopping = true; // the last operations retry without random timeouts
     await allUp();
@@ -829,6 +1087,8 @@ async function main(): Promise<number> {
         ['connection errors', String(counts.connectionErrors)],
         ['transient error answers', String(counts.transientErrors)],
         ['keys reused with other parameters', String(counts.keyReuses)],
+        ['probes: customers / writes / decisions judged', `${probeCounts.customers} / ${probeCounts.writes} / ${probeCounts.decisions}`],
+        ['  probe customers given up (state not known exactly)', String(probeCounts.abandoned)],
         ['operations never acknowledged', String(counts.lost)],
         ['service SIGKILLs survived', String(counts.serviceKills)],
         ['  of which during start-up', String(counts.serviceKillsDuringStart)],
@@ -855,6 +1115,7 @@ async function main(): Promise<number> {
       log('');
       for (const c of checks)
         for (const v of c.violations.slice(0, 20)) log(`VIOLATION [${c.name}] ${v}`);
+      for (const e of evidence) log(`\n${e}`);
       log(
         `\nFAILED with seed ${SEED}: replay with  node dist/bench/torture.js --duration ${DURATION_S} --clients ${CLIENTS} --customers ${CUSTOMERS}` +
           `${REPLICAS > 1 ? ` --replicas ${REPLICAS}` : ''} --seed ${SEED}`,
