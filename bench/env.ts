@@ -265,3 +265,17 @@ export async function startServer(opts: {
     },
   };
 }
+
+/**
+ * CPU seconds of this process's children that have exited and were reaped (cutime + cstime of
+ * /proc/self/stat): a pgbench run shows here once it has ended; the running service does not.
+ */
+export function reapedChildrenCpuSeconds(): number {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[13]) + Number(f[14])) / TICKS;
+  } catch {
+    return 0;
+  }
+}

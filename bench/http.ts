@@ -1,4 +1,5 @@
 import autocannon from 'autocannon';
+import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { Latencies, type LatencySummary } from './stats';
 
@@ -14,7 +15,7 @@ import { Latencies, type LatencySummary } from './stats';
 /** Per connection (autocannon's request context; reset when the request sequence starts over). */
 export interface Ctx {
   t0?: number;
-  track?: Track;
+  tracks?: Track[];
   [k: string]: unknown;
 }
 
@@ -27,8 +28,11 @@ export interface Track {
 }
 
 export interface Op {
-  /** The GraphQL request body, or null to start the sequence over (chained operations). */
-  build(ctx: Ctx): { body: string; track?: Track } | null;
+  /**
+   * The GraphQL request body, or null to start the sequence over (chained operations). `track`
+   * (or `tracks`, for a batch) names the usage operations the request carries.
+   */
+  build(ctx: Ctx): { body: string; track?: Track; tracks?: Track[] } | null;
   /** Called with `data` of a response without errors. */
   onData?(data: Record<string, any>, ctx: Ctx, rec: Recorder): void;
 }
@@ -63,6 +67,8 @@ export class Recorder {
 export interface HttpRunResult {
   rec: Recorder;
   durationS: number;
+  /** Open loop: the rate asked for, how it was paced, and the rate at which requests were sent. */
+  openLoop?: { rate: number; mode: RateMode; sentPerS: number };
   /** Connection errors and timeouts reported by autocannon. */
   transportErrors: number;
   timeouts: number;
@@ -78,6 +84,8 @@ export async function runHttp(opts: {
   durationS?: number;
   /** Run exactly this many requests instead of a duration. */
   amount?: number;
+  /** autocannon's overallRate (see RateMode). */
+  overallRate?: number;
   ops: Op[];
 }): Promise<HttpRunResult> {
   const rec = new Recorder();
@@ -90,36 +98,15 @@ export async function runHttp(opts: {
       const ctx = context as Ctx;
       const built = op.build(ctx);
       if (!built) return null;
-      ctx.track = built.track;
-      if (built.track) rec.inflight.set(trackId(built.track), built.track);
+      ctx.tracks = tracksOf(built);
+      for (const t of ctx.tracks) rec.inflight.set(trackId(t), t);
       ctx.t0 = performance.now();
       return { ...req, body: built.body };
     }) as unknown as autocannon.Request['setupRequest'],
     onResponse: (status: number, body: string, context: object) => {
       const ctx = context as Ctx;
-      const now = performance.now();
-      if (ctx.t0 !== undefined) rec.latencies.push(now - ctx.t0);
-      rec.responses += 1;
-      if (ctx.track) rec.inflight.delete(trackId(ctx.track));
-      if (status !== 200) {
-        rec.httpErrors += 1;
-        rec.sample(`HTTP ${status}: ${body}`);
-        return;
-      }
-      let json: { data?: Record<string, any>; errors?: unknown[] };
-      try {
-        json = JSON.parse(body);
-      } catch {
-        rec.httpErrors += 1;
-        rec.sample(`unparsable: ${body}`);
-        return;
-      }
-      if (json.errors && json.errors.length > 0) {
-        rec.graphqlErrors += 1;
-        rec.sample(JSON.stringify(json.errors));
-        return;
-      }
-      op.onData?.(json.data ?? {}, ctx, rec);
+      if (ctx.t0 !== undefined) rec.latencies.push(performance.now() - ctx.t0);
+      handleResponse(rec, op, ctx, status, body);
     },
   }));
   const options: autocannon.Options = {
@@ -129,13 +116,169 @@ export async function runHttp(opts: {
     timeout: 10,
     requests,
     ...(opts.amount !== undefined ? { amount: opts.amount } : { duration: opts.durationS ?? 10 }),
+    ...(opts.overallRate !== undefined ? { overallRate: Math.max(1, Math.round(opts.overallRate)) } : {}),
   };
   const result = await autocannon(options);
   return {
     rec,
     durationS: result.duration,
+    ...(opts.overallRate !== undefined
+      ? { openLoop: { rate: opts.overallRate, mode: 'autocannon' as const, sentPerS: round2(result.requests.total / result.duration) } }
+      : {}),
     transportErrors: result.errors,
     timeouts: result.timeouts,
+    latency: rec.latencies.summary(),
+  };
+}
+
+const round2 = (v: number) => Math.round(v * 100) / 100;
+
+const tracksOf = (built: { track?: Track; tracks?: Track[] }): Track[] => built.tracks ?? (built.track ? [built.track] : []);
+
+/** Counts one response (both load generators). */
+function handleResponse(rec: Recorder, op: Op, ctx: Ctx, status: number, body: string): void {
+  rec.responses += 1;
+  for (const t of ctx.tracks ?? []) rec.inflight.delete(trackId(t));
+  if (status !== 200) {
+    rec.httpErrors += 1;
+    rec.sample(`HTTP ${status}: ${body}`);
+    return;
+  }
+  let json: { data?: Record<string, any>; errors?: unknown[] };
+  try {
+    json = JSON.parse(body);
+  } catch {
+    rec.httpErrors += 1;
+    rec.sample(`unparsable: ${body}`);
+    return;
+  }
+  if (json.errors && json.errors.length > 0) {
+    rec.graphqlErrors += 1;
+    rec.sample(JSON.stringify(json.errors));
+    return;
+  }
+  op.onData?.(json.data ?? {}, ctx, rec);
+}
+
+/**
+ * How an open-loop rate is produced.
+ * - `even`: requests start at evenly spaced instants (every 1/rate s, like wrk2), each on a free
+ *   keep-alive connection of at most `connections`; a request's latency counts from the instant it
+ *   was due, so time spent waiting for a connection is included (no coordinated omission).
+ * - `autocannon`: autocannon's `overallRate`, which gives each connection a quota of requests per
+ *   second; a connection sends its quota back to back, then waits for the next second, so the
+ *   load comes in bursts at full concurrency.
+ */
+export type RateMode = 'even' | 'autocannon';
+
+/** Open-loop load at a fixed overall rate (see RateMode). */
+export async function runAtRate(opts: {
+  url: string;
+  auth: string;
+  connections: number;
+  durationS: number;
+  rate: number;
+  mode: RateMode;
+  ops: Op[];
+}): Promise<HttpRunResult> {
+  if (opts.mode === 'autocannon') {
+    return runHttp({ url: opts.url, auth: opts.auth, connections: opts.connections, durationS: opts.durationS, ops: opts.ops, overallRate: opts.rate });
+  }
+  return runEven(opts);
+}
+
+async function runEven(opts: { url: string; auth: string; connections: number; durationS: number; rate: number; ops: Op[] }): Promise<HttpRunResult> {
+  const rec = new Recorder();
+  const target = new URL('/graphql', opts.url);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: opts.connections, maxFreeSockets: opts.connections });
+  let transportErrors = 0;
+  let timeouts = 0;
+  let outstanding = 0;
+  let wakeDone: (() => void) | null = null;
+  const done = () => {
+    outstanding -= 1;
+    if (outstanding === 0 && wakeDone) wakeDone();
+  };
+
+  /** One request; resolves with its status and body, or null on a transport error. */
+  const send = (body: string): Promise<{ status: number; body: string } | null> =>
+    new Promise((resolve) => {
+      const req = http.request(
+        target,
+        {
+          method: 'POST',
+          agent,
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${opts.auth}`, 'content-length': Buffer.byteLength(body) },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', () => {
+            transportErrors += 1;
+            resolve(null);
+          });
+        },
+      );
+      req.setTimeout(10_000, () => {
+        timeouts += 1;
+        req.destroy(new Error('timeout'));
+      });
+      req.on('error', (err) => {
+        transportErrors += 1;
+        rec.sample(`transport: ${err.message}`);
+        resolve(null);
+      });
+      req.end(body);
+    });
+
+  /** One sequence of the ops (one op for most scenarios), the first due at `due`. */
+  const sequence = async (due: number) => {
+    const ctx: Ctx = {};
+    for (let i = 0; i < opts.ops.length; i++) {
+      const op = opts.ops[i];
+      const built = op.build(ctx);
+      if (!built) return;
+      ctx.tracks = tracksOf(built);
+      for (const t of ctx.tracks) rec.inflight.set(trackId(t), t);
+      const start = i === 0 ? due : performance.now();
+      const res = await send(built.body);
+      if (!res) return; // stays in flight: the checks look it up in the database
+      rec.latencies.push(performance.now() - start);
+      handleResponse(rec, op, ctx, res.status, res.body);
+    }
+  };
+
+  const interval = 1000 / opts.rate;
+  const t0 = performance.now();
+  const end = t0 + opts.durationS * 1000;
+  let started = 0;
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const now = performance.now();
+      const due = Math.min(Math.floor((Math.min(now, end) - t0) / interval) + 1, Math.ceil((opts.durationS * 1000) / interval));
+      while (started < due) {
+        const at = t0 + started * interval;
+        started += 1;
+        outstanding += 1;
+        void sequence(at).finally(done);
+      }
+      if (now >= end) resolve();
+      else setTimeout(tick, Math.max(0, Math.min(1, t0 + started * interval - performance.now())));
+    };
+    tick();
+  });
+  const durationS = (performance.now() - t0) / 1000;
+  if (outstanding > 0) {
+    await Promise.race([new Promise<void>((r) => (wakeDone = r)), new Promise((r) => setTimeout(r, 15_000))]);
+  }
+  agent.destroy();
+  return {
+    rec,
+    durationS,
+    openLoop: { rate: opts.rate, mode: 'even', sentPerS: round2(started / durationS) },
+    transportErrors,
+    timeouts,
     latency: rec.latencies.summary(),
   };
 }
@@ -146,6 +289,8 @@ export const FLOOR = '{ __typename }';
 export const CAN_ACCESS = 'query CanAccess($c: ID!, $f: String!) { canAccess(customerId: $c, feature: $f) { allowed reason } }';
 export const CONSUME = 'mutation Consume($i: ConsumeInput!) { consume(input: $i) { allowed reason replayed balance } }';
 export const RESERVE = 'mutation Reserve($i: ReserveInput!) { reserve(input: $i) { allowed reason reservation { id } } }';
+export const CONSUME_BATCH =
+  'mutation ConsumeBatch($i: [ConsumeInput!]!) { consumeBatch(inputs: $i) { allowed reason replayed balance } }';
 export const COMMIT =
   'mutation Commit($id: ID!, $q: Decimal!) { commitReservation(id: $id, quantity: $q) { allowed reason charged replayed } }';
 

@@ -8,10 +8,12 @@ import { dec } from '../src/shared/decimal';
 import { Latencies, type LatencySummary } from './stats';
 
 /**
- * The database's own limit for `consume`: the very statements the service runs for one consume
- * (access.load_state, then ledger.apply with the plan computed by the same pure planner), issued
- * from this process with `pg` at the same concurrency, one operation per transaction, no HTTP,
- * no GraphQL, no per-customer queue (so no group commit).
+ * Tollgate's own statements for `consume` without the service around them: the very statements
+ * the service runs for one consume (access.load_state, then ledger.apply with the plan computed
+ * by the same pure planner), issued from this process with `pg` at the same concurrency, one
+ * operation per transaction, no HTTP, no GraphQL, no per-customer queue (so no group commit).
+ * This measures Tollgate's SQL against itself; the database's limit is the faithful consume of
+ * limit.ts (the limit-* scenarios), which the consume targets use.
  */
 
 const TIMESTAMPTZ = 1184;

@@ -1,4 +1,4 @@
-import { CAN_ACCESS, COMMIT, CONSUME, FLOOR, gqlBody, RESERVE, type Op } from './http';
+import { CAN_ACCESS, COMMIT, CONSUME, CONSUME_BATCH, FLOOR, gqlBody, RESERVE, type Op, type Recorder, type Track } from './http';
 import { BOOLEAN, METERED } from './seed';
 
 /** The request generators of the HTTP scenarios (see docs/performance.md for what each measures). */
@@ -31,8 +31,9 @@ export const canAccessOps = (pickCustomer: () => string): Op[] => {
   ];
 };
 
-const countConsume = (data: Record<string, any>, rec: import('./http').Recorder) => {
-  const r = data.consume;
+const countConsume = (data: Record<string, any>, rec: Recorder) => countResult(data.consume, rec);
+
+const countResult = (r: Record<string, any> | undefined, rec: Recorder) => {
   if (!r) return;
   if (r.replayed) rec.replayed += 1;
   if (r.allowed) rec.allowed += 1;
@@ -56,6 +57,38 @@ export const consumeOps = (pickCustomer: () => string, keyPrefix: string): Op[] 
         };
       },
       onData: (data, _ctx, rec) => countConsume(data, rec),
+    },
+  ];
+};
+
+/**
+ * consumeBatch of `size` items, each 1 `text.generate` on a random customer with a fresh key.
+ * `items` counts the items answered; allowed/denied/replayed count items, not calls.
+ */
+export const consumeBatchOps = (pickCustomer: () => string, keyPrefix: string, size: number): Op[] => {
+  let seq = 0;
+  return [
+    {
+      build: () => {
+        const tracks: Track[] = [];
+        const inputs = Array.from({ length: size }, () => {
+          const customer = pickCustomer();
+          const key = `${keyPrefix}${seq++}`;
+          tracks.push({ customer, key, phase: 'consume' });
+          return { customerId: customer, feature: METERED, quantity: '1', idempotencyKey: key };
+        });
+        return { body: gqlBody(CONSUME_BATCH, { i: inputs }), tracks };
+      },
+      onData: (data, _ctx, rec) => {
+        const results = data.consumeBatch;
+        if (!Array.isArray(results) || results.length !== size) {
+          rec.sample(`consumeBatch answered ${Array.isArray(results) ? results.length : typeof results} results for ${size} items`);
+          rec.bump('badBatches');
+          return;
+        }
+        rec.bump('items', results.length);
+        for (const r of results) countResult(r, rec);
+      },
     },
   ];
 };
