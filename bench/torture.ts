@@ -336,6 +336,7 @@ async function send(
 /** Denials that are not stored as the key's outcome (nothing to attach them to). */
 const UNSTORED = new Set(['UNKNOWN_CUSTOMER', 'UNKNOWN_FEATURE']);
 const CONSUME = `mutation($input: ConsumeInput!) { consume(input: $input) { allowed reason usageId charged replayed } }`;
+const CONSUME_BATCH = `mutation($inputs: [ConsumeInput!]!) { consumeBatch(inputs: $inputs) { allowed reason usageId charged replayed error { code message } } }`;
 const RESERVE = `mutation($input: ReserveInput!) { reserve(input: $input) { allowed reason replayed reservation { id status held quantity } } }`;
 const COMMIT = `mutation($id: ID!, $q: Decimal!) { commitReservation(id: $id, quantity: $q) { allowed reason usageId charged replayed } }`;
 const RELEASE = `mutation($id: ID!) { releaseReservation(id: $id) { id status held charged } }`;
@@ -355,7 +356,15 @@ interface ConsumeRecord {
   quantity: string;
   answers: Array<{ allowed: boolean; usageId: string | null; charged: string; reason: string }>;
   errors: string[];
+  /**
+   * Items of one batch with this key and another quantity (a duplicate with other parameters).
+   * The stored event says which item was applied; every other one must be refused with
+   * IDEMPOTENCY_KEY_REUSED (checked without assuming which one wins).
+   */
+  variants?: ConsumeSlot[];
 }
+/** What the items with one key and one set of parameters were answered. */
+type ConsumeSlot = Pick<ConsumeRecord, 'quantity' | 'answers' | 'errors'>;
 interface ReserveRecord {
   customerId: string;
   key: string;
@@ -384,6 +393,9 @@ const grants = new Map<string, GrantRecord>();
 const openReservations: Array<{ id: string; customerId: string; quantity: number }> = [];
 const reusable: Array<{ type: 'consume' | 'grant'; customerId: string; key: string; feature: string; quantity: string }> = [];
 const unexpected: string[] = [];
+/** Keys of batch items sent with invalid input: refused with BAD_USER_INPUT, nothing stored. */
+const invalidKeys: Array<{ customerId: string; key: string }> = [];
+const batchCounts = { batches: 0, items: 0, itemAnswers: 0, duplicatesInside: 0, otherParamsInside: 0, replaysAcross: 0, reuses: 0, invalid: 0, itemRetryLater: 0, itemResends: 0 };
 const evidence: string[] = []; // ledger and entitlements of customers named in probe violations
 const reuseFailures: string[] = [];
 
@@ -404,7 +416,9 @@ async function clientLoop(index: number, until: number): Promise<void> {
     const r = rng.next();
     const cust = pickCustomer(rng);
     const key = `k-${index}-${n}`;
-    if (r < 0.4) {
+    if (r < 0.1) {
+      await consumeBatchOp(rng, index, n);
+    } else if (r < 0.4) {
       const f = rng.pick(FEATURES);
       const quantity = String(rng.int(1, f.max));
       const rec: ConsumeRecord = { customerId: cust, key, feature: f.key, quantity, answers: [], errors: [] };
@@ -489,6 +503,155 @@ async function clientLoop(index: number, until: number): Promise<void> {
   }
 }
 
+
+// ---- batches -----------------------------------------------------------------------------------
+
+type BatchItem = {
+  input: { customerId: string; feature: string; quantity: string; idempotencyKey: string };
+  /** new / dup (same key, same parameters, earlier in this batch) / replay (a key acknowledged before) -> `slot`;
+   *  reuse (an acknowledged key, other parameters) -> IDEMPOTENCY_KEY_REUSED; invalid -> BAD_USER_INPUT. */
+  kind: 'new' | 'dup' | 'other' | 'replay' | 'reuse' | 'invalid';
+  slot?: ConsumeSlot;
+  rec?: ConsumeRecord;
+  note?: string;
+};
+
+/**
+ * One consumeBatch: 1 to 200 items over random customers (hot ones too), with duplicates inside
+ * the batch (same key and parameters; sometimes the same key with another quantity), replays and
+ * key reuses of keys acknowledged before (by single consumes or batches), and invalid items.
+ * Every item is recorded exactly like a single consume. The whole call is retried like any
+ * other operation (timeouts, kills, concurrent copies to other replicas); items refused with a
+ * retryable error (RETRY_LATER...) are sent again, alone, in another batch with the same key.
+ */
+async function consumeBatchOp(rng: Rng, index: number, n: number): Promise<void> {
+  const size = rng.chance(0.7) ? rng.int(1, 10) : rng.chance(0.83) ? rng.int(11, 60) : rng.int(61, 200);
+  const items: BatchItem[] = [];
+  const fresh: BatchItem[] = [];
+  for (let j = 0; j < size; j++) {
+    const r = rng.next();
+    const older = reusable.filter((x) => x.type === 'consume');
+    if (r < 0.12 && fresh.length > 0) {
+      const f = rng.pick(fresh);
+      items.push({ ...f, kind: 'dup' });
+      batchCounts.duplicatesInside += 1;
+    } else if (r < 0.16 && fresh.length > 0) {
+      // the same key inside the batch with another quantity: one of the two is applied, the other refused
+      const f = rng.pick(fresh);
+      const quantity = String(Number(f.input.quantity) + rng.int(1, 3));
+      const rec = f.rec!;
+      let slot = rec.variants?.find((v) => v.quantity === quantity);
+      if (!slot) {
+        slot = { quantity, answers: [], errors: [] };
+        (rec.variants ??= []).push(slot);
+      }
+      items.push({ input: { ...f.input, quantity }, kind: 'other', slot, rec });
+      batchCounts.otherParamsInside += 1;
+    } else if (r < 0.26 && older.length > 0) {
+      const o = rng.pick(older);
+      const rec = consumes.get(`${o.customerId}|${o.key}`)!;
+      items.push({ input: { customerId: o.customerId, feature: o.feature, quantity: o.quantity, idempotencyKey: o.key }, kind: 'replay', slot: rec, rec });
+      batchCounts.replaysAcross += 1;
+    } else if (r < 0.31 && older.length > 0) {
+      const o = rng.pick(older);
+      const quantity = String(Number(o.quantity) + rng.int(1, 3));
+      items.push({ input: { customerId: o.customerId, feature: o.feature, quantity, idempotencyKey: o.key }, kind: 'reuse', note: `was ${o.quantity}` });
+      batchCounts.reuses += 1;
+    } else if (r < 0.34) {
+      const cust = pickCustomer(rng);
+      const key = `bi-${index}-${n}-${j}`;
+      const input = rng.chance(0.5)
+        ? { customerId: cust, feature: 'text.generate', quantity: '-1', idempotencyKey: key }
+        : { customerId: cust, feature: 'video', quantity: '1', idempotencyKey: key }; // a BOOLEAN feature cannot be consumed
+      items.push({ input, kind: 'invalid' });
+      invalidKeys.push({ customerId: cust, key });
+      batchCounts.invalid += 1;
+    } else {
+      const cust = pickCustomer(rng);
+      const f = rng.pick(FEATURES);
+      const key = `b-${index}-${n}-${j}`;
+      const quantity = String(rng.int(1, f.max));
+      const rec: ConsumeRecord = { customerId: cust, key, feature: f.key, quantity, answers: [], errors: [] };
+      consumes.set(`${cust}|${key}`, rec);
+      const item: BatchItem = { input: { customerId: cust, feature: f.key, quantity, idempotencyKey: key }, kind: 'new', slot: rec, rec };
+      items.push(item);
+      fresh.push(item);
+    }
+  }
+  batchCounts.items += items.length;
+  // an item is settled once it got an answer that is not a retryable refusal (from any copy of the call)
+  const settled = new Array<boolean>(items.length).fill(false);
+  let pending = items.map((_, j) => j);
+  for (let round = 0; pending.length > 0; round++) {
+    if (round > 0) {
+      if (Date.now() > hardDeadline) break;
+      batchCounts.itemResends += pending.length;
+      await sleep(rng.int(5, 100));
+    }
+    const part = pending;
+    batchCounts.batches += 1;
+    const answer = await send(
+      rng,
+      CONSUME_BATCH,
+      { inputs: part.map((j) => items[j].input) },
+      (a) => {
+        if (a.kind === 'error') {
+          unexpected.push(`consumeBatch (${part.length} items): ${a.code}: ${a.message}`);
+          return;
+        }
+        const results = a.data.consumeBatch as Array<{ allowed: boolean; reason: string; usageId: string | null; charged: string; error: { code: string; message: string } | null }>;
+        if (results.length !== part.length) {
+          unexpected.push(`consumeBatch: ${part.length} items, ${results.length} results`);
+          return;
+        }
+        results.forEach((res, i) => recordItem(items[part[i]], res, () => (settled[part[i]] = true)));
+      },
+      index,
+    );
+    if (!answer || answer.kind === 'error') break;
+    pending = pending.filter((j) => !settled[j]);
+  }
+}
+
+function recordItem(
+  it: BatchItem,
+  res: { allowed: boolean; reason: string; usageId: string | null; charged: string; error: { code: string; message: string } | null },
+  settle: () => void,
+): void {
+  const where = `consumeBatch item ${it.input.customerId}|${it.input.idempotencyKey} (${it.kind}, ${it.input.feature} x${it.input.quantity})`;
+  batchCounts.itemAnswers += 1;
+  if (res.error) {
+    if (res.reason !== 'REFUSED' || res.allowed || res.usageId !== null || Number(res.charged) !== 0)
+      unexpected.push(`${where}: refused with ${res.error.code} but answered ${JSON.stringify(res)}`);
+    if (RETRYABLE.has(res.error.code)) {
+      batchCounts.itemRetryLater += 1;
+      return; // not settled: sent again with the same key
+    }
+    settle();
+    if (it.kind === 'reuse') {
+      if (res.error.code !== 'IDEMPOTENCY_KEY_REUSED') reuseFailures.push(`${where} (${it.note}): ${res.error.code}: ${res.error.message}`);
+    } else if (it.kind === 'invalid') {
+      if (res.error.code !== 'BAD_USER_INPUT') unexpected.push(`${where}: expected BAD_USER_INPUT, got ${res.error.code}: ${res.error.message}`);
+    } else it.slot!.errors.push(`${res.error.code}: ${res.error.message}`);
+    return;
+  }
+  settle();
+  if (it.kind === 'reuse') {
+    reuseFailures.push(`${where} (${it.note}): not refused: ${JSON.stringify(res)}`);
+    return;
+  }
+  if (it.kind === 'invalid') {
+    // a customer that does not exist is denied before the feature is looked at (as a single consume is)
+    if (res.allowed || !UNSTORED.has(res.reason)) unexpected.push(`${where}: invalid input not refused: ${JSON.stringify(res)}`);
+    return;
+  }
+  it.slot!.answers.push({ allowed: res.allowed, usageId: res.usageId, charged: res.charged, reason: res.reason });
+  counts.acknowledged += 1;
+  if (!res.allowed) counts.refusals += 1;
+  else if (it.kind === 'new' && !it.rec!.variants && rngForReuse.chance(0.3))
+    reusable.push({ type: 'consume', customerId: it.input.customerId, key: it.input.idempotencyKey, feature: it.input.feature, quantity: it.input.quantity });
+}
+const rngForReuse = prng(SEED ^ 0xba7c);
 
 // ---- probes: decisions right after a write acknowledged by another replica ---------------------
 
@@ -641,6 +804,85 @@ async function probeConsume(rng: Rng, p: Probe, replica: Service, feature: strin
   return true;
 }
 
+/**
+ * A consumeBatch of 2 to 6 items on the prober's customer (some the same key twice). Judged without
+ * assuming in which order the items were applied: all distinct keys together charged at most the
+ * balance, each allowed item exactly its cost, every item refused for balance did not fit in
+ * what was left after the others, duplicates answered alike.
+ */
+async function probeBatch(rng: Rng, p: Probe, replica: Service): Promise<boolean> {
+  const items: Array<{ key: string; feature: string; q: number }> = [];
+  for (let j = rng.int(2, 6); j > 0; j--) {
+    if (items.length > 0 && rng.chance(0.25)) {
+      items.push(rng.pick(items));
+      continue;
+    }
+    const feature = rng.pick(['text.generate', 'image.generate']);
+    items.push({ key: `probe-${(p.keys += 1)}`, feature, q: rng.chance(0.3) ? edgeQuantity(rng, p, feature) : rng.int(1, feature === 'text.generate' ? 30 : 3) });
+  }
+  const recs = new Map<string, ConsumeRecord>();
+  for (const it of items) {
+    if (recs.has(it.key)) continue;
+    const rec: ConsumeRecord = { customerId: p.id, key: it.key, feature: it.feature, quantity: String(it.q), answers: [], errors: [] };
+    recs.set(it.key, rec);
+    consumes.set(`${p.id}|${it.key}`, rec);
+  }
+  const inputs = items.map((it) => ({ customerId: p.id, feature: it.feature, quantity: String(it.q), idempotencyKey: it.key }));
+  const { answer, replica: asked } = await sendClean(rng, CONSUME_BATCH, { inputs }, replica);
+  if (!answer) return false;
+  if (answer.kind === 'error') {
+    unexpected.push(`probe consumeBatch ${p.id}: ${answer.code}: ${answer.message}`);
+    return false;
+  }
+  const results = answer.data.consumeBatch as Array<{ allowed: boolean; reason: string; usageId: string | null; charged: string; error: { code: string; message: string } | null }>;
+  const byKey = new Map<string, { allowed: boolean; reason: string; charged: number }>();
+  const before = p.balance;
+  const said = `consumeBatch [${items.map((it) => `${it.key} ${it.feature} x${it.q}`).join(', ')}] on ${asked.name} at ${at()}`;
+  const state = `known balance before: ${before}; acknowledged writes before it was sent (newest last): ${p.writes.slice(-3).join(' | ')}`;
+  let known = true;
+  results.forEach((res, i) => {
+    const it = items[i];
+    const rec = recs.get(it.key)!;
+    if (res.error) {
+      // refused (contention, ...): nothing charged for it, by contract; its key is never sent again
+      if (!RETRYABLE.has(res.error.code)) {
+        rec.errors.push(`${res.error.code}: ${res.error.message}`);
+        known = false;
+      }
+      return;
+    }
+    rec.answers.push({ allowed: res.allowed, usageId: res.usageId, charged: res.charged, reason: res.reason });
+    counts.acknowledged += 1;
+    const seen = byKey.get(it.key);
+    if (seen && (seen.allowed !== res.allowed || seen.charged !== Number(res.charged))) {
+      staleOther.push(`${p.id}: ${said}: the items with key ${it.key} were answered differently; ${state}`);
+      probeSuspects.add(p.id);
+    }
+    if (!seen) byKey.set(it.key, { allowed: res.allowed, reason: res.reason, charged: Number(res.charged) });
+  });
+  if (!known) return false;
+  const total = [...byKey.values()].reduce((t, r) => t + r.charged, 0);
+  const left = before - total;
+  probeCounts.decisions += byKey.size;
+  if (left < 0) {
+    staleAllowed.push(`${p.id}: ${said}: charged ${total} in all, more than the balance; ${state}`);
+    probeSuspects.add(p.id);
+  }
+  for (const [key, r] of byKey) {
+    const it = items.find((x) => x.key === key)!;
+    const cost = it.q * PROBE_COST[it.feature];
+    if (r.allowed && r.charged !== cost) staleOther.push(`${p.id}: ${said}: ${key} charged ${r.charged}, expected ${cost}; ${state}`);
+    else if (!r.allowed && (r.reason !== 'INSUFFICIENT_BALANCE' || cost <= left))
+      staleOther.push(`${p.id}: ${said}: ${key} refused (${r.reason}) although ${cost} fits in the ${left} left after the others; ${state}`);
+    else continue;
+    probeSuspects.add(p.id);
+  }
+  p.balance = left;
+  p.writes.push(`${at()} ${asked.name} ${said.replace(/ on replica.*$/, '')}: charged ${total}`);
+  probeCounts.writes += 1;
+  return true;
+}
+
 async function probeGrant(rng: Rng, p: Probe, replica: Service): Promise<boolean> {
   const amount = rng.int(200, 1500);
   const key = `probe-g-${(p.keys += 1)}`;
@@ -713,6 +955,7 @@ async function proberLoop(index: number, until: number): Promise<void> {
     let ok: boolean;
     if (p.balance < 150 || r < 0.12) ok = await probeGrant(rng, p, w);
     else if (r < 0.35 && p.video !== 'unknown') ok = await probeVideo(rng, p, w);
+    else if (r < 0.55) ok = await probeBatch(rng, p, w);
     else if (r < 0.9) ok = await probeConsume(rng, p, w, rng.pick(['text.generate', 'text.generate', 'image.generate', 'video.generate']));
     else ok = true;
     // right after the write: another replica decides (sometimes by charging: a stale "allowed" there is a charge let through)
@@ -792,7 +1035,7 @@ async function check(env: Env): Promise<Check[]> {
     const byId = new Map<string, any>();
     const dupKeys = await db.query(`select customer_id, idempotency_key, count(*)::int n from usage_event group by 1, 2 having count(*) > 1`);
     const { rows } = await db.query(
-      `select e.customer_id, e.id, e.idempotency_key, e.kind, e.status, e.allowed, e.charged::text, e.held::text,
+      `select e.customer_id, e.id, e.idempotency_key, e.kind, e.status, e.allowed, e.quantity::text, e.charged::text, e.held::text,
               coalesce(sum(l.amount), 0)::text as net,
               coalesce(sum(l.amount) filter (where l.kind = 'HOLD'), 0)::text as hold,
               coalesce(sum(l.amount) filter (where l.kind = 'RELEASE'), 0)::text as release,
@@ -810,6 +1053,28 @@ async function check(env: Env): Promise<Check[]> {
     const outcome = add('every key has at most one outcome (all answers agree)');
     const refused = add('no charge for a consume the client saw refused');
     let unacked = 0;
+    // Batch items with one key and other quantities: the stored event says which one was applied
+    // (that item's answers are the key's); every other one must have been refused as a reuse.
+    const variantErrors: string[] = [];
+    for (const rec of consumes.values()) {
+      if (!rec.variants) continue;
+      const k = `${rec.customerId}|${rec.key}`;
+      const ev = events.get(k);
+      const main: ConsumeSlot = { quantity: rec.quantity, answers: rec.answers, errors: rec.errors };
+      const slots = [main, ...rec.variants];
+      const winner = (ev && slots.find((x) => Number(x.quantity) === Number(ev.quantity))) || main;
+      for (const x of slots) {
+        if (x === winner) continue;
+        const stored = x.answers.filter((a) => a.allowed || !UNSTORED.has(a.reason));
+        if (stored.length > 0)
+          outcome.violations.push(`consume ${k}: the batch item with quantity ${x.quantity} was answered ${JSON.stringify(stored)}, but the key is stored with quantity ${ev?.quantity ?? '(nothing stored)'}`);
+        for (const e of x.errors)
+          if (!e.startsWith('IDEMPOTENCY_KEY_REUSED') || !ev) variantErrors.push(`consume ${k} (batch item, quantity ${x.quantity}): ${e}`);
+      }
+      rec.quantity = winner.quantity;
+      rec.answers = winner.answers;
+      rec.errors = winner.errors;
+    }
     for (const rec of consumes.values()) {
       const k = `${rec.customerId}|${rec.key}`;
       const ev = events.get(k);
@@ -836,6 +1101,7 @@ async function check(env: Env): Promise<Check[]> {
         else if (ev.id !== id) ackConsume.violations.push(`consume ${k}: acknowledged usage ${id}, stored ${ev.id}`);
         else if (ev.status !== 'CHARGED' || Number(ev.charged) !== Number(a.charged))
           ackConsume.violations.push(`consume ${k}: acknowledged charged ${a.charged}, stored ${ev.status} ${ev.charged}`);
+        else if (Number(ev.quantity) !== Number(rec.quantity)) ackConsume.violations.push(`consume ${k}: sent quantity ${rec.quantity}, stored ${ev.quantity}`);
         else if (Number(ev.net) !== -Number(ev.charged)) ackConsume.violations.push(`consume ${k}: charged ${ev.charged} but ledger net ${ev.net}`);
       } else {
         refused.checked += 1;
@@ -859,6 +1125,12 @@ async function check(env: Env): Promise<Check[]> {
         refused.checked += 1;
         if (ev && ev.allowed) refused.violations.push(`reserve ${k}: every answer was a refusal but usage_event ${ev.id} is ${ev.status}`);
       }
+    }
+    const invalid = add('batch items refused as invalid stored nothing');
+    for (const x of invalidKeys) {
+      invalid.checked += 1;
+      const ev = events.get(`${x.customerId}|${x.key}`);
+      if (ev) invalid.violations.push(`consumeBatch item ${x.customerId}|${x.key} was refused as invalid, but usage_event ${ev.id} is ${ev.status}`);
     }
     for (const d of dupKeys.rows) outcome.violations.push(`usage_event: key ${d.customer_id}|${d.idempotency_key} stored ${d.n} times`);
 
@@ -958,14 +1230,14 @@ async function check(env: Env): Promise<Check[]> {
 
     // 8. the client-side expectations that are not about stored state
     const reuse = add('key reused with other parameters -> IDEMPOTENCY_KEY_REUSED');
-    reuse.checked = counts.keyReuses;
+    reuse.checked = counts.keyReuses + batchCounts.reuses;
     reuse.violations.push(...reuseFailures);
     const other = add('no unexpected error answers');
     other.checked = counts.acknowledged;
     for (const rec of consumes.values()) for (const e of rec.errors) other.violations.push(`consume ${rec.customerId}|${rec.key}: ${e}`);
     for (const rec of reserves.values()) for (const e of rec.errors) other.violations.push(`reserve ${rec.customerId}|${rec.key}: ${e}`);
     for (const rec of grants.values()) for (const e of rec.errors) other.violations.push(`grant ${rec.customerId}|${rec.key}: ${e}`);
-    other.violations.push(...unexpected);
+    other.violations.push(...variantErrors, ...unexpected);
     // 9. probes: decisions right after a write acknowledged by another replica
     const probeAllow = add('no stale "allowed" after an acknowledged write (probes, other replica)');
     probeAllow.checked = probeCounts.decisions;
@@ -1087,6 +1359,16 @@ async function main(): Promise<number> {
         ['connection errors', String(counts.connectionErrors)],
         ['transient error answers', String(counts.transientErrors)],
         ['keys reused with other parameters', String(counts.keyReuses)],
+        ['consumeBatch calls (incl. re-sends of refused items) / items', `${batchCounts.batches} / ${batchCounts.items}`],
+        [
+          '  duplicates inside a batch: same / other parameters',
+          `${batchCounts.duplicatesInside} / ${batchCounts.otherParamsInside}`,
+        ],
+        [
+          '  replays of earlier keys / key reuses / invalid items',
+          `${batchCounts.replaysAcross} / ${batchCounts.reuses} / ${batchCounts.invalid}`,
+        ],
+        ['  item answers / items refused retryably (sent again)', `${batchCounts.itemAnswers} / ${batchCounts.itemRetryLater}`],
         ['probes: customers / writes / decisions judged', `${probeCounts.customers} / ${probeCounts.writes} / ${probeCounts.decisions}`],
         ['  probe customers given up (state not known exactly)', String(probeCounts.abandoned)],
         ['operations never acknowledged', String(counts.lost)],
