@@ -98,6 +98,28 @@ Environment: DATABASE_URL (a fresh database is created on it and dropped afterwa
 an embedded PostgreSQL of its own under ${os.tmpdir()}), DB_POOL_MAX and other service settings
 are passed through to the service.`;
 
+/** Every scenario, in the order they run. */
+const SCENARIOS = [
+  'floor',
+  'canAccess',
+  'canAccess@half',
+  'consume-spread',
+  'consume-spread@half',
+  'consume-hot',
+  'consume-replay',
+  'reserve-commit',
+  'consume-batch',
+  'raw-spread',
+  'raw-hot',
+  'limit-spread',
+  'limit-hot',
+  'preview@100',
+  'preview@100k',
+  'canAccess@scale',
+  'consume-spread@scale',
+  'raw-spread@scale',
+];
+
 function parseArgs(argv: string[]): Options {
   const quick = argv.includes('--quick');
   const o: Options = {
@@ -189,6 +211,8 @@ function parseArgs(argv: string[]): Options {
     }
   }
   if (o.customers > 999_999) throw new Error('--customers is at most 999999');
+  const unknown = [...(o.only ?? [])].filter((n) => !SCENARIOS.includes(n));
+  if (unknown.length > 0) throw new Error(`unknown scenario ${unknown.join(', ')}; the scenarios are ${SCENARIOS.join(', ')}`);
   return o;
 }
 
@@ -660,9 +684,12 @@ async function main() {
           statementsPerRequest: round(best.statementsPerTx, 2),
           cpu: { postgresMsPerReq: best.cpu?.postgresMsPerTx ?? null, benchMsPerReq: best.cpu?.clientMsPerTx ?? 0 },
           variants,
+          // Each variant's own check (printed above, stored in variants[]); the row sums them up.
           check: async () => ({
             ok: variants.every((v) => v.check?.ok),
-            detail: `figure from ${best.tool} (${best.form}); ${variants.map((v) => `${v.tool}/${v.form} ${v.tps} tps: ${v.check?.detail}`).join(' | ')}`,
+            detail:
+              `figure from ${best.tool} (${best.form}); ` +
+              variants.map((v) => `${v.tool}/${v.form} ${v.tps} tps ${v.check?.ok ? 'ok' : `FAILED (${v.check?.detail})`}`).join(', '),
           }),
         };
       });
