@@ -1,8 +1,8 @@
 import 'reflect-metadata';
-import { Client } from 'pg';
 import type { Config } from './config';
 import { migrate } from './db/migrate';
 import { createOrm, type Orm } from './db/orm';
+import { Listener } from './db/listener';
 import { Db } from './db/sql';
 import { createHttpServer, type HttpServer } from './http/server';
 import { Sweeper } from './modules/usage/sweeper';
@@ -15,6 +15,7 @@ export interface App {
   services: Services;
   http: HttpServer;
   sweeper: Sweeper;
+  listener: Listener;
   close(): Promise<void>;
 }
 
@@ -39,10 +40,27 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
     ]);
     // Catch up on payment events a previous process left waiting although they can be applied.
     await services.payments.processResolvable().catch((err) => http.fastify.log.error({ err }, 'payments catch-up failed'));
-    // API key revocations made by any replica clear this replica's key cache at once.
-    const listener = new AuthListener(url, () => services.auth.invalidate(), (err) =>
-      http.fastify.log.warn({ err }, 'auth listener lost its connection; reconnecting'),
-    );
+    // One LISTEN connection: API key revocations clear the key cache; customer state changes made
+    // by any replica drop that customer from the state cache (src/modules/access/state-cache.ts).
+    const cache = services.stateCache;
+    const listener = new Listener(url, {
+      channels: {
+        tollgate_auth: () => services.auth.invalidate(),
+        tollgate_state: (customerId) => cache.invalidate(customerId),
+      },
+      onLost: (err) => {
+        http.fastify.log.warn({ err }, 'listener lost its connection; caches bypassed until it is back');
+        services.auth.invalidate(); // notifications may have been missed: start from clean caches
+        cache.setListening(false);
+      },
+      onReady: () => {
+        services.auth.invalidate();
+        cache.setListening(true);
+      },
+    });
+    cache.attach(() => listener.sync());
+    // Strict reads wait for the barrier anyway; otherwise writes do, so that this process sees its own.
+    if (!config.stateCacheStrict && config.stateCacheMax > 0) db.afterCommit = () => listener.sync();
     await listener.start();
     let closed = false;
     return {
@@ -52,6 +70,7 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
       services,
       http,
       sweeper,
+      listener,
       async close() {
         if (closed) return;
         closed = true;
@@ -64,66 +83,5 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
   } catch (err) {
     await orm.close(true);
     throw err;
-  }
-}
-
-/**
- * LISTEN tollgate_auth on a dedicated connection; reconnects (every 2 s) after the database
- * restarts. While it is down, the key cache TTL bounds how long a revoked key stays accepted.
- */
-class AuthListener {
-  private client: Client | undefined;
-  private stopped = false;
-  private timer: NodeJS.Timeout | undefined;
-
-  constructor(
-    private readonly url: string,
-    private readonly onNotify: () => void,
-    private readonly onLost: (err: unknown) => void,
-  ) {}
-
-  async start(): Promise<void> {
-    const client = new Client({ connectionString: this.url });
-    client.on('notification', this.onNotify);
-    client.on('error', (err) => this.lost(client, err));
-    client.on('end', () => this.lost(client, new Error('connection ended')));
-    try {
-      await client.connect();
-      await client.query('listen tollgate_auth');
-    } catch (err) {
-      await client.end().catch(() => undefined);
-      throw err;
-    }
-    if (this.stopped) {
-      await client.end().catch(() => undefined);
-      return;
-    }
-    this.client = client;
-  }
-
-  private lost(client: Client, err: unknown): void {
-    if (this.stopped || this.client !== client) return;
-    this.client = undefined;
-    this.onLost(err);
-    this.onNotify(); // notifications may have been missed: start from a clean cache
-    this.retry();
-  }
-
-  private retry(): void {
-    if (this.stopped || this.timer) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      if (this.stopped) return;
-      this.start().catch(() => this.retry());
-    }, 2000);
-    this.timer.unref();
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    const client = this.client;
-    this.client = undefined;
-    await client?.end().catch(() => undefined);
   }
 }

@@ -77,6 +77,8 @@ const EnvSchema = z.object({
   TOLLGATE_REFUND_ENDS_ACCESS: bool(true),
   TOLLGATE_PAYMENT_MATCH_WAIT: duration('3d'),
   TOLLGATE_AUTH_CACHE_TTL: duration('30s'),
+  TOLLGATE_STATE_CACHE: int(10_000, 0, 10_000_000),
+  TOLLGATE_STATE_CACHE_STRICT: bool(true),
   STRIPE_WEBHOOK_SECRET: optionalString,
   STRIPE_SECRET_KEY: optionalString,
   STRIPE_API_BASE: optionalString,
@@ -106,6 +108,10 @@ export type Config = {
   /** How long a refund or dispute waits for the payment it reverses before it is IGNORED. */
   paymentMatchWaitSeconds: number;
   authCacheTtlSeconds: number;
+  /** Customers kept in the per-customer state cache (0: off); see src/modules/access/state-cache.ts. */
+  stateCacheMax: number;
+  /** Reads wait for the listener barrier: every change committed before a request is seen by it, on any replica. */
+  stateCacheStrict: boolean;
   stripe: { webhookSecrets: string[]; secretKey: string | undefined; apiBase: string | undefined };
 };
 
@@ -152,6 +158,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     refundEndsAccess: e.TOLLGATE_REFUND_ENDS_ACCESS,
     paymentMatchWaitSeconds: e.TOLLGATE_PAYMENT_MATCH_WAIT,
     authCacheTtlSeconds: e.TOLLGATE_AUTH_CACHE_TTL,
+    stateCacheMax: e.TOLLGATE_STATE_CACHE,
+    stateCacheStrict: e.TOLLGATE_STATE_CACHE_STRICT,
     stripe: {
       webhookSecrets: (e.STRIPE_WEBHOOK_SECRET ?? '')
         .split(',')

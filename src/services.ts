@@ -12,6 +12,7 @@ import { PaymentsService } from './modules/payments/payments.service';
 import { StripeProvider } from './modules/payments/stripe/stripe.adapter';
 import { BillingService } from './modules/billing/billing.service';
 import { StripeInvoiceSink } from './modules/payments/stripe/stripe.sink';
+import { StateCache } from './modules/access/state-cache';
 
 /** Every service, wired once per process. Stateless but for caches and the usage queues. */
 export interface Services {
@@ -26,10 +27,13 @@ export interface Services {
   auth: AuthService;
   payments: PaymentsService;
   billing: BillingService;
+  /** Per-customer access state, coherent across replicas through LISTEN/NOTIFY (app.ts starts the listener). */
+  stateCache: StateCache;
 }
 
 export function createServices(db: Db, config: Config): Services {
   const ledger = new LedgerService(db);
+  const stateCache = new StateCache(config.stateCacheMax, config.stateCacheStrict);
   const entitlements = new EntitlementsService(db, ledger);
   const catalog = new CatalogService(db);
   const payments = new PaymentsService(db, catalog, entitlements, ledger, {
@@ -49,9 +53,10 @@ export function createServices(db: Db, config: Config): Services {
     ledger,
     entitlements,
     credits: new CreditsService(db, entitlements),
-    access: new AccessService(db),
-    usage: new UsageService(db, ledger),
+    access: new AccessService(db, stateCache),
+    usage: new UsageService(db, ledger, (customerId) => stateCache.invalidate(customerId)),
     auth: new AuthService(db, config),
     billing,
+    stateCache,
   };
 }

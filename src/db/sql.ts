@@ -65,6 +65,11 @@ const RETRYABLE = new Set(['40001', '40P01']);
 export class Db {
   private readonly knex: Knex;
   private queryCount = 0;
+  /**
+   * Awaited after every committed transaction, before its result is returned: the state cache's
+   * listener barrier, so this process has handled its own change notifications before it answers.
+   */
+  afterCommit: (() => Promise<unknown>) | null = null;
 
   constructor(readonly orm: Orm) {
     this.knex = orm.em.getConnection().getKnex();
@@ -99,11 +104,13 @@ export class Db {
     for (let attempt = 0; ; attempt++) {
       const em = this.orm.em.fork({ clear: true }) as EntityManager;
       try {
-        return await em.transactional(async (tem) => {
+        const result = await em.transactional(async (tem) => {
           const trx = tem.getTransactionContext<Knex.Transaction>()!;
           const client = (await trx.client.acquireConnection()) as ClientBase;
           return fn({ em: tem as EntityManager, sql: this.counting(new ClientSql(client)) });
         });
+        if (this.afterCommit) await this.afterCommit();
+        return result;
       } catch (err) {
         const code = pgErrorCode(err);
         if (code && RETRYABLE.has(code) && attempt < retries) continue;

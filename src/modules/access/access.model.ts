@@ -123,6 +123,8 @@ export interface CustomerState {
   lapsedHolds: Map<string, string>;
   /** How many lapsed holds there are (the rows loaded in usageById are at most LAPSED_PER_READ). */
   lapsedCount: number;
+  /** When the next open hold lapses (null: none); the state cache reloads by then. */
+  nextHoldExpiry?: Date | null;
   /** Usage events asked for (by idempotency key or id), and lapsed holds to give back. */
   usageByKey: Map<string, UsageRow>;
   usageById: Map<string, UsageRow>;

@@ -6,6 +6,7 @@ import { validateCustomerId } from '../entitlements/entitlements.service';
 import type { CustomerState, EntitlementRow } from './access.model';
 import type { EntitlementSource } from '../entitlements/entitlement.entity';
 import { loadCustomerState } from './access.state';
+import type { StateCache } from './state-cache';
 import { decideAccess, type AccessDecision } from './can-access';
 import { available, buildPoolView, capacity, type PoolGrant } from './pool';
 
@@ -48,7 +49,10 @@ export interface GrantBalance {
 const MAX_FEATURES = 200;
 
 export class AccessService {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly cache: StateCache | null = null,
+  ) {}
 
   async canAccess(customerId: string, feature: string, quantity: Dec = dec(1)): Promise<AccessDecision> {
     const [d] = await this.access(customerId, [feature], quantity);
@@ -67,8 +71,10 @@ export class AccessService {
     return features.map((f) => decideAccess(state, f, quantity));
   }
 
+  /** The customer's state for `features`: from the state cache when it has it (coherent; see state-cache.ts). */
   load(customerId: string, features: string[]): Promise<CustomerState> {
-    return this.db.run((sql) => loadCustomerState(sql, customerId, features));
+    const fromDb = (f: string[]) => this.db.run((sql) => loadCustomerState(sql, customerId, f));
+    return this.cache ? this.cache.get(customerId, features, fromDb) : fromDb(features);
   }
 
   async balances(customerId: string, feature?: string | null): Promise<PoolBalance[]> {

@@ -44,6 +44,8 @@ const LOAD_STATE = statement(
      now() as now,
      -- Every lapsed hold, however many: a decision counts them as given back (amount per grant).
      (select count(*)::int from lapsed) as lapsed_count,
+     (select min(u.expires_at) from usage_event u
+       where u.customer_id = $1 and u.status = 'HELD' and u.expires_at > now()) as next_hold_expiry,
      (select coalesce(json_agg(json_build_object('grantId', x.grant_id, 'amount', x.amount::text)), '[]')
         from (select h->>'grantId' as grant_id, sum((h->>'amount')::numeric) as amount
                 from lapsed u, jsonb_array_elements(coalesce(u.holds, '[]')) h group by 1) x) as lapsed,
@@ -98,6 +100,7 @@ const LOAD_STATE = statement(
 interface StateRow {
   events: Array<Record<string, unknown>>;
   lapsed_count: number;
+  next_hold_expiry: Date | null;
   lapsed: Array<{ grantId: string; amount: string }>;
   now: Date;
   customer_exists: boolean;
@@ -203,6 +206,7 @@ export async function loadCustomerState(
     grants: row.grants.map(parseGrant),
     lapsedHolds: new Map(row.lapsed.map((l) => [l.grantId, l.amount])),
     lapsedCount: row.lapsed_count,
+    nextHoldExpiry: row.next_hold_expiry,
     usageByKey: new Map(events.map((e) => [e.idempotencyKey, e])),
     usageById: new Map(events.map((e) => [e.id, e])),
   };

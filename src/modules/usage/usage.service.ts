@@ -198,6 +198,8 @@ export class UsageService {
   constructor(
     private readonly db: Db,
     private readonly ledger: LedgerService,
+    /** Called after every batch of a customer, before its callers are answered (the state cache). */
+    private readonly onWritten: (customerId: string) => void = () => undefined,
   ) {}
 
   async consume(input: ConsumeInput, actor: string): Promise<ConsumeResult> {
@@ -353,8 +355,10 @@ export class UsageService {
       const batch = queue.splice(0, MAX_BATCH);
       try {
         const outcomes = await this.runBatch(customerId, batch);
+        this.onWritten(customerId);
         batch.forEach((p, i) => p.resolve(outcomes[i]));
       } catch (err) {
+        this.onWritten(customerId);
         if (batch.length > 1 && !(err instanceof DomainError)) {
           // Something unexpected: run each operation alone so that one cannot fail the others.
           for (const p of batch) {

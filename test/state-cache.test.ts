@@ -1,0 +1,233 @@
+import { createApp, type App } from '../src/app';
+import type { CustomerState } from '../src/modules/access/access.model';
+import { StateCache } from '../src/modules/access/state-cache';
+import type { Sql } from '../src/db/sql';
+import { ADMIN_KEY, startTestApp, testConfig, type TestApp } from './support/app';
+
+/**
+ * The per-customer state cache behind canAccess/access/balances, with two replicas on one
+ * database: replica A is the test app, replica B a second app. A change committed through either
+ * is seen by the other's very next read (strict mode: the listener barrier), a lost listener
+ * flushes and bypasses the cache, and the money path never depends on it.
+ */
+
+let t: TestApp;
+let b: App;
+let bUrl: string;
+let loadStateCalls = 0;
+
+const CAN = `query($c: ID!, $f: String!, $q: Decimal) { canAccess(customerId: $c, feature: $f, quantity: $q) { allowed reason balance } }`;
+const CONSUME = `mutation($i: ConsumeInput!) { consume(input: $i) { allowed reason balance } }`;
+const GRANT = `mutation($i: GrantEntitlementInput!) { grantEntitlement(input: $i) { id } }`;
+const REVOKE = `mutation($id: ID!) { revokeEntitlement(id: $id, reason: "test") { id } }`;
+const CREDITS = `mutation($i: GrantCreditsInput!) { grantCredits(input: $i) { id } }`;
+
+async function onB(query: string, variables: Record<string, unknown>) {
+  const res = await fetch(`${bUrl}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = (await res.json()) as { data?: any; errors?: unknown[] };
+  if (body.errors) throw new Error(JSON.stringify(body.errors));
+  return body.data;
+}
+
+const canOnB = async (c: string, f: string, q: number | string = 1) => (await onB(CAN, { c, f, q })).canAccess;
+const canOnA = async (c: string, f: string, q: number | string = 1) => (await t.ok(CAN, { c, f, q })).canAccess;
+
+beforeAll(async () => {
+  t = await startTestApp();
+  b = await createApp(testConfig(), t.url, { logger: false, migrate: false });
+  // Count B's state reads by statement name (auth lookups are not cached in tests).
+  const counting = (b.db as unknown as { counting(sql: Sql): Sql }).counting.bind(b.db);
+  (b.db as unknown as { counting(sql: Sql): Sql }).counting = (sql: Sql) => {
+    const inner = counting(sql);
+    return {
+      query: (stmt, values) => {
+        if (typeof stmt !== 'string' && stmt.name === 'access.load_state') loadStateCalls += 1;
+        return inner.query(stmt, values);
+      },
+    };
+  };
+  bUrl = await b.http.fastify.listen({ host: '127.0.0.1', port: 0 });
+});
+afterAll(async () => {
+  await b?.close();
+  await t?.close();
+});
+beforeEach(async () => {
+  await t.reset();
+  await t.loadDemoCatalog();
+});
+afterEach(async () => {
+  expect(await t.app.services.ledger.verify()).toEqual([]);
+});
+
+describe('the state cache across two replicas', () => {
+  test('a repeated canAccess is answered from memory: no state read, a hit', async () => {
+    await t.ok(CREDITS, { i: { customerId: 'hit', feature: 'credits', amount: 10, idempotencyKey: 'k' } });
+    const reads = async (fn: () => Promise<unknown>) => {
+      const { hits, misses } = b.services.stateCache.stats;
+      await fn();
+      const after = b.services.stateCache.stats;
+      return { hits: after.hits - hits, misses: after.misses - misses };
+    };
+    expect(await reads(() => canOnB('hit', 'text.generate'))).toEqual({ hits: 0, misses: 1 });
+    const loadsBefore = loadStateCalls;
+    expect(await reads(async () => expect(await canOnB('hit', 'text.generate')).toMatchObject({ allowed: true, balance: '10' }))).toEqual({ hits: 1, misses: 0 });
+    expect(loadStateCalls).toBe(loadsBefore);
+    // A feature not loaded yet is loaded once, together with the cached ones; then both hit.
+    expect(await reads(() => canOnB('hit', 'video'))).toEqual({ hits: 0, misses: 1 });
+    expect(await reads(() => canOnB('hit', 'text.generate'))).toEqual({ hits: 1, misses: 0 });
+    expect(loadStateCalls).toBe(loadsBefore + 1);
+  });
+
+  test('revocations and grants on A are seen by the very next canAccess on B, every round', async () => {
+    for (let round = 0; round < 15; round++) {
+      const c = `rev-${round}`;
+      const { grantEntitlement: e } = await t.ok(GRANT, { i: { customerId: c, feature: 'video' } });
+      expect(await canOnB(c, 'video')).toMatchObject({ allowed: true }); // cached on B now
+      expect(await canOnB(c, 'video')).toMatchObject({ allowed: true });
+      await t.ok(REVOKE, { id: e.id });
+      expect(await canOnB(c, 'video')).toMatchObject({ allowed: false, reason: 'REVOKED' });
+      // ...and the other way round.
+      const { grantEntitlement: again } = await onB(GRANT, { i: { customerId: c, feature: 'video' } });
+      expect(await canOnA(c, 'video')).toMatchObject({ allowed: true });
+      await onB(REVOKE, { id: again.id });
+      expect(await canOnA(c, 'video')).toMatchObject({ allowed: false, reason: 'REVOKED' });
+    }
+  });
+
+  test('consumes on A are seen by the very next canAccess on B: balance exact, last credit denied', async () => {
+    await t.ok(CREDITS, { i: { customerId: 'bal', feature: 'credits', amount: 12, idempotencyKey: 'k' } });
+    for (let i = 0; i < 12; i++) {
+      expect(await canOnB('bal', 'text.generate')).toMatchObject({ allowed: true, balance: String(12 - i) });
+      expect((await t.ok(CONSUME, { i: { customerId: 'bal', feature: 'text.generate', idempotencyKey: `c${i}` } })).consume.allowed).toBe(true);
+    }
+    expect(await canOnB('bal', 'text.generate')).toMatchObject({ allowed: false, reason: 'INSUFFICIENT_BALANCE', balance: '0' });
+    // B's own consume of the last unit is refused by the database, whatever B had cached.
+    expect((await onB(CONSUME, { i: { customerId: 'bal', feature: 'text.generate', idempotencyKey: 'late' } })).consume.allowed).toBe(false);
+  });
+
+  test('a change made by direct SQL (another tool, a migration) is seen too: the triggers notify', async () => {
+    await t.ok(GRANT, { i: { customerId: 'sql', feature: 'video' } });
+    expect(await canOnB('sql', 'video')).toMatchObject({ allowed: true });
+    await t.sql(`update entitlement set revoked_at = now(), revoke_reason = 'by hand' where customer_id = 'sql'`);
+    expect(await canOnB('sql', 'video')).toMatchObject({ allowed: false, reason: 'REVOKED' });
+  });
+
+  test('a lost listener connection flushes the cache and bypasses it until the listener is back', async () => {
+    const { grantEntitlement: e } = await t.ok(GRANT, { i: { customerId: 'lost', feature: 'video' } });
+    expect(await canOnB('lost', 'video')).toMatchObject({ allowed: true });
+    expect(b.services.stateCache.stats.size).toBeGreaterThan(0);
+    const pid = b.listener.backendPid;
+    expect(pid).toBeDefined();
+    const lost = new Promise<void>((resolve) => {
+      const check = () => (b.listener.connected ? setImmediate(check) : resolve());
+      check();
+    });
+    await t.sql('select pg_terminate_backend($1)', [pid]);
+    await lost;
+    expect(b.services.stateCache.stats.size).toBe(0);
+    // Notifications sent now are missed by B; its reads go to the database instead.
+    await t.ok(REVOKE, { id: e.id });
+    const bypassed = b.services.stateCache.stats.bypassed;
+    expect(await canOnB('lost', 'video')).toMatchObject({ allowed: false, reason: 'REVOKED' });
+    expect(b.services.stateCache.stats.bypassed).toBe(bypassed + 1);
+    // The listener reconnects by itself (every 2 s); the cache is used again, from empty.
+    await new Promise<void>((resolve) => {
+      const check = () => (b.listener.connected ? resolve() : setTimeout(check, 50));
+      check();
+    });
+    expect(await canOnB('lost', 'video')).toMatchObject({ allowed: false, reason: 'REVOKED' });
+    const hits = b.services.stateCache.stats.hits;
+    expect(await canOnB('lost', 'video')).toMatchObject({ allowed: false, reason: 'REVOKED' });
+    expect(b.services.stateCache.stats.hits).toBe(hits + 1);
+  });
+});
+
+describe('StateCache (unit)', () => {
+  const state = (now: number, over: Partial<CustomerState> = {}): CustomerState => ({
+    customerId: 'u',
+    now: new Date(now),
+    customerExists: true,
+    features: new Map(),
+    entitlements: [],
+    inactive: new Map(),
+    grants: [],
+    lapsedHolds: new Map(),
+    lapsedCount: 0,
+    nextHoldExpiry: null,
+    usageByKey: new Map(),
+    usageById: new Map(),
+    ...over,
+  });
+  const ready = (max = 100) => {
+    const c = new StateCache(max, false);
+    c.setListening(true);
+    return c;
+  };
+
+  test('a load in flight when its customer is invalidated answers its caller but is not stored', async () => {
+    const c = ready();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let loads = 0;
+    const load = async () => {
+      loads += 1;
+      await gate;
+      return state(Date.now());
+    };
+    const first = c.get('u', ['f'], load);
+    c.invalidate('u');
+    release();
+    await first;
+    await c.get('u', ['f'], load);
+    expect(loads).toBe(2);
+    await c.get('u', ['f'], load);
+    expect(loads).toBe(2); // the second load was stored
+  });
+
+  test('decisions are evaluated at the current database time; an entry is reloaded before the next boundary', async () => {
+    const c = ready();
+    const t0 = Date.now();
+    let loads = 0;
+    // A hold lapses in 10 s (database clock 1 h ahead of this process).
+    const offset = 3_600_000;
+    const load = async () => {
+      loads += 1;
+      return state(Date.now() + offset, { nextHoldExpiry: new Date(t0 + offset + 10_000) });
+    };
+    await c.get('u', ['f'], load);
+    const hit = await c.get('u', ['f'], load);
+    expect(loads).toBe(1);
+    expect(Math.abs(hit.now.getTime() - (Date.now() + offset))).toBeLessThan(50);
+    const realNow = Date.now;
+    try {
+      Date.now = () => t0 + 9_500; // within the margin before the lapse: from the database again
+      await c.get('u', ['f'], load);
+      expect(loads).toBe(2);
+    } finally {
+      Date.now = realNow;
+    }
+  });
+
+  test('a customer with a lapsed hold is never cached; the LRU keeps at most max customers; off means bypass', async () => {
+    const c = ready(3);
+    let loads = 0;
+    const lapsed = async () => {
+      loads += 1;
+      return state(Date.now(), { lapsedCount: 1 });
+    };
+    await c.get('l', ['f'], lapsed);
+    await c.get('l', ['f'], lapsed);
+    expect(loads).toBe(2);
+    for (const id of ['a', 'b', 'c', 'd', 'e']) await c.get(id, ['f'], async () => state(Date.now()));
+    expect(c.stats.size).toBe(3);
+    const off = new StateCache(0, false);
+    off.setListening(true);
+    await off.get('x', ['f'], async () => state(Date.now()));
+    expect(off.stats).toMatchObject({ size: 0, bypassed: 1 });
+  });
+});
