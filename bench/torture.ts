@@ -17,6 +17,7 @@ import { arg, flag, freePort, prng, sleep, table, type Rng } from './harness';
  * recorded client-side; at the end the invariants are checked with direct SQL. docs/reliability.md
  *
  *   node dist/bench/torture.js --duration 20 --seed 42 --clients 64
+ *   node dist/bench/torture.js --duration 60 --replicas 3     # issue 12: replicas, batches, probes
  */
 
 // ---- arguments and PRNG ----------------------------------------------------------------------
@@ -1381,7 +1382,7 @@ async function main(): Promise<number> {
             ])
           : []),
         ['service kills per minute', ((counts.serviceKills * 60) / ranFor).toFixed(1)],
-        ['service failed starts (DB down)', String(counts.serviceFailedStarts)],
+        ['service failed starts (DB down, start-up races; reasons below)', String(counts.serviceFailedStarts)],
         ['postmaster SIGKILLs + restarts', String(counts.dbKills)],
         ['invariant violations', String(violations)],
       ]),
