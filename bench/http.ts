@@ -194,6 +194,8 @@ async function runEven(opts: { url: string; auth: string; connections: number; d
   let transportErrors = 0;
   let timeouts = 0;
   let outstanding = 0;
+  /** Set when the run is over: answers arriving later are not counted (their operations stay in flight). */
+  let closed = false;
   let wakeDone: (() => void) | null = null;
   const done = () => {
     outstanding -= 1;
@@ -215,7 +217,7 @@ async function runEven(opts: { url: string; auth: string; connections: number; d
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
           res.on('error', () => {
-            transportErrors += 1;
+            if (!closed) transportErrors += 1;
             resolve(null);
           });
         },
@@ -225,6 +227,7 @@ async function runEven(opts: { url: string; auth: string; connections: number; d
         req.destroy(new Error('timeout'));
       });
       req.on('error', (err) => {
+        if (closed) return resolve(null);
         transportErrors += 1;
         rec.sample(`transport: ${err.message}`);
         resolve(null);
@@ -243,7 +246,7 @@ async function runEven(opts: { url: string; auth: string; connections: number; d
       for (const t of ctx.tracks) rec.inflight.set(trackId(t), t);
       const start = i === 0 ? due : performance.now();
       const res = await send(built.body);
-      if (!res) return; // stays in flight: the checks look it up in the database
+      if (!res || closed) return; // stays in flight: the checks look it up in the database
       rec.latencies.push(performance.now() - start);
       handleResponse(rec, op, ctx, res.status, res.body);
     }
@@ -268,15 +271,19 @@ async function runEven(opts: { url: string; auth: string; connections: number; d
     };
     tick();
   });
-  const durationS = (performance.now() - t0) / 1000;
+  const sendingS = (performance.now() - t0) / 1000;
   if (outstanding > 0) {
     await Promise.race([new Promise<void>((r) => (wakeDone = r)), new Promise((r) => setTimeout(r, 15_000))]);
   }
+  closed = true;
+  // Until the last answer counted: an overloaded run's answers keep coming after the sending window.
+  const durationS = (performance.now() - t0) / 1000;
+  if (outstanding > 0) rec.sample(`${outstanding} requests still unanswered 15 s after the run: abandoned (their operations are looked up in the database)`);
   agent.destroy();
   return {
     rec,
     durationS,
-    openLoop: { rate: opts.rate, mode: 'even', sentPerS: round2(started / durationS) },
+    openLoop: { rate: opts.rate, mode: 'even', sentPerS: round2(started / sendingS) },
     transportErrors,
     timeouts,
     latency: rec.latencies.summary(),
