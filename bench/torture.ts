@@ -29,6 +29,14 @@ const CLIENTS = Math.max(1, Math.floor(arg('clients', 64)));
 const CUSTOMERS = Math.max(10, Math.floor(arg('customers', 200)));
 /** Stateless service replicas on the one PostgreSQL; clients are spread across them and kills hit each. */
 const REPLICAS = Math.max(1, Math.floor(arg('replicas', 1)));
+/** `--env NAME=value` (repeatable): extra environment for every replica, e.g. TOLLGATE_STATE_CACHE_STRICT=false. */
+const SERVICE_ENV: Record<string, string> = {};
+process.argv.forEach((a, i) => {
+  if (a !== '--env') return;
+  const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(process.argv[i + 1] ?? '');
+  if (!m) throw new Error('--env needs NAME=value');
+  SERVICE_ENV[m[1]] = m[2];
+});
 const KEEP = flag('keep');
 const VERBOSE = flag('verbose');
 
@@ -144,6 +152,7 @@ class Service {
         TOLLGATE_DEMO_CATALOG: 'true',
         TOLLGATE_SWEEP_INTERVAL: '3s',
         LOG_LEVEL: 'warn',
+        ...SERVICE_ENV,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -1301,7 +1310,8 @@ async function main(): Promise<number> {
   if (!fs.existsSync(mainJs)) throw new Error(`${mainJs} is missing: run npm run build`);
   log(
     `torture: seed ${SEED}, ${DURATION_S} s, ${CLIENTS} clients, ${CUSTOMERS} customers (${HOT} hot)` +
-      (REPLICAS > 1 ? `, ${REPLICAS} replicas on one PostgreSQL` : ''),
+      (REPLICAS > 1 ? `, ${REPLICAS} replicas on one PostgreSQL` : '') +
+      (Object.keys(SERVICE_ENV).length > 0 ? `, service env ${Object.entries(SERVICE_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''),
   );
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-torture-'));
   const pgPort = await freePort();
@@ -1401,7 +1411,7 @@ async function main(): Promise<number> {
       for (const e of evidence) log(`\n${e}`);
       log(
         `\nFAILED with seed ${SEED}: replay with  node dist/bench/torture.js --duration ${DURATION_S} --clients ${CLIENTS} --customers ${CUSTOMERS}` +
-          `${REPLICAS > 1 ? ` --replicas ${REPLICAS}` : ''} --seed ${SEED}`,
+          `${REPLICAS > 1 ? ` --replicas ${REPLICAS}` : ''}${Object.entries(SERVICE_ENV).map(([k, v]) => ` --env ${k}=${v}`).join('')} --seed ${SEED}`,
       );
       log(`data kept in ${dir}`);
     } else log(`\nPASSED (seed ${SEED})`);
