@@ -179,8 +179,9 @@ export class BillingService {
       const composed = composeInvoice(await this.inputs(sql, customerId, schedule, period));
       const invoiceId = randomUUID();
       await sql.query(
+        // INSERT ... SELECT, not a subquery in VALUES: Citus refuses subqueries within INSERT ... VALUES.
         `insert into invoice (customer_id, id, number, status, currency, period_start, period_end, subtotal, total, provider_billed, pending_holds, finalized_at)
-         values ($1, $2, (select coalesce(max(number), 0) + 1 from invoice where customer_id = $1), 'FINALIZED', $3, $4, $5, $6, $7, $8, $9, now())`,
+         select $1, $2, coalesce(max(number), 0) + 1, 'FINALIZED', $3, $4, $5, $6, $7, $8, $9, now() from invoice where customer_id = $1`,
         [customerId, invoiceId, composed.currency, period.start, period.end, fmt(composed.subtotal), fmt(composed.total), fmt(composed.providerBilled), fmt(composed.pendingHolds)],
       );
       if (composed.lines.length > 0) {

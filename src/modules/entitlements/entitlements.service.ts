@@ -435,13 +435,18 @@ export class EntitlementsService {
     const why = optionalText(reason, 'reason');
     if (!why || why.trim() === '') throw badInput('reason is required');
     const run = async ({ sql }: { sql: Sql }) => {
-      const [row] = await sql.query<{ customer_id: string; revoked_at: Date | null }>(
-        `select customer_id, revoked_at from entitlement where id = $1 for no key update`,
-        [id],
+      // The id alone names no customer: find it first (the one lookup over all customers), then
+      // lock the row by (customer_id, id). An entitlement never changes customer. On Citus a row
+      // lock is allowed in a single-shard statement only (docs/scaling.md).
+      const [owner] = await sql.query<{ customer_id: string }>(`select customer_id from entitlement where id = $1`, [id]);
+      if (!owner) throw notFound('Entitlement', id);
+      const customerId = owner.customer_id;
+      const [row] = await sql.query<{ revoked_at: Date | null }>(
+        `select revoked_at from entitlement where customer_id = $1 and id = $2 for no key update`,
+        [customerId, id],
       );
       if (!row) throw notFound('Entitlement', id);
       if (row.revoked_at) throw conflict(`entitlement '${id}' is already revoked`, { entitlementId: id });
-      const customerId = row.customer_id;
       await sql.query(
         `update entitlement set revoked_at = now(), revoke_reason = $3, updated_at = now() where customer_id = $1 and id = $2`,
         [customerId, id, why],
