@@ -1,5 +1,5 @@
 import autocannon from 'autocannon';
-import http from 'node:http';
+import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Latencies, type LatencySummary } from './stats';
 
@@ -189,8 +189,6 @@ export async function runAtRate(opts: {
 
 async function runEven(opts: { url: string; auth: string; connections: number; durationS: number; rate: number; ops: Op[] }): Promise<HttpRunResult> {
   const rec = new Recorder();
-  const target = new URL('/graphql', opts.url);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: opts.connections, maxFreeSockets: opts.connections });
   let transportErrors = 0;
   let timeouts = 0;
   let outstanding = 0;
@@ -202,38 +200,17 @@ async function runEven(opts: { url: string; auth: string; connections: number; d
     if (outstanding === 0 && wakeDone) wakeDone();
   };
 
-  /** One request; resolves with its status and body, or null on a transport error. */
-  const send = (body: string): Promise<{ status: number; body: string } | null> =>
-    new Promise((resolve) => {
-      const req = http.request(
-        target,
-        {
-          method: 'POST',
-          agent,
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${opts.auth}`, 'content-length': Buffer.byteLength(body) },
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-          res.on('error', () => {
-            if (!closed) transportErrors += 1;
-            resolve(null);
-          });
-        },
-      );
-      req.setTimeout(10_000, () => {
-        timeouts += 1;
-        req.destroy(new Error('timeout'));
-      });
-      req.on('error', (err) => {
-        if (closed) return resolve(null);
-        transportErrors += 1;
-        rec.sample(`transport: ${err.message}`);
-        resolve(null);
-      });
-      req.end(body);
-    });
+  const pool = new LeanPool(new URL('/graphql', opts.url), opts.auth, opts.connections, {
+    error: (message) => {
+      if (closed) return;
+      transportErrors += 1;
+      rec.sample(`transport: ${message}`);
+    },
+    timeout: () => {
+      if (!closed) timeouts += 1;
+    },
+  });
+  const send = (body: string) => pool.send(body);
 
   /** One sequence of the ops (one op for most scenarios), the first due at `due`. */
   const sequence = async (due: number) => {
@@ -267,7 +244,7 @@ async function runEven(opts: { url: string; auth: string; connections: number; d
         void sequence(at).finally(done);
       }
       if (now >= end) resolve();
-      else setTimeout(tick, Math.max(0, Math.min(1, t0 + started * interval - performance.now())));
+      else setTimeout(tick, Math.max(0, Math.min(end, t0 + started * interval) - performance.now()));
     };
     tick();
   });
@@ -279,7 +256,7 @@ async function runEven(opts: { url: string; auth: string; connections: number; d
   // Until the last answer counted: an overloaded run's answers keep coming after the sending window.
   const durationS = (performance.now() - t0) / 1000;
   if (outstanding > 0) rec.sample(`${outstanding} requests still unanswered 15 s after the run: abandoned (their operations are looked up in the database)`);
-  agent.destroy();
+  pool.destroy();
   return {
     rec,
     durationS,
@@ -288,6 +265,181 @@ async function runEven(opts: { url: string; auth: string; connections: number; d
     timeouts,
     latency: rec.latencies.summary(),
   };
+}
+
+/**
+ * A small HTTP/1.1 keep-alive client for the open-loop generator: at most `size` connections,
+ * one request at a time on each, requests waiting in FIFO order for a free one. Raw sockets
+ * with a minimal response parser (Content-Length or chunked) cost about a quarter of the CPU of
+ * node:http per request, which matters when the generator shares 2 cores with the service.
+ */
+class LeanPool {
+  private readonly free: LeanConnection[] = [];
+  private readonly waiting: Array<{ body: string; resolve: (r: LeanResponse | null) => void }> = [];
+  private open = 0;
+  private destroyed = false;
+  private readonly head: string;
+
+  constructor(
+    private readonly url: URL,
+    auth: string,
+    private readonly size: number,
+    readonly report: { error(message: string): void; timeout(): void },
+  ) {
+    this.head = `POST ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nAuthorization: Bearer ${auth}\r\nContent-Length: `;
+  }
+
+  send(body: string): Promise<LeanResponse | null> {
+    return new Promise((resolve) => {
+      if (this.destroyed) return resolve(null);
+      const c = this.free.pop() ?? (this.open < this.size ? this.connect() : null);
+      if (c) c.send(this.head, body, resolve);
+      else this.waiting.push({ body, resolve });
+    });
+  }
+
+  private connect(): LeanConnection {
+    this.open += 1;
+    return new LeanConnection(this.url, this, () => (this.open -= 1));
+  }
+
+  /** A connection finished its request: give it the next waiting one, or keep it free. */
+  release(c: LeanConnection): void {
+    const next = this.waiting.shift();
+    if (next) c.send(this.head, next.body, next.resolve);
+    else this.free.push(c);
+  }
+
+  /** A connection died: a waiting request gets a new one. */
+  replace(): void {
+    const next = this.waiting.shift();
+    if (next && !this.destroyed) this.connect().send(this.head, next.body, next.resolve);
+  }
+
+  destroy(): void {
+    this.destroyed = true;
+    for (const w of this.waiting.splice(0)) w.resolve(null);
+    for (const c of this.free.splice(0)) c.close();
+    LeanConnection.closeAll(this);
+  }
+}
+
+interface LeanResponse {
+  status: number;
+  body: string;
+}
+
+class LeanConnection {
+  private static readonly all = new Map<LeanPool, Set<LeanConnection>>();
+  private readonly socket: net.Socket;
+  private buf: Buffer = Buffer.alloc(0);
+  private pending: ((r: LeanResponse | null) => void) | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private dead = false;
+
+  constructor(
+    url: URL,
+    private readonly pool: LeanPool,
+    private readonly onClose: () => void,
+  ) {
+    let set = LeanConnection.all.get(pool);
+    if (!set) LeanConnection.all.set(pool, (set = new Set()));
+    set.add(this);
+    this.socket = net.connect(Number(url.port || 80), url.hostname);
+    this.socket.setNoDelay(true);
+    this.socket.on('data', (chunk: Buffer) => {
+      this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+      this.parse();
+    });
+    this.socket.on('error', (err) => this.fail(err.message));
+    this.socket.on('close', () => this.fail('connection closed'));
+  }
+
+  static closeAll(pool: LeanPool): void {
+    for (const c of LeanConnection.all.get(pool) ?? []) c.close();
+    LeanConnection.all.delete(pool);
+  }
+
+  send(head: string, body: string, resolve: (r: LeanResponse | null) => void): void {
+    if (this.dead) return resolve(null);
+    this.pending = resolve;
+    this.timer = setTimeout(() => {
+      this.pool.report.timeout();
+      this.fail('timeout');
+    }, 10_000);
+    this.socket.write(`${head}${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  }
+
+  close(): void {
+    this.dead = true;
+    this.socket.destroy();
+    this.finish(null);
+  }
+
+  private finish(r: LeanResponse | null): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const p = this.pending;
+    this.pending = null;
+    p?.(r);
+  }
+
+  private fail(message: string): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.socket.destroy();
+    LeanConnection.all.get(this.pool)?.delete(this);
+    this.onClose();
+    if (this.pending) {
+      this.pool.report.error(message);
+      this.finish(null);
+    }
+    this.pool.replace();
+  }
+
+  /** Parses one complete response from the buffer, if there is one. */
+  private parse(): void {
+    if (!this.pending) return;
+    const headEnd = this.buf.indexOf('\r\n\r\n');
+    if (headEnd < 0) return;
+    const head = this.buf.toString('latin1', 0, headEnd);
+    const status = Number(head.slice(9, 12));
+    const length = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+    let body: string;
+    let rest: Buffer;
+    if (length) {
+      const end = headEnd + 4 + Number(length[1]);
+      if (this.buf.length < end) return;
+      body = this.buf.toString('utf8', headEnd + 4, end);
+      rest = this.buf.subarray(end);
+    } else if (/\r\ntransfer-encoding:\s*chunked/i.test(head)) {
+      const parts: Buffer[] = [];
+      let at = headEnd + 4;
+      for (;;) {
+        const eol = this.buf.indexOf('\r\n', at);
+        if (eol < 0) return;
+        const n = parseInt(this.buf.toString('latin1', at, eol), 16);
+        if (n === 0) {
+          const end = this.buf.indexOf('\r\n\r\n', eol);
+          if (end < 0) return;
+          rest = this.buf.subarray(end + 4);
+          break;
+        }
+        if (this.buf.length < eol + 2 + n + 2) return;
+        parts.push(this.buf.subarray(eol + 2, eol + 2 + n));
+        at = eol + 2 + n + 2;
+      }
+      body = Buffer.concat(parts).toString('utf8');
+    } else {
+      this.fail(`response without Content-Length or chunked encoding: ${head.slice(0, 100)}`);
+      return;
+    }
+    this.buf = rest.length > 0 ? Buffer.from(rest) : Buffer.alloc(0);
+    const closing = /\r\nconnection:\s*close/i.test(head);
+    this.finish({ status, body });
+    if (closing) this.fail('closed by the server');
+    else this.pool.release(this);
+  }
 }
 
 // ---- GraphQL documents -----------------------------------------------------------------------
