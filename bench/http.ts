@@ -270,8 +270,8 @@ async function runEven(opts: { url: string; auth: string; connections: number; d
 /**
  * A small HTTP/1.1 keep-alive client for the open-loop generator: at most `size` connections,
  * one request at a time on each, requests waiting in FIFO order for a free one. Raw sockets
- * with a minimal response parser (Content-Length or chunked) cost about a quarter of the CPU of
- * node:http per request, which matters when the generator shares 2 cores with the service.
+ * with a minimal response parser (Content-Length or chunked): about 0.06 ms of CPU per request,
+ * as cheap as autocannon, which matters when the generator shares 2 cores with the service.
  */
 class LeanPool {
   private readonly free: LeanConnection[] = [];
