@@ -5,6 +5,8 @@ module.exports = {
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json', }] },
   setupFiles: ['reflect-metadata'],
+  // Records the statements the service sends, for the Citus check at teardown (test/statements/).
+  setupFilesAfterEnv: ['<rootDir>/test/statements/setup.js'],
   globalSetup: '<rootDir>/test/support/global-setup.ts',
   globalTeardown: '<rootDir>/test/support/global-teardown.ts',
   testTimeout: 60_000,

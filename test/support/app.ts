@@ -8,6 +8,7 @@ import { createOrm, rootDir } from '../../src/db/orm';
 import { migrate } from '../../src/db/migrate';
 import { Role } from '../../src/modules/auth/auth.entities';
 import { readCatalogFile } from '../../src/modules/catalog/catalog.file';
+import { TEST_APPLICATION_NAME } from '../statements/capture';
 
 export const ADMIN_KEY = 'tg_test_admin_key_0123456789abcdef';
 const TEMPLATE_DB = 'tollgate_test_template';
@@ -63,7 +64,8 @@ export async function startTestApp(overrides: Record<string, string> = {}): Prom
   const adminUrl = process.env.TOLLGATE_TEST_ADMIN_URL;
   if (!adminUrl) throw new Error('TOLLGATE_TEST_ADMIN_URL is not set: run through jest (globalSetup)');
   const dbName = `tollgate_test_w${process.env.JEST_WORKER_ID ?? '0'}_${process.pid}_${fileCounter++}`;
-  const admin = new Client({ connectionString: adminUrl });
+  // The test support's own connections are labelled, so the statement capture leaves them out.
+  const admin = new Client({ connectionString: adminUrl, application_name: TEST_APPLICATION_NAME });
   await admin.connect();
   await admin.query('select pg_advisory_lock(4242)');
   try {
@@ -85,7 +87,7 @@ export async function startTestApp(overrides: Record<string, string> = {}): Prom
   const url = withDatabase(adminUrl, dbName);
   const config = testConfig(overrides);
   const app = await createApp(config, url, { logger: false, migrate: false });
-  const direct = new Client({ connectionString: url });
+  const direct = new Client({ connectionString: url, application_name: TEST_APPLICATION_NAME });
   direct.on('error', () => undefined); // the database is dropped under it at close
   await direct.connect();
   await direct.query(`set timezone = 'UTC'`);
@@ -167,7 +169,7 @@ export async function startTestApp(overrides: Record<string, string> = {}): Prom
     async close() {
       await app.close();
       await direct.end();
-      const a = new Client({ connectionString: adminUrl });
+      const a = new Client({ connectionString: adminUrl, application_name: TEST_APPLICATION_NAME });
       await a.connect();
       await a.query(`drop database if exists ${dbName} with (force)`).catch(() => undefined);
       await a.end();

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Client } from 'pg';
 import { startEmbeddedPostgres, type RunningPostgres } from '../../src/db/embedded';
 import { freePort } from '../../bench/harness';
+import { startStatementCapture } from '../statements/run';
 
 export const TEMPLATE_DB = 'tollgate_test_template';
 
@@ -26,5 +27,7 @@ export default async function globalSetup(): Promise<void> {
   await admin.query(`drop database if exists ${TEMPLATE_DB}_building with (force)`);
   await admin.end();
   process.env.TOLLGATE_TEST_ADMIN_URL = adminUrl;
+  // Every statement the service sends is recorded for the Citus check run at teardown.
+  startStatementCapture();
   (globalThis as { __tollgatePg?: RunningPostgres }).__tollgatePg = pg;
 }

@@ -1,0 +1,101 @@
+/**
+ * Statements that are cross-customer on purpose: the only ones allowed to touch distributed
+ * tables without being restricted to one customer. docs/scaling.md ("Cross-customer statements")
+ * explains each; the unit test keeps the two in step.
+ *
+ * - `match` is tested against the statement with its whitespace collapsed; make it specific
+ *   enough that a different statement does not match.
+ * - `from` is the file or module folder that sends it; when the capture knows the sender (its
+ *   stack trace; async frames may show the caller rather than the function holding the SQL), a
+ *   statement sent from elsewhere does not match.
+ * - `citus`: 'multi-shard' when Citus runs it as it is (a query over all shards), 'rewrite' when
+ *   Citus refuses it as it is (a TODO for its owner, described in `how`).
+ */
+export interface AllowedStatement {
+  id: string;
+  match: RegExp;
+  from: string;
+  reason: string;
+  citus: 'multi-shard' | 'rewrite';
+  how: string;
+  todo?: string;
+}
+
+export const ALLOWED: AllowedStatement[] = [
+  {
+    id: 'sweeper-due-work',
+    match: /^with grants as \( select customer_id, feature_key from credit_grant where expires_at <= now\(\)/,
+    from: 'src/modules/usage/sweeper.ts',
+    reason: 'the sweeper finds the customers with expired grants or lapsed holds, across all customers; each one is then tidied by its own single-customer statements',
+    citus: 'multi-shard',
+    how: 'each CTE (with its LIMIT) runs on every shard in parallel through the partial indexes credit_grant_expiry_sweep_idx and usage_event_hold_expiry_idx; the coordinator applies the LIMIT and groups by customer. No row locks.',
+  },
+  {
+    id: 'billing-due-customers',
+    match: /^select distinct e\.customer_id from entitlement e where e\.plan_key is not null and e\.source = 'PLAN' and e\.customer_id > \$1/,
+    from: 'src/modules/billing/',
+    reason: 'the sweeper\'s scan for customers with a priced plan, whose due invoices it finalizes, a page of 500 customers at a time (keyset on customer_id)',
+    citus: 'multi-shard',
+    how: 'DISTINCT on the distribution column and ORDER BY/LIMIT are pushed to every shard (each returns at most 500), the coordinator merges; the EXISTS on plan_price_version joins the reference table on each shard. Each customer is then finalized by single-customer statements.',
+  },
+  {
+    id: 'billing-claim-line-sync',
+    match: /^update invoice_line_sync s set status = 'SENDING'.* from \(select customer_id, line_id from invoice_line_sync where .* for update skip locked\) due/,
+    from: 'src/modules/billing/',
+    reason: 'the outbox worker claims due invoice lines of any customer (FOR UPDATE SKIP LOCKED, so that replicas claim different lines)',
+    citus: 'rewrite',
+    how: 'Citus refuses row locks in a multi-shard query (citusdata/citus#4647) and cannot push down an UPDATE whose FROM subquery has a LIMIT. Rewrite as: a multi-shard SELECT of due (customer_id, line_id) without a lock, then per customer a router `update invoice_line_sync set status = \'SENDING\', lease_until = ... where customer_id = $1 and line_id = any($2) and <the due condition again> returning ...`; the re-checked condition replaces SKIP LOCKED (a line another replica claimed is no longer due).',
+    todo: 'TODO(billing): per-customer claim, as described',
+  },
+  {
+    id: 'billing-claim-invoice-sync',
+    match: /^update invoice_sync v set status = 'SENDING'.* from \(select customer_id, invoice_id from invoice_sync v2 where .* for update skip locked\) due/,
+    from: 'src/modules/billing/',
+    reason: 'the outbox worker claims due provider invoices (customers without a subscription) of any customer',
+    citus: 'rewrite',
+    how: 'as billing-claim-line-sync: a lock-free multi-shard SELECT of due rows, then a router UPDATE per customer that re-checks the due condition and the NOT EXISTS on invoice_line_sync (same customer, so the same shard).',
+    todo: 'TODO(billing): per-customer claim, as described',
+  },
+  {
+    id: 'verify-ledger',
+    match: /^with sums as \( select customer_id, grant_id, sum\(amount\) as remaining,.* from ledger_entry where \(\$1::text is null or customer_id = \$1\)/,
+    from: 'src/modules/ledger/',
+    reason: 'verifyLedger: the integrity audit of every customer\'s grants against their ledger (npm run verify, the tests\' and benchmarks\' self-checks); one customer when $1 is given',
+    citus: 'multi-shard',
+    how: 'every join is on customer_id, window functions partition by (customer_id, grant_id) and groups include customer_id, so Citus pushes each part down to all shards in parallel. `$1 is null or customer_id = $1` defeats shard pruning: audited for one customer it still visits every shard (cheaply: each finds no rows).',
+    todo: 'TODO(ledger): for one customer, send the same audit with `customer_id = $1` (router, one shard)',
+  },
+  {
+    id: 'migration-grant-amounts',
+    match: /^update credit_grant g set amount = s\.amount from \(select customer_id, grant_id, sum\(amount\) as amount from ledger_entry where kind in \('GRANT', 'ADJUST'\) group by 1, 2\) s/,
+    from: 'src/db/migrate.ts',
+    reason: 'a one-off data fix in Migration20261201122958_money_path (grant amounts made equal to their GRANT + ADJUST entries), over all customers',
+    citus: 'multi-shard',
+    how: 'a multi-shard UPDATE joined on customer_id with a subquery grouped by customer_id: pushed down to every shard (co-located). In practice it runs before the tables are distributed.',
+  },
+  {
+    id: 'customers-by-ids',
+    match: /^select \* from customer where id = any\(\$1::text\[\]\)$/,
+    from: 'src/modules/customers/',
+    reason: 'the dataloader\'s batch: every customer one GraphQL response names (admin listings) in one statement',
+    citus: 'multi-shard',
+    how: 'Citus sends it to the shards of the listed ids (it prunes on `= any(array)` when the array is known at planning; otherwise to every shard, each answering from its primary key).',
+  },
+  {
+    id: 'revoke-entitlement-by-id',
+    match: /^select customer_id from entitlement where id = \$1$/,
+    from: 'src/modules/entitlements/',
+    reason: 'revokeEntitlement(id) names an entitlement by its id alone (docs/decisions.md): the lookup that finds its customer. The row lock is then taken by a single-customer statement',
+    citus: 'multi-shard',
+    how: 'an index lookup (entitlement_id_idx) on every shard; rare (an operator revoking). Everything after it is restricted to the customer found.',
+  },
+  {
+    id: 'payment-event-changes',
+    match: /^select id::text, customer_id, entitlement_id, feature_key, action, changes, reason, created_at from entitlement_change where actor_type = 'PAYMENT_EVENT' and actor_id = \$1 order by id$/,
+    from: 'src/modules/payments/',
+    reason: 'the admin view of one payment event lists the entitlement changes it caused (paymentEvent / replayPaymentEvent)',
+    citus: 'multi-shard',
+    how: 'a scan of entitlement_change on every shard; there is no index on the actor, so it reads the whole table on one PostgreSQL today as well. The event\'s customer is known (payment_event.customer_id, set when it was applied).',
+    todo: 'TODO(payments): filter by the event\'s customer too (`customer_id = $2`): router, and the (customer_id, ...) index',
+  },
+];
