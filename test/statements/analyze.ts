@@ -297,6 +297,14 @@ class StatementAnalyzer {
     else this.classes.same(a.node, b.node);
   }
 
+  /** `a = b`, or `(a1, a2) = (b1, b2)` pairwise. */
+  private equalities(block: Block, l: N, r: N): void {
+    const left: N[] | undefined = l?.RowExpr?.args;
+    const right: N[] | undefined = r?.RowExpr?.args;
+    if (left && right && left.length === right.length) left.forEach((a, i) => this.equal(block, a, right[i]));
+    else this.equal(block, l, r);
+  }
+
   /** A boolean condition: its top-level AND conjuncts restrict; everything else is walked for subqueries. */
   private condition(block: Block, e: N): void {
     if (!e) return;
@@ -305,13 +313,13 @@ class StatementAnalyzer {
       return;
     }
     const x = e.A_Expr;
-    if (x && (x.kind === 'AEXPR_OP' || x.kind === undefined) && sval(x.name?.[0]) === '=') {
-      this.equal(block, x.lexpr, x.rexpr);
+    if (x && (x.kind === 'AEXPR_OP' || x.kind === undefined || x.kind === 'AEXPR_NOT_DISTINCT') && sval(x.name?.[0]) === '=') {
+      this.equalities(block, x.lexpr, x.rexpr);
       return;
     }
     if (x && x.kind === 'AEXPR_IN' && sval(x.name?.[0]) === '=') {
       const items: N[] = x.rexpr?.List?.items ?? [];
-      if (items.length === 1) this.equal(block, x.lexpr, items[0]);
+      if (items.length === 1) this.equalities(block, x.lexpr, items[0]);
       else this.walk(block, e);
       return;
     }
