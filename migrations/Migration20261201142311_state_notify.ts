@@ -8,6 +8,10 @@ import { Migration } from '@mikro-orm/migrations';
  * PostgreSQL folds identical notifications of one transaction into one. A catalog change (a
  * feature) or a TRUNCATE sends '*': every replica flushes its whole cache. docs/scaling.md.
  *
+ * The payload is `<origin>/<customer id>`. The origin is empty unless the transaction set
+ * `tollgate.origin` (ledger.apply does, for a consume whose result the writing replica applies to
+ * its own cache entry): that replica then knows the notification is its own and keeps the entry.
+ *
  * usage_event matters only while a reservation holds credits (lapsed holds count as given
  * back), so its trigger fires only when a HELD row is involved; a plain consume's state change
  * is its credit_grant update.
@@ -15,17 +19,19 @@ import { Migration } from '@mikro-orm/migrations';
 export class Migration20261201142311_state_notify extends Migration {
   override async up(): Promise<void> {
     this.addSql(`create or replace function tollgate_notify_state() returns trigger language plpgsql as $$
+      declare
+        origin text := coalesce(current_setting('tollgate.origin', true), '') || '/';
       begin
         if tg_op = 'TRUNCATE' or tg_table_name = 'feature' then
-          perform pg_notify('tollgate_state', '*');
+          perform pg_notify('tollgate_state', '/*');
         elsif tg_table_name = 'customer' then
-          perform pg_notify('tollgate_state', case when tg_op = 'DELETE' then old.id else new.id end);
+          perform pg_notify('tollgate_state', origin || case when tg_op = 'DELETE' then old.id else new.id end);
         elsif tg_op = 'DELETE' then
-          perform pg_notify('tollgate_state', old.customer_id);
+          perform pg_notify('tollgate_state', origin || old.customer_id);
         else
-          perform pg_notify('tollgate_state', new.customer_id);
+          perform pg_notify('tollgate_state', origin || new.customer_id);
           if tg_op = 'UPDATE' and old.customer_id is distinct from new.customer_id then
-            perform pg_notify('tollgate_state', old.customer_id);
+            perform pg_notify('tollgate_state', origin || old.customer_id);
           end if;
         end if;
         return null;

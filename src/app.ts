@@ -46,7 +46,7 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
     const listener = new Listener(url, {
       channels: {
         tollgate_auth: () => services.auth.invalidate(),
-        tollgate_state: (customerId) => cache.invalidate(customerId),
+        tollgate_state: (payload) => cache.notified(payload),
       },
       onLost: (err) => {
         http.fastify.log.warn({ err }, 'listener lost its connection; caches bypassed until it is back');

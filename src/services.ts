@@ -54,7 +54,7 @@ export function createServices(db: Db, config: Config): Services {
     entitlements,
     credits: new CreditsService(db, entitlements),
     access: new AccessService(db, stateCache),
-    usage: new UsageService(db, ledger, (customerId) => stateCache.invalidate(customerId)),
+    usage: new UsageService(db, ledger, stateCache),
     auth: new AuthService(db, config),
     billing,
     stateCache,

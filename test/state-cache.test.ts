@@ -110,6 +110,43 @@ describe('the state cache across two replicas', () => {
     expect((await onB(CONSUME, { i: { customerId: 'bal', feature: 'text.generate', idempotencyKey: 'late' } })).consume.allowed).toBe(false);
   });
 
+  test('a consume on B plans from B\'s cache and patches it: the next canAccess on B reads nothing and shows the new balance', async () => {
+    await t.ok(CREDITS, { i: { customerId: 'w', feature: 'credits', amount: 100, idempotencyKey: 'k' } });
+    expect(await canOnB('w', 'image.generate')).toMatchObject({ balance: '100' }); // cached on B
+    const { writeHits, patches } = b.services.stateCache.stats;
+    expect((await onB(CONSUME, { i: { customerId: 'w', feature: 'image.generate', idempotencyKey: 'w1' } })).consume).toMatchObject({ allowed: true, balance: '80' });
+    expect(b.services.stateCache.stats.writeHits).toBe(writeHits + 1);
+    expect(b.services.stateCache.stats.patches).toBe(patches + 1);
+    await b.listener.sync(); // B's own notification has arrived: it kept the entry
+    const loads = loadStateCalls;
+    expect(await canOnB('w', 'image.generate')).toMatchObject({ allowed: true, balance: '80' });
+    expect(loadStateCalls).toBe(loads);
+    // A replay answered through the cache path is still the one charge.
+    expect((await onB(CONSUME, { i: { customerId: 'w', feature: 'image.generate', idempotencyKey: 'w1' } })).consume).toMatchObject({ allowed: true, balance: '80' });
+    const [{ n }] = await t.sql<{ n: number }>(`select count(*)::int as n from ledger_entry where customer_id = 'w' and kind = 'CONSUME'`);
+    expect(n).toBe(1);
+  });
+
+  test('consumes alternating between A and B on one customer: every balance exact, no charge lost or doubled', async () => {
+    await t.ok(CREDITS, { i: { customerId: 'alt', feature: 'credits', amount: 30, idempotencyKey: 'k' } });
+    for (let i = 0; i < 30; i++) {
+      const input = { i: { customerId: 'alt', feature: 'text.generate', idempotencyKey: `alt-${i}` } };
+      const r = i % 2 === 0 ? (await t.ok(CONSUME, input)).consume : (await onB(CONSUME, input)).consume;
+      expect(r).toMatchObject({ allowed: true, balance: String(29 - i) });
+      expect(await (i % 2 === 0 ? canOnB : canOnA)('alt', 'text.generate')).toMatchObject({ balance: String(29 - i) });
+    }
+    expect((await onB(CONSUME, { i: { customerId: 'alt', feature: 'text.generate', idempotencyKey: 'alt-over' } })).consume.allowed).toBe(false);
+  });
+
+  test('a gate revoked on A stops the very next consume on B that B had cached as allowed', async () => {
+    await t.ok(CREDITS, { i: { customerId: 'gate', feature: 'credits', amount: 1000, idempotencyKey: 'k' } });
+    const { grantEntitlement: e } = await t.ok(GRANT, { i: { customerId: 'gate', feature: 'video' } });
+    expect((await onB(CONSUME, { i: { customerId: 'gate', feature: 'video.generate', idempotencyKey: 'v1' } })).consume.allowed).toBe(true);
+    expect(await canOnB('gate', 'video.generate')).toMatchObject({ allowed: true });
+    await t.ok(REVOKE, { id: e.id });
+    expect((await onB(CONSUME, { i: { customerId: 'gate', feature: 'video.generate', idempotencyKey: 'v2' } })).consume).toMatchObject({ allowed: false, reason: 'REVOKED' });
+  });
+
   test('a change made by direct SQL (another tool, a migration) is seen too: the triggers notify', async () => {
     await t.ok(GRANT, { i: { customerId: 'sql', feature: 'video' } });
     expect(await canOnB('sql', 'video')).toMatchObject({ allowed: true });

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { D } from '../../shared/decimal';
 import type { CustomerState } from './access.model';
 import { buildPoolView } from './pool';
 
@@ -29,6 +31,10 @@ import { buildPoolView } from './pool';
  */
 
 export interface CacheStats {
+  /** Write-path plans made from a cached entry, grants patched after a write, own notifications that kept an entry. */
+  writeHits: number;
+  patches: number;
+  ownNotifications: number;
   hits: number;
   misses: number;
   bypassed: number;
@@ -37,8 +43,13 @@ export interface CacheStats {
   size: number;
 }
 
-interface Entry {
+export interface Entry {
+  customerId: string;
   state: CustomerState;
+  /** Writes of this process planned from the entry, by origin token: their notifications keep it. */
+  tokens: Set<string>;
+  /** Writes planned from the entry and not patched in yet: until they are, reads go to the database. */
+  pending: number;
   /** Features the state was loaded for (with their pools and gates). */
   features: Set<string>;
   /** Database clock minus local clock, in ms. */
@@ -60,7 +71,9 @@ export class StateCache {
   private readonly entries = new Map<string, Entry>();
   private readonly loading = new Map<string, Set<InFlight>>();
   private enabled = false;
-  private readonly counters = { hits: 0, misses: 0, bypassed: 0, invalidations: 0, flushes: 0 };
+  private readonly counters = { hits: 0, misses: 0, bypassed: 0, invalidations: 0, flushes: 0, writeHits: 0, patches: 0, ownNotifications: 0 };
+  private readonly replicaId = randomBytes(6).toString('hex');
+  private tokenCounter = 0;
 
   private sync: (() => Promise<boolean>) | null = null;
 
@@ -85,13 +98,116 @@ export class StateCache {
     this.enabled = on && this.max > 0;
   }
 
-  /** A notification: one customer, or '*' for everyone. */
+  /** A `tollgate_state` notification: `<origin>/<customer id>`, or `/*` for everyone. */
+  notified(payload: string): void {
+    const slash = payload.indexOf('/');
+    const origin = slash > 0 ? payload.slice(0, slash) : '';
+    const customerId = payload.slice(slash + 1);
+    if (customerId === '*') return this.flush();
+    const entry = this.entries.get(customerId);
+    if (origin && entry?.tokens.delete(origin)) {
+      // This process's own write, already applied to the entry: keep it. Loads in flight may
+      // have read before that write: not stored.
+      this.counters.ownNotifications += 1;
+      this.markLoadsDirty(customerId);
+      return;
+    }
+    this.invalidate(customerId);
+  }
+
+  /** Drops one customer (a notification, or a write of this process that is not patched in). */
   invalidate(customerId: string): void {
     if (customerId === '*') return this.flush();
     this.counters.invalidations += 1;
     this.entries.delete(customerId);
+    this.markLoadsDirty(customerId);
+  }
+
+  private markLoadsDirty(customerId: string): void {
     const inFlight = this.loading.get(customerId);
     if (inFlight) for (const l of inFlight) l.dirty = true;
+  }
+
+  /** A fresh origin token for a write this process will patch into its entry. */
+  newToken(): string {
+    return `${this.replicaId}.${(this.tokenCounter++).toString(36)}`;
+  }
+
+  /**
+   * The write path (consume only): the cached entry to plan from, if the customer is cached and
+   * fresh for `features`, after the barrier; null to read the database. Never used without the
+   * barrier: a plan from it must be as good as a database read made when the request arrived
+   * (the write then re-checks balances under row locks).
+   */
+  async forWrite(customerId: string, features: string[]): Promise<Entry | null> {
+    if (!this.enabled || !this.strict || !this.sync || !(await this.sync())) return null;
+    const entry = this.entries.get(customerId);
+    if (!entry || entry.pending > 0 || Date.now() + entry.offsetMs >= entry.staleAt || !features.every((f) => entry.features.has(f))) return null;
+    this.counters.writeHits += 1;
+    return entry;
+  }
+
+  /** The entry as a state to plan from (at the current database time). */
+  stateOf(entry: Entry): CustomerState {
+    return { ...entry.state, now: new Date(Date.now() + entry.offsetMs) };
+  }
+
+  /** The write path's database read, stored like a read's (same rules); returns the state and its entry. */
+  async loadForWrite(customerId: string, features: string[], load: () => Promise<CustomerState>): Promise<{ state: CustomerState; entry: Entry | null }> {
+    if (!this.enabled || !this.strict) return { state: await load(), entry: null };
+    return this.tracked(customerId, features, load);
+  }
+
+  private async tracked(customerId: string, features: string[], load: () => Promise<CustomerState>): Promise<{ state: CustomerState; entry: Entry | null }> {
+    const token: InFlight = { dirty: false };
+    let set = this.loading.get(customerId);
+    if (!set) this.loading.set(customerId, (set = new Set()));
+    set.add(token);
+    const sent = Date.now();
+    let state: CustomerState;
+    try {
+      state = await load();
+    } finally {
+      set.delete(token);
+      if (set.size === 0) this.loading.delete(customerId);
+    }
+    const entry = !token.dirty && this.enabled ? this.store(customerId, features, state, (sent + Date.now()) / 2) : null;
+    return { state, entry };
+  }
+
+  /** Before a write planned from `entry` is sent: its notification (tagged `token`) will keep the entry. */
+  expect(entry: Entry, token: string): void {
+    entry.tokens.add(token);
+    entry.pending += 1;
+  }
+
+  /** The write failed (nothing committed, no notification). */
+  abandon(entry: Entry, token: string): void {
+    entry.tokens.delete(token);
+    entry.pending -= 1;
+  }
+
+  /**
+   * After the write planned from `entry` committed: the touched grants' new values. False (the
+   * caller then drops the entry) when the entry is no longer the current one or a grant is unknown.
+   */
+  patch(entry: Entry, grants: Map<string, { remaining: string; held: string; consumed: string; writtenOff: string; amount: string }>): boolean {
+    entry.pending -= 1;
+    if (this.entries.get(entry.customerId) !== entry) return false;
+    let found = 0;
+    const next = entry.state.grants.map((g) => {
+      const d = grants.get(g.id);
+      if (!d) return g;
+      found += 1;
+      return { ...g, remaining: d.remaining, held: add(g.held, d.held), consumed: add(g.consumed, d.consumed), writtenOff: add(g.writtenOff, d.writtenOff), amount: add(g.amount, d.amount) };
+    });
+    if (found !== grants.size) {
+      this.invalidate(entry.customerId);
+      return false;
+    }
+    entry.state = { ...entry.state, grants: next };
+    this.counters.patches += 1;
+    return true;
   }
 
   flush(): void {
@@ -115,7 +231,7 @@ export class StateCache {
     }
     const entry = this.entries.get(customerId);
     const localNow = Date.now();
-    if (entry && localNow + entry.offsetMs < entry.staleAt) {
+    if (entry && entry.pending === 0 && localNow + entry.offsetMs < entry.staleAt) {
       if (features.every((f) => entry.features.has(f))) {
         this.counters.hits += 1;
         this.entries.delete(customerId); // LRU: most recent last
@@ -126,28 +242,19 @@ export class StateCache {
       features = [...new Set([...entry.features, ...features])];
     }
     this.counters.misses += 1;
-    const token: InFlight = { dirty: false };
-    let set = this.loading.get(customerId);
-    if (!set) this.loading.set(customerId, (set = new Set()));
-    set.add(token);
-    const sent = Date.now();
-    let state: CustomerState;
-    try {
-      state = await load(features);
-    } finally {
-      set.delete(token);
-      if (set.size === 0) this.loading.delete(customerId);
-    }
-    if (!token.dirty && this.enabled) this.store(customerId, features, state, (sent + Date.now()) / 2);
-    return state;
+    const wanted = features;
+    return (await this.tracked(customerId, wanted, () => load(wanted))).state;
   }
 
-  private store(customerId: string, features: string[], state: CustomerState, localAtRead: number): void {
-    if (state.lapsedCount > 0) return;
+  private store(customerId: string, features: string[], state: CustomerState, localAtRead: number): Entry | null {
+    if (state.lapsedCount > 0) return null;
     const now = state.now.getTime();
     const staleAt = nextBoundary(state) - BOUNDARY_MARGIN_MS;
-    if (staleAt <= now) return;
+    if (staleAt <= now) return null;
     const entry: Entry = {
+      customerId,
+      tokens: new Set(),
+      pending: 0,
       state: { ...state, usageByKey: new Map(), usageById: new Map() },
       features: new Set(features),
       offsetMs: now - localAtRead,
@@ -156,6 +263,7 @@ export class StateCache {
     this.entries.delete(customerId);
     this.entries.set(customerId, entry);
     while (this.entries.size > this.max) this.entries.delete(this.entries.keys().next().value as string);
+    return entry;
   }
 }
 
@@ -183,3 +291,5 @@ function nextBoundary(state: CustomerState): number {
   }
   return next;
 }
+
+const add = (a: string, b: string) => (b === '0' ? a : new D(a).plus(b).toFixed());

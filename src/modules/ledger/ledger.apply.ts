@@ -178,10 +178,12 @@ const APPLY = statement(
                       'stale plan: ' || (select count(*) from resolved_events) || '/' || cardinality($22::uuid[]) || ' events, '
                       || (select count(*) from updated) || '/' || cardinality($32::uuid[]) || ' grants')
           end as failed,
+          -- The state-cache notifications of this transaction name their origin (see migration state_notify).
+          case when $53::text is not null then set_config('tollgate.origin', $53::text, true) end as origin,
           coalesce((select json_agg(json_build_object('id', u.id, 'remaining', u.remaining::text)) from updated u), '[]') as grants`,
 );
 
-interface GrantDelta {
+export interface GrantDelta {
   /** GRANT and ADJUST entries change what the grant gave (amount = remaining + held + consumed + written_off). */
   amount: Dec;
   remaining: Dec;
@@ -195,7 +197,7 @@ interface GrantDelta {
 
 const DEBITS = new Set([LedgerKind.CONSUME, LedgerKind.CAPTURE, LedgerKind.HOLD]);
 
-function deltasOf(postings: Posting[]): Map<string, GrantDelta> {
+export function deltasOf(postings: Posting[]): Map<string, GrantDelta> {
   const map = new Map<string, GrantDelta>();
   for (const p of postings) {
     let d = map.get(p.grantId);
@@ -247,7 +249,14 @@ export interface ApplyResult {
  * Runs the plan. Throws StalePlanError when a precondition no longer holds (or an idempotency key
  * was claimed concurrently): nothing was written, re-read and re-plan.
  */
-export async function applyPlan(sql: Sql, customerId: string, plan: LedgerPlan, actor: string | null): Promise<ApplyResult> {
+export async function applyPlan(
+  sql: Sql,
+  customerId: string,
+  plan: LedgerPlan,
+  actor: string | null,
+  /** Tags this transaction's state notifications (a replica recognizes its own; see state-cache.ts). */
+  origin: string | null = null,
+): Promise<ApplyResult> {
   if (plan.inserts.length === 0 && plan.updates.length === 0 && plan.postings.length === 0) {
     return { grants: new Map() };
   }
@@ -308,6 +317,7 @@ export async function applyPlan(sql: Sql, customerId: string, plan: LedgerPlan, 
     ids.map((id) => n(plan.expectRemaining?.get(id))),
     ids.map((id) => fmt(deltas.get(id)!.amount)),
     upd.map((u) => n(u.expectedHeld ?? null)),
+    origin,
   ];
   try {
     const [row] = await sql.query<{ grants: Array<{ id: string; remaining: string }> }>(APPLY, values);

@@ -125,8 +125,8 @@ export class LedgerService {
     return row.created;
   }
 
-  apply(sql: Sql, customerId: string, plan: LedgerPlan, actor: string | null) {
-    return applyPlan(sql, customerId, plan, actor);
+  apply(sql: Sql, customerId: string, plan: LedgerPlan, actor: string | null, origin: string | null = null) {
+    return applyPlan(sql, customerId, plan, actor, origin);
   }
 
   /**

@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import type { Db, Sql } from '../../db/sql';
-import { dec, type Dec } from '../../shared/decimal';
+import { dec, fmt, type Dec } from '../../shared/decimal';
 import { badInput, DomainError, ErrorCode } from '../../shared/errors';
 import { AccessReason, type UsageRow } from '../access/access.model';
 import { loadCustomerState, parseUsage } from '../access/access.state';
 import { validateCustomerId } from '../entitlements/entitlements.service';
-import { StalePlanError } from '../ledger/ledger.apply';
+import { deltasOf, StalePlanError, type LedgerPlan } from '../ledger/ledger.apply';
+import type { CustomerState } from '../access/access.model';
+import type { Entry, StateCache } from '../access/state-cache';
 import type { LedgerEntryRow, LedgerService, NewGrant } from '../ledger/ledger.service';
 import { planBatch, poolsOf, virtualGrants, type OpOutcome, type UsageOp } from './usage.plan';
 
@@ -179,6 +181,15 @@ function refusedResult(feature: string): ConsumeResult {
   };
 }
 
+/** What a successful apply did to each grant, for the state cache's entry. */
+function grantChanges(plan: LedgerPlan, remaining: Map<string, Dec>) {
+  const out = new Map<string, { remaining: string; held: string; consumed: string; writtenOff: string; amount: string }>();
+  for (const [id, d] of deltasOf(plan.postings)) {
+    out.set(id, { remaining: remaining.get(id)!.toFixed(), held: fmt(d.held), consumed: fmt(d.consumed), writtenOff: fmt(d.writtenOff), amount: fmt(d.amount) });
+  }
+  return out;
+}
+
 // ---- the service -----------------------------------------------------------------------------
 
 interface Pending {
@@ -198,8 +209,8 @@ export class UsageService {
   constructor(
     private readonly db: Db,
     private readonly ledger: LedgerService,
-    /** Called after every batch of a customer, before its callers are answered (the state cache). */
-    private readonly onWritten: (customerId: string) => void = () => undefined,
+    /** The per-customer state cache: consume plans from it, and every write updates it before answering. */
+    private readonly cache: StateCache | null = null,
   ) {}
 
   async consume(input: ConsumeInput, actor: string): Promise<ConsumeResult> {
@@ -355,10 +366,8 @@ export class UsageService {
       const batch = queue.splice(0, MAX_BATCH);
       try {
         const outcomes = await this.runBatch(customerId, batch);
-        this.onWritten(customerId);
         batch.forEach((p, i) => p.resolve(outcomes[i]));
       } catch (err) {
-        this.onWritten(customerId);
         if (batch.length > 1 && !(err instanceof DomainError)) {
           // Something unexpected: run each operation alone so that one cannot fail the others.
           for (const p of batch) {
@@ -383,13 +392,49 @@ export class UsageService {
     const holdIds = batch.flatMap((p) => (p.op.type === 'maintain' ? p.op.holdIds : []));
     this.stats.batches += 1;
     this.stats.operations += batch.length;
-    // One pooled connection for the whole batch: read, (materialize,) apply — no transaction is
-    // held open; the apply statement is atomic on its own.
-    return this.db.run(async (sql) => {
+    // Consumes plan from the state cache when it has the customer (after its barrier, so as good
+    // as a read made now; the write re-checks every balance and claims every key under row locks,
+    // and a plan that missed a replay fails on the key and is re-planned from the database).
+    // After the write, its grants are patched into the entry. Anything else drops the entry
+    // before the callers are answered.
+    const consumeOnly = this.cache !== null && batch.every((p) => p.op.type === 'consume');
+    let cached = consumeOnly ? await this.cache!.forWrite(customerId, featureKeys) : null;
+    let patched = false;
+    try {
+      return await this.db.run((sql) => this.runPasses(sql, customerId, batch, featureKeys, keys, [...ids, ...holdIds], () => {
+        const c = cached;
+        cached = null;
+        return c;
+      }, (ok) => (patched = ok)));
+    } finally {
+      if (!patched) this.cache?.invalidate(customerId);
+    }
+  }
+
+  private async runPasses(
+    sql: Sql,
+    customerId: string,
+    batch: Pending[],
+    featureKeys: string[],
+    keys: string[],
+    ids: string[],
+    takeCached: () => Entry | null,
+    onPatched: (ok: boolean) => void,
+  ): Promise<OpOutcome[]> {
+    {
       let materialized = 0;
       let stale = 0;
+      const consumeOnly = this.cache !== null && batch.every((p) => p.op.type === 'consume');
       for (let pass = 1; ; pass++) {
-        const state = await loadCustomerState(sql, customerId, featureKeys, { keys, ids: [...ids, ...holdIds] });
+        let state: CustomerState;
+        let entry: Entry | null = takeCached();
+        if (entry) {
+          state = this.cache!.stateOf(entry);
+        } else if (consumeOnly && pass === 1) {
+          ({ state, entry } = await this.cache!.loadForWrite(customerId, featureKeys, () => loadCustomerState(sql, customerId, featureKeys, { keys, ids })));
+        } else {
+          state = await loadCustomerState(sql, customerId, featureKeys, { keys, ids });
+        }
         // Periods are materialized lazily: write the grants of periods that have begun, then re-read.
         const pools = new Set<string>();
         for (const k of state.features.keys()) for (const p of poolsOf(state, k)) pools.add(p);
@@ -424,10 +469,22 @@ export class UsageService {
           state,
           batch.map((p) => p.op),
         );
+        const token = entry && plan.updates.length === 0 ? this.cache!.newToken() : null;
+        if (entry && token) this.cache!.expect(entry, token);
         try {
-          await this.ledger.apply(sql, customerId, plan, null);
+          const result = await this.ledger.apply(sql, customerId, plan, null, token);
+          if (entry && token) {
+            const changes = grantChanges(plan, result.grants);
+            onPatched(this.cache!.patch(entry, changes));
+          }
           return outcomes;
         } catch (err) {
+          // Nothing was committed: no notification will come for the token. (Whether the
+          // statement committed is unknown only if the connection broke: then drop the entry.)
+          if (entry && token) {
+            this.cache!.abandon(entry, token);
+            if (!(err instanceof StalePlanError)) this.cache!.invalidate(customerId);
+          }
           if (!(err instanceof StalePlanError)) throw err;
           this.stats.stalePlans += 1;
           if (++stale >= MAX_ATTEMPTS) {
@@ -435,7 +492,7 @@ export class UsageService {
           }
         }
       }
-    });
+    }
   }
 
   private async materialize(sql: Sql, customerId: string, grants: ReturnType<typeof virtualGrants>): Promise<void> {
