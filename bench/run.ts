@@ -511,8 +511,8 @@ async function main() {
       };
       rows.push(row);
       log(
-        (row.openLoop ? `  open loop at ${round(row.openLoop.rate, 1)} req/s (${row.openLoop.mode}, sent ${row.openLoop.sentPerS}/s):` : '') +
-        `  ${row.rps} req/s, p50 ${row.latency.p50} ms, p99 ${row.latency.p99} ms, max ${row.latency.max} ms, errors ${row.errors}` +
+        (row.openLoop ? `  open loop at ${round(row.openLoop.rate, 1)} req/s (${row.openLoop.mode}, sent ${row.openLoop.sentPerS}/s):` : ' ') +
+        ` ${row.rps} req/s, p50 ${row.latency.p50} ms, p99 ${row.latency.p99} ms, max ${row.latency.max} ms, errors ${row.errors}` +
           (row.cpu.otherCores !== null ? `, other processes ${row.cpu.otherCores} cores` : '') +
           (row.check ? `\n  check ${row.check.ok ? 'ok' : 'FAILED'}: ${row.check.detail}` : ''),
       );
