@@ -137,6 +137,9 @@ export async function seedScale(pool: Pool, customers: number, entries: number):
         from bench_scale_events order by customer_id, grant_id, n`, [POOL]);
     await c.query(`update credit_grant g set remaining = g.remaining - $1::int, consumed = g.consumed + $1::int
         from bench_scale s where g.customer_id = s.customer_id and g.id = s.grant_id`, [per]);
+    // The replication role skipped the state-notify triggers too: tell every replica's state
+    // cache, in this transaction, that everything changed (as a catalog change does).
+    await c.query(`select pg_notify('tollgate_state', '/*')`);
   });
   await pool.query('vacuum analyze usage_event, ledger_entry, credit_grant');
   const [{ n }] = (await pool.query<{ n: string }>('select count(*) as n from ledger_entry')).rows;

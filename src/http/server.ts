@@ -106,7 +106,8 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
       await services.db.query('select 1');
       const pending = await pendingMigrations(orm);
       if (pending.length > 0) return reply.code(503).send({ status: 'migrations pending', pending });
-      return { status: 'ready' };
+      // The state cache's counters (hits, misses, invalidations...): how often reads skip the database.
+      return { status: 'ready', stateCache: services.stateCache.stats };
     } catch {
       return reply.code(503).send({ status: 'database unavailable' });
     }

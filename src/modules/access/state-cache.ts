@@ -140,7 +140,7 @@ export class StateCache {
    * (the write then re-checks balances under row locks).
    */
   async forWrite(customerId: string, features: string[]): Promise<Entry | null> {
-    if (!this.enabled || !this.strict || !this.sync || !(await this.sync())) return null;
+    if (!this.enabled || !this.sync || !(await this.sync())) return null;
     const entry = this.entries.get(customerId);
     if (!entry || entry.pending > 0 || Date.now() + entry.offsetMs >= entry.staleAt || !features.every((f) => entry.features.has(f))) return null;
     this.counters.writeHits += 1;
@@ -154,7 +154,7 @@ export class StateCache {
 
   /** The write path's database read, stored like a read's (same rules); returns the state and its entry. */
   async loadForWrite(customerId: string, features: string[], load: () => Promise<CustomerState>): Promise<{ state: CustomerState; entry: Entry | null }> {
-    if (!this.enabled || !this.strict) return { state: await load(), entry: null };
+    if (!this.enabled || !this.sync) return { state: await load(), entry: null };
     return this.tracked(customerId, features, load);
   }
 
