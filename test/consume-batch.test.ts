@@ -123,6 +123,42 @@ describe('consumeBatch', () => {
     expect(n).toBe(3);
   });
 
+  test('items of many cached customers are written together: few statements, one commit each, every balance exact', async () => {
+    const customers = Array.from({ length: 40 }, (_, i) => `g${i}`);
+    for (const c of customers) await credits(c, 50);
+    for (const c of customers) await t.ok(`query($c: ID!) { canAccess(customerId: $c, feature: "text.generate") { allowed } }`, { c }); // cached
+    const combiner = t.app.services.usage.combiner.stats;
+    const before = { ...combiner };
+    const inputs = customers.flatMap((c) => [
+      { customerId: c, feature: 'text.generate', quantity: '2', idempotencyKey: `${c}-a` },
+      { customerId: c, feature: 'image.generate', idempotencyKey: `${c}-b` },
+    ]);
+    const r = (await t.ok(BATCH, { inputs })).consumeBatch;
+    expect(r.every((x: { allowed: boolean }) => x.allowed)).toBe(true);
+    expect(r.filter((_: unknown, i: number) => i % 2 === 1).map((x: { balance: string }) => x.balance)).toEqual(customers.map(() => '28'));
+    expect(combiner.plans - before.plans).toBe(40);
+    expect(combiner.statements - before.statements).toBeLessThan(10);
+    for (const c of customers.slice(0, 3)) expect(await charges(c)).toBe(2);
+  });
+
+  test('a replay inside a combined group refuses the group; each item still gets exactly its own outcome', async () => {
+    const customers = Array.from({ length: 10 }, (_, i) => `rp${i}`);
+    for (const c of customers) await credits(c, 50);
+    for (const c of customers) await t.ok(`query($c: ID!) { canAccess(customerId: $c, feature: "text.generate") { allowed } }`, { c });
+    // rp0's key is used once; its cache entry is patched and knows nothing of keys.
+    const first = (await t.ok(CONSUME, { input: { customerId: 'rp0', feature: 'image.generate', idempotencyKey: 'again' } })).consume;
+    const refused = t.app.services.usage.combiner.stats.refusedGroups;
+    const inputs = [
+      { customerId: 'rp0', feature: 'image.generate', idempotencyKey: 'again' },
+      ...customers.slice(1).map((c) => ({ customerId: c, feature: 'image.generate', idempotencyKey: `${c}-x` })),
+    ];
+    const r = (await t.ok(BATCH, { inputs })).consumeBatch;
+    expect(r[0]).toMatchObject({ replayed: true, usageId: first.usageId, balance: '30' });
+    expect(r.slice(1).every((x: { allowed: boolean; replayed: boolean; balance: string }) => x.allowed && !x.replayed && x.balance === '30')).toBe(true);
+    expect(t.app.services.usage.combiner.stats.refusedGroups).toBeGreaterThan(refused);
+    for (const c of customers) expect(await charges(c)).toBe(1);
+  });
+
   test('more than 1,000 items is refused as a whole, before anything is written', async () => {
     await credits('big', 5000);
     const inputs = Array.from({ length: 1001 }, (_, i) => ({ customerId: 'big', feature: 'text.generate', idempotencyKey: `big-${i}` }));

@@ -332,3 +332,155 @@ export async function applyPlan(
     throw err;
   }
 }
+
+// ---- many customers' simple consumes in one statement ---------------------------------------
+
+/**
+ * The common case of a consume batch of one customer: new CONSUME events (charged or denied)
+ * whose postings all debit ONE grant, no event resolved, no hold, no write-off. Many customers'
+ * such plans are written by ONE statement (`applySimpleMany`): one round trip and one commit
+ * (fsync) for all of them, with exactly the checks `applyPlan` makes for them (key claimed,
+ * grant live, floor kept, balance as read), each grant locked in id order.
+ */
+export interface SimplePlan {
+  customerId: string;
+  inserts: UsageInsert[];
+  /** The debited grant and what the plan read of it (null when nothing is debited). */
+  grantId: string | null;
+  debit: Dec;
+  expectRemaining: Dec | null;
+  postings: Posting[];
+}
+
+export function simplePlan(customerId: string, plan: LedgerPlan): SimplePlan | null {
+  if (plan.updates.length > 0 || plan.inserts.length === 0) return null;
+  for (const u of plan.inserts) {
+    if (u.kind !== 'CONSUME' || u.held.gt(0) || u.holds || u.expiresAt || !u.uncollected.isZero()) return null;
+  }
+  let grantId: string | null = null;
+  let debit = ZERO;
+  for (const p of plan.postings) {
+    if (p.kind !== LedgerKind.CONSUME || !p.amount.isNegative() || p.metadata) return null;
+    if (grantId !== null && p.grantId !== grantId) return null;
+    grantId = p.grantId;
+    debit = debit.minus(p.amount);
+  }
+  for (const id of plan.expectRemaining?.keys() ?? []) if (id !== grantId) return null;
+  for (const id of plan.usable ?? []) if (id !== grantId) return null;
+  return {
+    customerId,
+    inserts: plan.inserts,
+    grantId,
+    debit,
+    expectRemaining: grantId ? (plan.expectRemaining?.get(grantId) ?? null) : null,
+    postings: plan.postings,
+  };
+}
+
+const APPLY_SIMPLE_MANY = statement(
+  'ledger.apply_simple_many',
+  `with
+   new_events as (
+     insert into usage_event (customer_id, id, idempotency_key, kind, feature_key, pool_key, quantity, rate, status,
+                              allowed, reason, charged, overage, uncollected, held, holds, expires_at, balance_after,
+                              provider_cost, properties, actor, created_at, resolved_at)
+     select u.customer_id, u.id, u.key, 'CONSUME', u.feature_key, u.pool_key, u.quantity, u.rate, u.status, u.allowed, u.reason,
+            u.charged, u.overage, 0, 0, null, null, u.balance_after, u.provider_cost, u.properties, u.actor,
+            date_trunc('milliseconds', now()), now()
+       from unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::numeric[], $7::numeric[], $8::text[],
+                   $9::boolean[], $10::text[], $11::numeric[], $12::numeric[], $13::numeric[], $14::numeric[], $15::jsonb[], $16::text[])
+            as u(customer_id, id, key, feature_key, pool_key, quantity, rate, status, allowed, reason, charged, overage,
+                 balance_after, provider_cost, properties, actor)
+     returning 1
+   ),
+   deltas as (
+     select * from unnest($17::text[], $18::uuid[], $19::numeric[], $20::numeric[]) as d(customer_id, grant_id, debit, expect_remaining)
+   ),
+   locked as (
+     select g.id from credit_grant g join deltas d on g.customer_id = d.customer_id and g.id = d.grant_id
+      order by g.id
+        for no key update of g
+   ),
+   updated as (
+     update credit_grant g
+        set remaining = g.remaining - d.debit, consumed = g.consumed + d.debit
+       from deltas d join locked l on l.id = d.grant_id
+      where g.customer_id = d.customer_id and g.id = d.grant_id
+        and (g.floor is null or g.remaining - d.debit >= g.floor)
+        and (d.expect_remaining is null or g.remaining = d.expect_remaining)
+        and g.revoked_at is null and g.period_start <= now() and (g.expires_at is null or g.expires_at > now())
+     returning g.id, g.customer_id, g.feature_key, g.remaining
+   ),
+   postings as (
+     select * from unnest($21::uuid[], $22::numeric[], $23::uuid[], $24::text[], $25::int[], $26::text[])
+       as p(grant_id, amount, usage_event_id, idempotency_key, seq, actor)
+   ),
+   entries as (
+     insert into ledger_entry (customer_id, feature_key, grant_id, kind, amount, balance_after, usage_event_id,
+                               idempotency_key, actor, metadata, created_at)
+     select u.customer_id, u.feature_key, p.grant_id, 'CONSUME', p.amount,
+            u.remaining - coalesce(sum(p.amount) over (partition by p.grant_id order by p.seq
+                                                       rows between 1 following and unbounded following), 0),
+            p.usage_event_id, p.idempotency_key, p.actor, null, now()
+       from postings p join updated u on u.id = p.grant_id
+      order by p.seq
+     returning 1
+   )
+   select case when (select count(*) from new_events) <> cardinality($2::uuid[])
+                 or (select count(*) from updated) <> cardinality($18::uuid[])
+                 or (select count(*) from entries) <> cardinality($21::uuid[])
+               then tollgate_fail('${TollgateSqlState.STALE_PLAN}',
+                      'stale plan: ' || (select count(*) from updated) || '/' || cardinality($18::uuid[]) || ' grants')
+          end as failed,
+          case when $27::text is not null then set_config('tollgate.origin', $27::text, true) end as origin,
+          coalesce((select json_agg(json_build_object('id', u.id, 'remaining', u.remaining::text)) from updated u), '[]') as grants`,
+);
+
+/**
+ * Writes many customers' simple plans in one statement (one commit). All or nothing: a
+ * StalePlanError means none was written (the caller applies each alone to find the stale one).
+ */
+export async function applySimpleMany(sql: Sql, plans: SimplePlan[], actor: string | null, origin: string | null): Promise<ApplyResult> {
+  const ins = plans.flatMap((p) => p.inserts.map((u) => ({ c: p.customerId, u })));
+  const debited = plans.filter((p) => p.grantId !== null);
+  const posts = plans.flatMap((p) => p.postings);
+  const values: unknown[] = [
+    ins.map((x) => x.c),
+    ins.map((x) => x.u.id),
+    ins.map((x) => x.u.idempotencyKey),
+    ins.map((x) => x.u.featureKey),
+    ins.map((x) => x.u.poolKey),
+    ins.map((x) => fmt(x.u.quantity)),
+    ins.map((x) => n(x.u.rate)),
+    ins.map((x) => x.u.status),
+    ins.map((x) => x.u.allowed),
+    ins.map((x) => x.u.reason),
+    ins.map((x) => fmt(x.u.charged)),
+    ins.map((x) => fmt(x.u.overage)),
+    ins.map((x) => n(x.u.balanceAfter)),
+    ins.map((x) => n(x.u.providerCost)),
+    ins.map((x) => (x.u.properties ? JSON.stringify(x.u.properties) : null)),
+    ins.map((x) => x.u.actor),
+    debited.map((p) => p.customerId),
+    debited.map((p) => p.grantId),
+    debited.map((p) => fmt(p.debit)),
+    debited.map((p) => n(p.expectRemaining)),
+    posts.map((p) => p.grantId),
+    posts.map((p) => fmt(p.amount)),
+    posts.map((p) => p.usageEventId),
+    posts.map((p) => p.idempotencyKey),
+    posts.map((_, i) => i),
+    posts.map((p) => (p.actor === undefined ? actor : p.actor)),
+    origin,
+  ];
+  try {
+    const [row] = await sql.query<{ grants: Array<{ id: string; remaining: string }> }>(APPLY_SIMPLE_MANY, values);
+    return { grants: new Map(row.grants.map((g) => [g.id, new D(g.remaining)])) };
+  } catch (err) {
+    const e = err as { code?: string; constraint?: string; message?: string };
+    if (e.code === TollgateSqlState.STALE_PLAN) throw new StalePlanError(e.message ?? 'stale');
+    if (e.code === '23505' && e.constraint === 'usage_event_idempotency_key') throw new StalePlanError('idempotency key claimed concurrently');
+    if (e.code === '23514' && e.constraint === 'credit_grant_floor') throw new StalePlanError('floor');
+    throw err;
+  }
+}

@@ -5,7 +5,8 @@ import { badInput, DomainError, ErrorCode } from '../../shared/errors';
 import { AccessReason, type UsageRow } from '../access/access.model';
 import { loadCustomerState, parseUsage } from '../access/access.state';
 import { validateCustomerId } from '../entitlements/entitlements.service';
-import { deltasOf, StalePlanError, type LedgerPlan } from '../ledger/ledger.apply';
+import { deltasOf, simplePlan, StalePlanError, type LedgerPlan, type SimplePlan } from '../ledger/ledger.apply';
+import { ApplyCombiner, type CombineOutcome } from './apply-combiner';
 import type { CustomerState } from '../access/access.model';
 import type { Entry, StateCache } from '../access/state-cache';
 import type { LedgerEntryRow, LedgerService, NewGrant } from '../ledger/ledger.service';
@@ -203,6 +204,9 @@ interface Pending {
 
 export class UsageService {
   private readonly queues = new Map<string, Pending[]>();
+  private readonly entryOf = new WeakMap<SimplePlan, Entry>();
+  /** Simple consume plans of different customers, written together (see apply-combiner.ts). */
+  readonly combiner: ApplyCombiner;
   /** Statistics for the benchmark and tests. */
   readonly stats = { batches: 0, operations: 0, stalePlans: 0, materializations: 0, lapsedReleased: 0 };
 
@@ -211,7 +215,19 @@ export class UsageService {
     private readonly ledger: LedgerService,
     /** The per-customer state cache: consume plans from it, and every write updates it before answering. */
     private readonly cache: StateCache | null = null,
-  ) {}
+  ) {
+    this.combiner = new ApplyCombiner(
+      db,
+      () => (this.cache ? this.cache.newToken() : null),
+      (plans, origin) => {
+        if (!origin) return;
+        for (const p of plans) {
+          const entry = this.entryOf.get(p);
+          if (entry) this.cache!.expect(entry, origin);
+        }
+      },
+    );
+  }
 
   async consume(input: ConsumeInput, actor: string): Promise<ConsumeResult> {
     validateCustomerId(input.customerId);
@@ -400,6 +416,13 @@ export class UsageService {
     const consumeOnly = this.cache !== null && batch.every((p) => p.op.type === 'consume');
     let cached = consumeOnly ? await this.cache!.forWrite(customerId, featureKeys) : null;
     let patched = false;
+    if (cached) {
+      // From the cache, no connection is needed to plan: a simple plan goes to the cross-customer
+      // combiner (shared statement and commit); anything else takes the path below.
+      const fast = await this.combined(customerId, batch, cached);
+      if (fast.outcomes) return fast.outcomes;
+      if (!fast.reuse) cached = null;
+    }
     try {
       return await this.db.run((sql) => this.runPasses(sql, customerId, batch, featureKeys, keys, [...ids, ...holdIds], () => {
         const c = cached;
@@ -409,6 +432,36 @@ export class UsageService {
     } finally {
       if (!patched) this.cache?.invalidate(customerId);
     }
+  }
+
+  /** A consume batch planned from the cached entry and written by the combiner, if it is simple. */
+  private async combined(customerId: string, batch: Pending[], entry: Entry): Promise<{ outcomes?: OpOutcome[]; reuse: boolean }> {
+    const state = this.cache!.stateOf(entry);
+    const pools = new Set<string>();
+    for (const k of state.features.keys()) for (const p of poolsOf(state, k)) pools.add(p);
+    if (virtualGrants(state, pools).length > 0) return { reuse: true }; // a period to write first
+    const { plan, outcomes } = planBatch(
+      state,
+      batch.map((p) => p.op),
+    );
+    const simple = simplePlan(customerId, plan);
+    if (!simple) return { reuse: true };
+    this.entryOf.set(simple, entry);
+    let o: CombineOutcome;
+    try {
+      o = await this.combiner.submit(simple);
+    } catch (err) {
+      // Unknown whether it committed (the connection broke): forget the entry, let the caller retry.
+      this.cache!.invalidate(customerId);
+      throw err;
+    }
+    if (!o.ok) {
+      if (o.origin) this.cache!.abandon(entry, o.origin);
+      this.stats.stalePlans += 1;
+      return { reuse: false };
+    }
+    if (!this.cache!.patch(entry, grantChanges(plan, o.remaining))) this.cache!.invalidate(customerId);
+    return { outcomes, reuse: false };
   }
 
   private async runPasses(
