@@ -249,24 +249,36 @@ export class CatalogService {
   // ---- commands ----------------------------------------------------------------------------
 
   async upsertFeature(spec: FeatureSpec): Promise<Feature> {
-    return this.db.transaction(({ em }) => this.upsertFeatureIn(em, spec));
+    return this.catalogWrite((em) => this.upsertFeatureIn(em, spec));
   }
 
   async upsertPlan(spec: PlanSpec): Promise<Plan> {
-    return this.db.transaction(({ em }) => this.upsertPlanIn(em, spec));
+    return this.catalogWrite((em) => this.upsertPlanIn(em, spec));
   }
 
   async upsertCreditPack(spec: CreditPackSpec): Promise<CreditPack> {
-    return this.db.transaction(({ em }) => this.upsertCreditPackIn(em, spec));
+    return this.catalogWrite((em) => this.upsertCreditPackIn(em, spec));
   }
 
   /**
    * Catalog as code: upserts a whole document in one transaction (features first, pools before
    * the features that draw from them). Nothing is deleted; customers keep the terms they hold.
    */
+  /**
+   * Catalog writes look rows up, then insert or update them: one at a time across replicas (a
+   * transaction-scoped advisory lock), so that replicas starting together and loading the same
+   * catalog, or two operators saving the same plan, do not fail on a duplicate key.
+   */
+  private catalogWrite<T>(fn: (em: EntityManager) => Promise<T>): Promise<T> {
+    return this.db.transaction(async ({ em, sql }) => {
+      await sql.query(`select pg_advisory_xact_lock(hashtext('tollgate:catalog'))`);
+      return fn(em);
+    });
+  }
+
   async applyDocument(doc: CatalogDocument): Promise<{ features: number; plans: number; creditPacks: number }> {
     const features = orderFeatures(doc.features ?? []);
-    return this.db.transaction(async ({ em }) => {
+    return this.catalogWrite(async (em) => {
       for (const f of features) await this.upsertFeatureIn(em, f);
       for (const p of doc.plans ?? []) await this.upsertPlanIn(em, p);
       for (const c of doc.creditPacks ?? []) await this.upsertCreditPackIn(em, c);
