@@ -1,4 +1,4 @@
-import { GraphQLError, Kind, type ASTVisitor, type DocumentNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionSetNode, type ValidationContext, type ValidationRule } from 'graphql';
+import { GraphQLError, Kind, visit, type ASTVisitor, type DocumentNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionSetNode, type ValidationContext, type ValidationRule } from 'graphql';
 import { getComplexity, simpleEstimator } from 'graphql-query-complexity';
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { GraphQLSchema } from 'graphql';
@@ -81,11 +81,17 @@ export function operationDepth(document: DocumentNode, operationName?: string | 
 
 /** Cost limit: every field costs 1, lists of inputs and aliases add up (graphql-query-complexity). */
 export function costLimitPlugin(schema: GraphQLSchema, maxCost: number): ApolloServerPlugin {
+  // Apollo keeps parsed documents by query text, so a document object stands for its text: its
+  // cost is computed once, unless @skip/@include make it depend on the variables.
+  const known = new WeakMap<DocumentNode, Map<string, number>>();
   return {
     async requestDidStart() {
       return {
         async didResolveOperation({ request, document }) {
-          let cost: number;
+          const op = request.operationName ?? '';
+          const memo = known.get(document);
+          let cost: number | undefined = memo?.get(op);
+          if (cost === undefined) {
           try {
             cost = getComplexity({
               schema,
@@ -104,6 +110,11 @@ export function costLimitPlugin(schema: GraphQLSchema, maxCost: number): ApolloS
             }
             throw err;
           }
+          if (!usesConditionalDirectives(document)) {
+            if (memo) memo.set(op, cost);
+            else known.set(document, new Map([[op, cost]]));
+          }
+          }
           if (cost > maxCost) {
             throw new GraphQLError(`The query costs ${cost}, more than the limit of ${maxCost}`, {
               extensions: { code: 'QUERY_TOO_COMPLEX', cost, maxCost, http: { status: 400 } },
@@ -113,4 +124,14 @@ export function costLimitPlugin(schema: GraphQLSchema, maxCost: number): ApolloS
       };
     },
   };
+}
+
+function usesConditionalDirectives(document: DocumentNode): boolean {
+  let found = false;
+  visit(document, {
+    Directive(node) {
+      if (node.name.value === 'skip' || node.name.value === 'include') found = true;
+    },
+  });
+  return found;
 }

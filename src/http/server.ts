@@ -1,6 +1,6 @@
 import { ApolloServer } from '@apollo/server';
 import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
-import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import fastifyApollo, { fastifyApolloDrainPlugin } from '@as-integrations/fastify';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -59,6 +59,9 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
     plugins: [
       fastifyApolloDrainPlugin(fastify),
       costLimitPlugin(schema, config.limits.maxCost),
+      // Apollo installs cache-control by default; it wraps every field resolver (willResolveField)
+      // for HTTP cache hints no Tollgate response uses (POST, per-customer, never cacheable).
+      ApolloServerPluginCacheControlDisabled(),
       config.landingPage ? ApolloServerPluginLandingPageLocalDefault({ embed: true }) : ApolloServerPluginLandingPageDisabled(),
     ],
   });
