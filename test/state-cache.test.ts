@@ -147,6 +147,33 @@ describe('the state cache across two replicas', () => {
     expect((await onB(CONSUME, { i: { customerId: 'gate', feature: 'video.generate', idempotencyKey: 'v2' } })).consume).toMatchObject({ allowed: false, reason: 'REVOKED' });
   });
 
+  test('reserve then commit on one replica plan from its cache; a commit on the other replica reads the database; balances exact', async () => {
+    const RESERVE = `mutation($i: ReserveInput!) { reserve(input: $i) { allowed reservation { id } balance } }`;
+    const COMMIT = `mutation($id: ID!, $q: Decimal!) { commitReservation(id: $id, quantity: $q) { allowed charged balance } }`;
+    await t.ok(CREDITS, { i: { customerId: 'rc', feature: 'credits', amount: 100, idempotencyKey: 'k' } });
+    expect(await canOnB('rc', 'text.generate')).toMatchObject({ balance: '100' });
+    const loads = loadStateCalls;
+    const hits = b.services.stateCache.stats.writeHits;
+    const r1 = (await onB(RESERVE, { i: { customerId: 'rc', feature: 'text.generate', quantity: 10, idempotencyKey: 'r1' } })).reserve;
+    expect(r1).toMatchObject({ allowed: true, balance: '90' });
+    expect(await canOnB('rc', 'text.generate', 91)).toMatchObject({ allowed: false, balance: '90' });
+    const c1 = (await onB(COMMIT, { id: r1.reservation.id, q: 4 })).commitReservation;
+    expect(c1).toMatchObject({ allowed: true, charged: '4', balance: '96' });
+    expect(b.services.stateCache.stats.writeHits).toBe(hits + 2);
+    expect(loadStateCalls).toBe(loads); // reserve, commit and the reads between: no state read on B
+    // Reserved on B, committed on A: A has no such reservation cached, it reads the database.
+    const r2 = (await onB(RESERVE, { i: { customerId: 'rc', feature: 'text.generate', quantity: 20, idempotencyKey: 'r2' } })).reserve;
+    expect((await t.ok(COMMIT, { id: r2.reservation.id, q: 20 })).commitReservation).toMatchObject({ allowed: true, balance: '76' });
+    expect(await canOnB('rc', 'text.generate')).toMatchObject({ balance: '76' });
+    // A commit on B of the reservation A already committed is answered from the database, once.
+    expect((await onB(COMMIT, { id: r2.reservation.id, q: 20 })).commitReservation).toMatchObject({ charged: '20', balance: '76' });
+    // A hold about to lapse is not served from memory: the entry is reloaded before it lapses.
+    await onB(RESERVE, { i: { customerId: 'rc', feature: 'text.generate', quantity: 1, idempotencyKey: 'r3', ttlSeconds: 1 } });
+    const before = loadStateCalls;
+    await canOnB('rc', 'text.generate');
+    expect(loadStateCalls).toBe(before + 1);
+  });
+
   test('a change made by direct SQL (another tool, a migration) is seen too: the triggers notify', async () => {
     await t.ok(GRANT, { i: { customerId: 'sql', feature: 'video' } });
     expect(await canOnB('sql', 'video')).toMatchObject({ allowed: true });

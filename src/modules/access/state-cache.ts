@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { D } from '../../shared/decimal';
-import type { CustomerState } from './access.model';
+import type { CustomerState, UsageRow } from './access.model';
 import { buildPoolView } from './pool';
 
 /**
@@ -139,10 +139,12 @@ export class StateCache {
    * barrier: a plan from it must be as good as a database read made when the request arrived
    * (the write then re-checks balances under row locks).
    */
-  async forWrite(customerId: string, features: string[]): Promise<Entry | null> {
+  async forWrite(customerId: string, features: string[], usageIds: string[] = []): Promise<Entry | null> {
     if (!this.enabled || !this.sync || !(await this.sync())) return null;
     const entry = this.entries.get(customerId);
     if (!entry || entry.pending > 0 || Date.now() + entry.offsetMs >= entry.staleAt || !features.every((f) => entry.features.has(f))) return null;
+    // commit/release: the entry must hold the reservation (this process made it and kept it).
+    if (!usageIds.every((id) => entry.state.usageById.has(id))) return null;
     this.counters.writeHits += 1;
     return entry;
   }
@@ -191,7 +193,11 @@ export class StateCache {
    * After the write planned from `entry` committed: the touched grants' new values. False (the
    * caller then drops the entry) when the entry is no longer the current one or a grant is unknown.
    */
-  patch(entry: Entry, grants: Map<string, { remaining: string; held: string; consumed: string; writtenOff: string; amount: string }>): boolean {
+  patch(
+    entry: Entry,
+    grants: Map<string, { remaining: string; held: string; consumed: string; writtenOff: string; amount: string }>,
+    usage: { held: UsageRow[]; resolved: string[] } = { held: [], resolved: [] },
+  ): boolean {
     entry.pending -= 1;
     if (this.entries.get(entry.customerId) !== entry) return false;
     let found = 0;
@@ -205,7 +211,18 @@ export class StateCache {
       this.invalidate(entry.customerId);
       return false;
     }
-    entry.state = { ...entry.state, grants: next };
+    let usageById = entry.state.usageById;
+    if (usage.held.length > 0 || usage.resolved.length > 0) {
+      // Reservations made here are kept (their commit plans from the entry); resolved ones leave.
+      // The entry is reloaded before a kept hold could lapse.
+      usageById = new Map(usageById);
+      for (const id of usage.resolved) usageById.delete(id);
+      for (const row of usage.held) {
+        usageById.set(row.id, row);
+        if (row.expiresAt) entry.staleAt = Math.min(entry.staleAt, row.expiresAt.getTime() - BOUNDARY_MARGIN_MS);
+      }
+    }
+    entry.state = { ...entry.state, grants: next, usageById };
     this.counters.patches += 1;
     return true;
   }

@@ -5,7 +5,7 @@ import { badInput, DomainError, ErrorCode } from '../../shared/errors';
 import { AccessReason, type UsageRow } from '../access/access.model';
 import { loadCustomerState, parseUsage } from '../access/access.state';
 import { validateCustomerId } from '../entitlements/entitlements.service';
-import { deltasOf, simplePlan, StalePlanError, type LedgerPlan, type SimplePlan } from '../ledger/ledger.apply';
+import { deltasOf, simplePlan, StalePlanError, type LedgerPlan, type SimplePlan, type UsageInsert } from '../ledger/ledger.apply';
 import { ApplyCombiner, type CombineOutcome } from './apply-combiner';
 import type { CustomerState } from '../access/access.model';
 import type { Entry, StateCache } from '../access/state-cache';
@@ -189,6 +189,35 @@ function grantChanges(plan: LedgerPlan, remaining: Map<string, Dec>) {
     out.set(id, { remaining: remaining.get(id)!.toFixed(), held: fmt(d.held), consumed: fmt(d.consumed), writtenOff: fmt(d.writtenOff), amount: fmt(d.amount) });
   }
   return out;
+}
+
+/** A reservation this process just wrote, as the cache keeps it (so that its commit can plan from the entry). */
+function heldRow(customerId: string, u: UsageInsert, now: Date): UsageRow {
+  return {
+    id: u.id,
+    customerId,
+    idempotencyKey: u.idempotencyKey,
+    kind: u.kind,
+    featureKey: u.featureKey,
+    poolKey: u.poolKey,
+    quantity: fmt(u.quantity),
+    rate: u.rate === null ? null : fmt(u.rate),
+    status: 'HELD',
+    allowed: u.allowed,
+    reason: u.reason as UsageRow['reason'],
+    charged: fmt(u.charged),
+    overage: fmt(u.overage),
+    uncollected: fmt(u.uncollected),
+    held: fmt(u.held),
+    holds: u.holds,
+    committedQuantity: null,
+    late: false,
+    balanceAfter: u.balanceAfter === null ? null : fmt(u.balanceAfter),
+    providerCost: u.providerCost === null ? null : fmt(u.providerCost),
+    expiresAt: u.expiresAt,
+    createdAt: now,
+    resolvedAt: null,
+  };
 }
 
 // ---- the service -----------------------------------------------------------------------------
@@ -413,10 +442,12 @@ export class UsageService {
     // and a plan that missed a replay fails on the key and is re-planned from the database).
     // After the write, its grants are patched into the entry. Anything else drops the entry
     // before the callers are answered.
-    const consumeOnly = this.cache !== null && batch.every((p) => p.op.type === 'consume');
-    let cached = consumeOnly ? await this.cache!.forWrite(customerId, featureKeys) : null;
+    const usageOnly = this.cache !== null && batch.every((p) => p.op.type !== 'maintain');
+    const consumeOnly = usageOnly && batch.every((p) => p.op.type === 'consume');
+    // commit/release plan from the entry only when it holds their reservations (made here).
+    let cached = usageOnly ? await this.cache!.forWrite(customerId, featureKeys, ids) : null;
     let patched = false;
-    if (cached) {
+    if (cached && consumeOnly) {
       // From the cache, no connection is needed to plan: a simple plan goes to the cross-customer
       // combiner (shared statement and commit); anything else takes the path below.
       const fast = await this.combined(customerId, batch, cached);
@@ -477,13 +508,13 @@ export class UsageService {
     {
       let materialized = 0;
       let stale = 0;
-      const consumeOnly = this.cache !== null && batch.every((p) => p.op.type === 'consume');
+      const usageOnly = this.cache !== null && batch.every((p) => p.op.type !== 'maintain');
       for (let pass = 1; ; pass++) {
         let state: CustomerState;
         let entry: Entry | null = takeCached();
         if (entry) {
           state = this.cache!.stateOf(entry);
-        } else if (consumeOnly && pass === 1) {
+        } else if (usageOnly && pass === 1) {
           ({ state, entry } = await this.cache!.loadForWrite(customerId, featureKeys, () => loadCustomerState(sql, customerId, featureKeys, { keys, ids })));
         } else {
           state = await loadCustomerState(sql, customerId, featureKeys, { keys, ids });
@@ -522,13 +553,14 @@ export class UsageService {
           state,
           batch.map((p) => p.op),
         );
-        const token = entry && plan.updates.length === 0 ? this.cache!.newToken() : null;
+        const token = entry ? this.cache!.newToken() : null;
         if (entry && token) this.cache!.expect(entry, token);
         try {
           const result = await this.ledger.apply(sql, customerId, plan, null, token);
           if (entry && token) {
             const changes = grantChanges(plan, result.grants);
-            onPatched(this.cache!.patch(entry, changes));
+            const held = plan.inserts.filter((u) => u.status === 'HELD').map((u) => heldRow(customerId, u, state.now));
+            onPatched(this.cache!.patch(entry, changes, { held, resolved: plan.updates.map((u) => u.id) }));
           }
           return outcomes;
         } catch (err) {
