@@ -87,6 +87,31 @@ describe('append-only', () => {
     expect(await t.sql(`select * from ${table} order by id`)).toEqual(before);
   });
 
+  test('grants and usage events the ledger refers to cannot be deleted (the triggers that replaced the per-entry foreign keys)', async () => {
+    const id = await grant('nodel', 100, 'seed');
+    await consume('nodel', 'text.generate', 3, 'use');
+    const err = await t.sql(`delete from credit_grant where customer_id = 'nodel'`).then(
+      () => null,
+      (e: { code?: string; message?: string }) => e,
+    );
+    expect(err).toMatchObject({ code: 'TG003' });
+    expect(err?.message).toMatch(/never deleted/);
+    expect(await t.sql(`select id from credit_grant where customer_id = 'nodel'`)).toEqual([{ id }]);
+    const err2 = await t.sql(`delete from usage_event where customer_id = 'nodel'`).then(
+      () => null,
+      (e: { code?: string }) => e,
+    );
+    expect(err2).toMatchObject({ code: 'TG003' });
+    expect(await t.app.services.ledger.verify()).toEqual([]);
+    // verifyLedger names an entry whose usage event is gone (the check that replaced the foreign key).
+    await t.sql(`alter table usage_event disable trigger usage_event_no_delete`);
+    await t.sql(`delete from usage_event where customer_id = 'nodel'`);
+    await t.sql(`alter table usage_event enable trigger usage_event_no_delete`);
+    const diffs = await t.app.services.ledger.verify('nodel');
+    expect(diffs).toEqual([expect.objectContaining({ customerId: 'nodel', materialized: 'missing', field: expect.stringMatching(/^usage event .* of entry/) })]);
+    await t.reset(); // the broken rows go (afterEach verifies the whole ledger)
+  });
+
   test('rows can still be appended, and an UPDATE that matches no row is harmless', async () => {
     await grant('ao2', 100, 'seed');
     await expect(t.sql(`update ledger_entry set amount = 0 where false`)).resolves.toEqual([]);

@@ -311,7 +311,7 @@ export class LedgerService {
    * - holds are open reservations: held = what the HELD reservations hold on the grant, and each
    *   HELD reservation's `held` is the sum of its holds;
    * - every entry's balance_after is the running sum of the grant's entries up to it;
-   * - every entry belongs to an existing grant.
+   * - every entry belongs to an existing grant, and to an existing usage event when it names one.
    */
   async verify(customerId?: string | null): Promise<Difference[]> {
     const rows = await this.db.query<Record<string, string>>(
@@ -362,6 +362,10 @@ export class LedgerService {
          select s.customer_id, s.grant_id::text, 'grant', 'missing', s.remaining::text
            from sums s left join credit_grant g on g.customer_id = s.customer_id and g.id = s.grant_id
           where g.id is null
+         union all
+         select e.customer_id, e.grant_id::text, 'usage event ' || e.usage_event_id || ' of entry ' || e.id, 'missing', e.amount::text
+           from ledger_entry e left join usage_event u on u.customer_id = e.customer_id and u.id = e.usage_event_id
+          where e.usage_event_id is not null and u.id is null and ($1::text is null or e.customer_id = $1)
          union all
          select u.customer_id, coalesce(u.holds->0->>'grantId', '-'), 'reservation ' || u.id || ' held = sum of its holds',
                 u.held::text, coalesce((select sum((h->>'amount')::numeric) from jsonb_array_elements(coalesce(u.holds, '[]')) h), 0)::text
