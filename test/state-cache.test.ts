@@ -174,6 +174,26 @@ describe('the state cache across two replicas', () => {
     expect(loadStateCalls).toBe(before + 1);
   });
 
+  test('reserves and commits of many cached customers at once are written together (apply_many), each exact', async () => {
+    const RESERVE = `mutation($i: ReserveInput!) { reserve(input: $i) { allowed reservation { id } balance } }`;
+    const COMMIT = `mutation($id: ID!, $q: Decimal!) { commitReservation(id: $id, quantity: $q) { allowed charged balance } }`;
+    const customers = Array.from({ length: 12 }, (_, i) => `many-${i}`);
+    for (const c of customers) await t.ok(CREDITS, { i: { customerId: c, feature: 'credits', amount: 50, idempotencyKey: 'k' } });
+    for (const c of customers) await canOnB(c, 'text.generate');
+    const stats = b.services.usage.combiner.stats;
+    const general = stats.generalStatements;
+    const reserved = await Promise.all(customers.map((c) => onB(RESERVE, { i: { customerId: c, feature: 'text.generate', quantity: 10, idempotencyKey: 'r' } })));
+    expect(reserved.map((r) => r.reserve.balance)).toEqual(customers.map(() => '40'));
+    const committed = await Promise.all(reserved.map((r, i) => onB(COMMIT, { id: r.reserve.reservation.id, q: i % 10 })));
+    expect(committed.map((r) => r.commitReservation.balance)).toEqual(customers.map((_, i) => String(50 - (i % 10))));
+    expect(stats.generalStatements).toBeGreaterThan(general);
+    for (const [i, c] of customers.entries()) {
+      expect(await canOnA(c, 'text.generate')).toMatchObject({ balance: String(50 - (i % 10)) });
+      const [{ status }] = await t.sql<{ status: string }>(`select status from usage_event where customer_id = $1`, [c]);
+      expect(status).toBe('COMMITTED');
+    }
+  });
+
   test('a change made by direct SQL (another tool, a migration) is seen too: the triggers notify', async () => {
     await t.ok(GRANT, { i: { customerId: 'sql', feature: 'video' } });
     expect(await canOnB('sql', 'video')).toMatchObject({ allowed: true });

@@ -58,9 +58,9 @@ export const ALLOWED: AllowedStatement[] = [
   },
   {
     id: 'combined-simple-consumes',
-    match: /^with new_events as \( insert into usage_event \(customer_id, id, idempotency_key, kind, feature_key, pool_key, quantity, rate, status, allowed, reason, charged, overage, uncollected, held, holds, expires_at, balance_after, provider_cost, properties, actor, created_at, resolved_at\) select u\.customer_id, u\.id, u\.key, 'CONSUME'/,
+    match: /^with new_events as \( insert into usage_event \(customer_id, id, idempotency_key, kind, feature_key, pool_key, quantity, rate, status, allowed, reason, charged, overage, uncollected, held, holds, expires_at, balance_after, provider_cost, properties, actor, created_at, resolved_at\) select u\.customer_id, u\.id, u\.key, (?:'CONSUME'|u\.kind)/,
     from: 'src/modules/',
-    reason: 'group commit across customers (issue 12, section 5): simple consume plans of several customers ready at the same time are written by one statement, so they share one round trip and one fsync; each row keeps its own checks (key claimed, grant live, floor, balance as read), grants locked in id order',
+    reason: 'group commit across customers (issue 12, section 5): ledger.apply_simple_many and ledger.apply_many; plans of several customers ready at the same time are written by one statement, so they share one round trip and one fsync; each row keeps its own checks (key claimed, grant live, floor, balance as read), grants locked in id order',
     citus: 'rewrite',
     how: 'Citus runs a data-modifying CTE only when it is router-executable. On Citus the combiner must group plans by shard (get_shard_id_for_distribution_column of each customer id, or the colocation group placement) so that each statement touches one shard — Citus routes a multi-value filter that lands on one shard — or be switched off, leaving one statement per customer (what the per-customer queues do anyway).',
     todo: 'TODO(usage): group by shard when running on Citus',

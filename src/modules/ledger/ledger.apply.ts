@@ -245,26 +245,12 @@ export interface ApplyResult {
   grants: Map<string, Dec>;
 }
 
-/**
- * Runs the plan. Throws StalePlanError when a precondition no longer holds (or an idempotency key
- * was claimed concurrently): nothing was written, re-read and re-plan.
- */
-export async function applyPlan(
-  sql: Sql,
-  customerId: string,
-  plan: LedgerPlan,
-  actor: string | null,
-  /** Tags this transaction's state notifications (a replica recognizes its own; see state-cache.ts). */
-  origin: string | null = null,
-): Promise<ApplyResult> {
-  if (plan.inserts.length === 0 && plan.updates.length === 0 && plan.postings.length === 0) {
-    return { grants: new Map() };
-  }
+function applyValues(customerId: unknown, plan: LedgerPlan, actor: string | null, origin: string | null): unknown[] {
   const deltas = deltasOf(plan.postings);
   const ids = [...deltas.keys()];
   const ins = plan.inserts;
   const upd = plan.updates;
-  const values: unknown[] = [
+  return [
     customerId,
     ins.map((u) => u.id),
     ins.map((u) => u.idempotencyKey),
@@ -319,18 +305,41 @@ export async function applyPlan(
     upd.map((u) => n(u.expectedHeld ?? null)),
     origin,
   ];
+}
+
+/**
+ * Runs the plan. Throws StalePlanError when a precondition no longer holds (or an idempotency key
+ * was claimed concurrently): nothing was written, re-read and re-plan.
+ */
+export async function applyPlan(
+  sql: Sql,
+  customerId: string,
+  plan: LedgerPlan,
+  actor: string | null,
+  /** Tags this transaction's state notifications (a replica recognizes its own; see state-cache.ts). */
+  origin: string | null = null,
+): Promise<ApplyResult> {
+  if (plan.inserts.length === 0 && plan.updates.length === 0 && plan.postings.length === 0) {
+    return { grants: new Map() };
+  }
+  const values = applyValues(customerId, plan, actor, origin);
   try {
     const [row] = await sql.query<{ grants: Array<{ id: string; remaining: string }> }>(APPLY, values);
     return { grants: new Map(row.grants.map((g) => [g.id, new D(g.remaining)])) };
   } catch (err) {
-    const e = err as { code?: string; constraint?: string; message?: string };
-    if (e.code === TollgateSqlState.STALE_PLAN) throw new StalePlanError(e.message ?? 'stale');
-    if (e.code === '23505' && e.constraint === 'usage_event_idempotency_key') throw new StalePlanError('idempotency key claimed concurrently');
-    if (e.code === '23514' && e.constraint === 'credit_grant_floor') throw new StalePlanError('floor');
-    if (e.code === '23514' && e.constraint === 'credit_grant_held_nonneg') throw new StalePlanError('held');
-    if (e.code === '23514' && e.constraint === 'usage_event_held_nonneg') throw new StalePlanError('reservation held');
-    throw err;
+    throw translateApplyError(err);
   }
+}
+
+/** A refused apply is a StalePlanError (re-read and re-plan); anything else is left as it is. */
+function translateApplyError(err: unknown): unknown {
+  const e = err as { code?: string; constraint?: string; message?: string };
+  if (e.code === TollgateSqlState.STALE_PLAN) return new StalePlanError(e.message ?? 'stale');
+  if (e.code === '23505' && e.constraint === 'usage_event_idempotency_key') return new StalePlanError('idempotency key claimed concurrently');
+  if (e.code === '23514' && e.constraint === 'credit_grant_floor') return new StalePlanError('floor');
+  if (e.code === '23514' && e.constraint === 'credit_grant_held_nonneg') return new StalePlanError('held');
+  if (e.code === '23514' && e.constraint === 'usage_event_held_nonneg') return new StalePlanError('reservation held');
+  return err;
 }
 
 // ---- many customers' simple consumes in one statement ---------------------------------------
@@ -482,5 +491,64 @@ export async function applySimpleMany(sql: Sql, plans: SimplePlan[], actor: stri
     if (e.code === '23505' && e.constraint === 'usage_event_idempotency_key') throw new StalePlanError('idempotency key claimed concurrently');
     if (e.code === '23514' && e.constraint === 'credit_grant_floor') throw new StalePlanError('floor');
     throw err;
+  }
+}
+
+// ---- many customers' plans of any shape in one statement -------------------------------------
+
+function replaceOnce(text: string, from: string, to: string): string {
+  const i = text.indexOf(from);
+  if (i < 0 || text.indexOf(from, i + 1) >= 0) throw new Error(`ledger.apply_many: expected exactly one '${from.slice(0, 40)}'`);
+  return text.slice(0, i) + to + text.slice(i + from.length);
+}
+
+/**
+ * The same statement as ledger.apply, for the plans of several customers at once: every row
+ * carries its customer ($1 becomes the customers of the inserts, $54 of the resolved events, $55
+ * of the grants), every check is the same, grants are locked in id order across customers. Derived
+ * from APPLY's text so that the two cannot drift apart.
+ */
+const APPLY_MANY = statement(
+  'ledger.apply_many',
+  [
+    ['select $1, u.id, u.key,', 'select u.customer_id, u.id, u.key,'],
+    ['from unnest($2::uuid[], $3::text[], $4::text[]', 'from unnest($1::text[], $2::uuid[], $3::text[], $4::text[]'],
+    ['as u(id, key, kind,', 'as u(customer_id, id, key, kind,'],
+    ['from unnest($22::uuid[],', 'from unnest($54::text[], $22::uuid[],'],
+    ['as v(id, expected,', 'as v(customer_id, id, expected,'],
+    ['where e.customer_id = $1 and e.id = v.id', 'where e.customer_id = v.customer_id and e.id = v.id'],
+    ['select * from unnest($32::uuid[],', 'select * from unnest($55::text[], $32::uuid[],'],
+    ['as d(grant_id, d_remaining,', 'as d(customer_id, grant_id, d_remaining,'],
+    [
+      'select g.id from credit_grant g\n      where g.customer_id = $1 and g.id in (select grant_id from deltas)\n      order by g.id\n        for no key update',
+      'select g.id from credit_grant g join deltas dl on g.customer_id = dl.customer_id and g.id = dl.grant_id\n      order by g.id\n        for no key update of g',
+    ],
+    ['where g.customer_id = $1 and g.id = d.grant_id', 'where g.customer_id = d.customer_id and g.id = d.grant_id'],
+    ['returning g.id, g.feature_key, g.remaining', 'returning g.id, g.customer_id, g.feature_key, g.remaining'],
+    ['select $1, u.feature_key, p.grant_id,', 'select u.customer_id, u.feature_key, p.grant_id,'],
+  ].reduce((text, [from, to]) => replaceOnce(text, from, to), APPLY.text),
+);
+
+/**
+ * Writes several customers' plans (any shape; at most one plan per grant) in one statement and
+ * one commit. All or nothing: a StalePlanError means none was written.
+ */
+export async function applyMany(sql: Sql, plans: Array<{ customerId: string; plan: LedgerPlan }>, origin: string | null): Promise<ApplyResult> {
+  const parts = plans.map(({ customerId, plan }) => ({ customerId, plan, values: applyValues(customerId, plan, null, origin) }));
+  // Concatenate every array parameter; $1 becomes the customer of each insert.
+  const values: unknown[] = parts[0].values.map((v, i) => (Array.isArray(v) ? parts.flatMap((p) => p.values[i] as unknown[]) : v));
+  values[0] = parts.flatMap((p) => p.plan.inserts.map(() => p.customerId));
+  // Posting sequence numbers must stay unique and ordered per grant across plans.
+  let seq = 0;
+  values[45] = parts.flatMap((p) => p.plan.postings.map(() => seq++));
+  values.push(
+    parts.flatMap((p) => p.plan.updates.map(() => p.customerId)),
+    parts.flatMap((p) => [...deltasOf(p.plan.postings).keys()].map(() => p.customerId)),
+  );
+  try {
+    const [row] = await sql.query<{ grants: Array<{ id: string; remaining: string }> }>(APPLY_MANY, values);
+    return { grants: new Map(row.grants.map((g) => [g.id, new D(g.remaining)])) };
+  } catch (err) {
+    throw translateApplyError(err);
   }
 }

@@ -1,10 +1,10 @@
 import type { Db } from '../../db/sql';
-import { applySimpleMany, StalePlanError, type SimplePlan } from '../ledger/ledger.apply';
+import { applyMany, applySimpleMany, deltasOf, StalePlanError, type LedgerPlan, type SimplePlan } from '../ledger/ledger.apply';
 
 /**
  * Group commit across customers. Each customer's queue already combines that customer's
- * operations; this combines simple consume plans of DIFFERENT customers that are ready at the
- * same time (concurrent requests, or a consumeBatch) into one statement and one commit, so they
+ * operations; this combines the plans (consume, reserve, commit, release) of DIFFERENT customers,
+ * planned from the state cache, that are ready at the same time (concurrent requests, or a consumeBatch) into one statement and one commit, so they
  * share the round trip and the fsync. Plans that arrive while statements are in flight wait for
  * the next one (at most `maxInFlight` statements at a time), so the group grows with the load.
  *
@@ -17,8 +17,16 @@ export type CombineOutcome =
   | { ok: true; remaining: Map<string, import('../../shared/decimal').Dec>; origin: string | null }
   | { ok: false; retryAlone: true; origin: string | null };
 
+/** One customer's plan; `simple` when it fits the cheaper statement (see simplePlan). */
+export interface CombinePlan {
+  customerId: string;
+  plan: LedgerPlan;
+  simple: SimplePlan | null;
+}
+
 interface Item {
-  plan: SimplePlan;
+  plan: CombinePlan;
+  grants: string[];
   resolve: (o: CombineOutcome) => void;
   reject: (e: unknown) => void;
 }
@@ -28,20 +36,20 @@ const MAX_GROUP = 500;
 export class ApplyCombiner {
   private queue: Item[] = [];
   private inFlight = 0;
-  readonly stats = { statements: 0, plans: 0, refusedGroups: 0 };
+  readonly stats = { statements: 0, plans: 0, refusedGroups: 0, generalStatements: 0 };
 
   constructor(
     private readonly db: Db,
     /** A fresh origin token for a statement's notifications (the state cache), or null. */
     private readonly newOrigin: () => string | null,
     /** Called with the group's origin before the statement is sent (register it with the cache entries). */
-    private readonly beforeSend: (plans: SimplePlan[], origin: string | null) => void,
+    private readonly beforeSend: (plans: CombinePlan[], origin: string | null) => void,
     private readonly maxInFlight = 2,
   ) {}
 
-  submit(plan: SimplePlan): Promise<CombineOutcome> {
+  submit(plan: CombinePlan): Promise<CombineOutcome> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ plan, resolve, reject });
+      this.queue.push({ plan, grants: [...deltasOf(plan.plan.postings).keys()], resolve, reject });
       if (this.inFlight < this.maxInFlight) void this.flush();
     });
   }
@@ -55,10 +63,9 @@ export class ApplyCombiner {
         const grants = new Set<string>();
         const rest: Item[] = [];
         for (const item of this.queue) {
-          const g = item.plan.grantId;
-          if (group.length < MAX_GROUP && (g === null || !grants.has(g))) {
+          if (group.length < MAX_GROUP && !item.grants.some((g) => grants.has(g))) {
             group.push(item);
-            if (g) grants.add(g);
+            for (const g of item.grants) grants.add(g);
           } else rest.push(item);
         }
         this.queue = rest;
@@ -68,7 +75,11 @@ export class ApplyCombiner {
         this.stats.statements += 1;
         this.stats.plans += group.length;
         try {
-          const result = await this.db.run((sql) => applySimpleMany(sql, plans, null, origin));
+          const simple = plans.every((p) => p.simple !== null);
+          if (!simple) this.stats.generalStatements += 1;
+          const result = await this.db.run((sql) =>
+            simple ? applySimpleMany(sql, plans.map((p) => p.simple!), null, origin) : applyMany(sql, plans, origin),
+          );
           for (const i of group) i.resolve({ ok: true, remaining: result.grants, origin });
         } catch (err) {
           if (err instanceof StalePlanError) {

@@ -5,8 +5,8 @@ import { badInput, DomainError, ErrorCode } from '../../shared/errors';
 import { AccessReason, type UsageRow } from '../access/access.model';
 import { loadCustomerState, parseUsage } from '../access/access.state';
 import { validateCustomerId } from '../entitlements/entitlements.service';
-import { deltasOf, simplePlan, StalePlanError, type LedgerPlan, type SimplePlan, type UsageInsert } from '../ledger/ledger.apply';
-import { ApplyCombiner, type CombineOutcome } from './apply-combiner';
+import { deltasOf, simplePlan, StalePlanError, type LedgerPlan, type UsageInsert } from '../ledger/ledger.apply';
+import { ApplyCombiner, type CombineOutcome, type CombinePlan } from './apply-combiner';
 import type { CustomerState } from '../access/access.model';
 import type { Entry, StateCache } from '../access/state-cache';
 import type { LedgerEntryRow, LedgerService, NewGrant } from '../ledger/ledger.service';
@@ -233,7 +233,7 @@ interface Pending {
 
 export class UsageService {
   private readonly queues = new Map<string, Pending[]>();
-  private readonly entryOf = new WeakMap<SimplePlan, Entry>();
+  private readonly entryOf = new WeakMap<CombinePlan, Entry>();
   /** Simple consume plans of different customers, written together (see apply-combiner.ts). */
   readonly combiner: ApplyCombiner;
   /** Statistics for the benchmark and tests. */
@@ -443,11 +443,10 @@ export class UsageService {
     // After the write, its grants are patched into the entry. Anything else drops the entry
     // before the callers are answered.
     const usageOnly = this.cache !== null && batch.every((p) => p.op.type !== 'maintain');
-    const consumeOnly = usageOnly && batch.every((p) => p.op.type === 'consume');
     // commit/release plan from the entry only when it holds their reservations (made here).
     let cached = usageOnly ? await this.cache!.forWrite(customerId, featureKeys, ids) : null;
     let patched = false;
-    if (cached && consumeOnly) {
+    if (cached) {
       // From the cache, no connection is needed to plan: a simple plan goes to the cross-customer
       // combiner (shared statement and commit); anything else takes the path below.
       const fast = await this.combined(customerId, batch, cached);
@@ -465,7 +464,7 @@ export class UsageService {
     }
   }
 
-  /** A consume batch planned from the cached entry and written by the combiner, if it is simple. */
+  /** A usage batch planned from the cached entry and written by the cross-customer combiner. */
   private async combined(customerId: string, batch: Pending[], entry: Entry): Promise<{ outcomes?: OpOutcome[]; reuse: boolean }> {
     const state = this.cache!.stateOf(entry);
     const pools = new Set<string>();
@@ -475,12 +474,12 @@ export class UsageService {
       state,
       batch.map((p) => p.op),
     );
-    const simple = simplePlan(customerId, plan);
-    if (!simple) return { reuse: true };
-    this.entryOf.set(simple, entry);
+    if (plan.inserts.length === 0 && plan.updates.length === 0 && plan.postings.length === 0) return { outcomes, reuse: false };
+    const item: CombinePlan = { customerId, plan, simple: simplePlan(customerId, plan) };
+    this.entryOf.set(item, entry);
     let o: CombineOutcome;
     try {
-      o = await this.combiner.submit(simple);
+      o = await this.combiner.submit(item);
     } catch (err) {
       // Unknown whether it committed (the connection broke): forget the entry, let the caller retry.
       this.cache!.invalidate(customerId);
@@ -491,7 +490,10 @@ export class UsageService {
       this.stats.stalePlans += 1;
       return { reuse: false };
     }
-    if (!this.cache!.patch(entry, grantChanges(plan, o.remaining))) this.cache!.invalidate(customerId);
+    const held = plan.inserts.filter((u) => u.status === 'HELD').map((u) => heldRow(customerId, u, state.now));
+    if (!this.cache!.patch(entry, grantChanges(plan, o.remaining), { held, resolved: plan.updates.map((u) => u.id) })) {
+      this.cache!.invalidate(customerId);
+    }
     return { outcomes, reuse: false };
   }
 
