@@ -194,6 +194,31 @@ describe('the state cache across two replicas', () => {
     }
   });
 
+  test('from the cache, a key already used is still checked first when the request would store nothing (found by the fuzz run)', async () => {
+    await t.ok(CREDITS, { i: { customerId: 'kr', feature: 'credits', amount: 100, idempotencyKey: 'k' } });
+    await t.ok(GRANT, { i: { customerId: 'kr', feature: 'video' } });
+    expect((await onB(CONSUME, { i: { customerId: 'kr', feature: 'text.generate', idempotencyKey: 'used' } })).consume.allowed).toBe(true);
+    expect(await canOnB('kr', 'text.generate')).toMatchObject({ balance: '99' }); // B has the customer cached...
+    expect(await canOnB('kr', 'no.such.feature')).toMatchObject({ reason: 'UNKNOWN_FEATURE' }); // ...for these features too
+    expect(await canOnB('kr', 'video')).toMatchObject({ allowed: true });
+    const codeOf = async (query: string, variables: Record<string, unknown>) => {
+      const res = await fetch(`${bUrl}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
+        body: JSON.stringify({ query, variables }),
+      });
+      return ((await res.json()) as { errors?: Array<{ extensions?: { code?: string } }> }).errors?.[0]?.extensions?.code;
+    };
+    const RESERVE = `mutation($i: ReserveInput!) { reserve(input: $i) { allowed reason } }`;
+    // An unknown feature, a BOOLEAN feature, too many decimals: each would store nothing, and the key is taken.
+    expect(await codeOf(RESERVE, { i: { customerId: 'kr', feature: 'no.such.feature', quantity: 1, idempotencyKey: 'used' } })).toBe('IDEMPOTENCY_KEY_REUSED');
+    expect(await codeOf(CONSUME, { i: { customerId: 'kr', feature: 'video', idempotencyKey: 'used' } })).toBe('IDEMPOTENCY_KEY_REUSED');
+    expect(await codeOf(CONSUME, { i: { customerId: 'kr', feature: 'text.generate', quantity: '0.0000000001', idempotencyKey: 'used' } })).toBe('IDEMPOTENCY_KEY_REUSED');
+    // With a fresh key the same requests are answered as before.
+    expect((await onB(RESERVE, { i: { customerId: 'kr', feature: 'no.such.feature', quantity: 1, idempotencyKey: 'fresh' } })).reserve.reason).toBe('UNKNOWN_FEATURE');
+    expect(await codeOf(CONSUME, { i: { customerId: 'kr', feature: 'video', idempotencyKey: 'fresh2' } })).toBe('BAD_USER_INPUT');
+  });
+
   test('a change made by direct SQL (another tool, a migration) is seen too: the triggers notify', async () => {
     await t.ok(GRANT, { i: { customerId: 'sql', feature: 'video' } });
     expect(await canOnB('sql', 'video')).toMatchObject({ allowed: true });

@@ -182,6 +182,16 @@ function refusedResult(feature: string): ConsumeResult {
   };
 }
 
+/**
+ * A consume or reserve planned from the cache that would not be stored (unknown feature, invalid
+ * for the feature...): the cache knows no idempotency keys, and a key already used must answer
+ * IDEMPOTENCY_KEY_REUSED or its replay first, as from the database. (A stored one finds the key
+ * through the unique constraint.)
+ */
+function unstoredFromCache(batch: Pending[], outcomes: OpOutcome[]): boolean {
+  return batch.some((p, i) => (p.op.type === 'consume' || p.op.type === 'reserve') && (!outcomes[i].ok || outcomes[i].row === null));
+}
+
 /** What a successful apply did to each grant, for the state cache's entry. */
 function grantChanges(plan: LedgerPlan, remaining: Map<string, Dec>) {
   const out = new Map<string, { remaining: string; held: string; consumed: string; writtenOff: string; amount: string }>();
@@ -474,6 +484,7 @@ export class UsageService {
       state,
       batch.map((p) => p.op),
     );
+    if (unstoredFromCache(batch, outcomes)) return { reuse: false };
     if (plan.inserts.length === 0 && plan.updates.length === 0 && plan.postings.length === 0) return { outcomes, reuse: false };
     const item: CombinePlan = { customerId, plan, simple: simplePlan(customerId, plan) };
     this.entryOf.set(item, entry);
@@ -514,6 +525,7 @@ export class UsageService {
       for (let pass = 1; ; pass++) {
         let state: CustomerState;
         let entry: Entry | null = takeCached();
+        const fromCache = entry !== null;
         if (entry) {
           state = this.cache!.stateOf(entry);
         } else if (usageOnly && pass === 1) {
@@ -555,6 +567,7 @@ export class UsageService {
           state,
           batch.map((p) => p.op),
         );
+        if (entry && pass === 1 && fromCache && unstoredFromCache(batch, outcomes)) continue; // check the keys in the database
         const token = entry ? this.cache!.newToken() : null;
         if (entry && token) this.cache!.expect(entry, token);
         try {
