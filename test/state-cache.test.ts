@@ -83,6 +83,16 @@ describe('the state cache across two replicas', () => {
     expect(loadStateCalls).toBe(loadsBefore + 1);
   });
 
+  test('one read caches every feature the customer holds: the first canAccess of another held feature is a hit', async () => {
+    await t.ok(CREDITS, { i: { customerId: 'all', feature: 'credits', amount: 10, idempotencyKey: 'k' } });
+    await t.ok(GRANT, { i: { customerId: 'all', feature: 'video' } });
+    const { misses } = b.services.stateCache.stats;
+    expect(await canOnB('all', 'text.generate')).toMatchObject({ allowed: true });
+    expect(await canOnB('all', 'video')).toMatchObject({ allowed: true });
+    expect(await canOnB('all', 'credits')).toMatchObject({ allowed: true });
+    expect(b.services.stateCache.stats.misses).toBe(misses + 1);
+  });
+
   test('revocations and grants on A are seen by the very next canAccess on B, every round', async () => {
     for (let round = 0; round < 15; round++) {
       const c = `rev-${round}`;

@@ -73,7 +73,7 @@ export class AccessService {
 
   /** The customer's state for `features`: from the state cache when it has it (coherent; see state-cache.ts). */
   load(customerId: string, features: string[]): Promise<CustomerState> {
-    const fromDb = (f: string[]) => this.db.run((sql) => loadCustomerState(sql, customerId, f));
+    const fromDb = (f: string[]) => this.db.run((sql) => loadCustomerState(sql, customerId, f, {}, this.cache !== null));
     return this.cache ? this.cache.get(customerId, features, fromDb) : fromDb(features);
   }
 

@@ -15,8 +15,8 @@ const LOAD_STATE = statement(
   `with lapsed as (
      select u.* from usage_event u
       where u.customer_id = $1 and u.status = 'HELD' and u.expires_at <= now()
-        and u.feature_key in (select f.key from feature f where f.key = any($2::text[])
-                              or f.credit_pool_key in (select coalesce(f2.credit_pool_key, f2.key) from feature f2 where f2.key = any($2::text[])))
+        and ($5::boolean or u.feature_key in (select f.key from feature f where f.key = any($2::text[])
+                              or f.credit_pool_key in (select coalesce(f2.credit_pool_key, f2.key) from feature f2 where f2.key = any($2::text[]))))
    ),
    events as (
      -- Two index lookups (unique (customer_id, idempotency_key); primary key (customer_id, id)), each
@@ -34,6 +34,8 @@ const LOAD_STATE = statement(
    requested as (
      select f.key, f.credit_pool_key, f.gated_by_key from feature f
       where f.key = any($2::text[]) or f.key in (select feature_key from events)
+         -- for the state cache: every feature the customer holds an entitlement to, in one read
+         or ($5::boolean and f.key in (select e.feature_key from entitlement e where e.customer_id = $1))
    ),
    related as (
      select key from requested
@@ -193,8 +195,10 @@ export async function loadCustomerState(
   customerId: string,
   featureKeys: string[],
   usage: { keys?: string[]; ids?: string[] } = {},
+  /** Also every feature the customer has an entitlement to (what the state cache stores). */
+  allEntitled = false,
 ): Promise<CustomerState> {
-  const [row] = await sql.query<StateRow>(LOAD_STATE, [customerId, featureKeys, usage.keys ?? [], usage.ids ?? []]);
+  const [row] = await sql.query<StateRow>(LOAD_STATE, [customerId, featureKeys, usage.keys ?? [], usage.ids ?? [], allEntitled]);
   const events = row.events.map((e) => parseUsage(customerId, e));
   return {
     customerId,

@@ -273,7 +273,8 @@ export class StateCache {
       tokens: new Set(),
       pending: 0,
       state: { ...state, usageByKey: new Map(), usageById: new Map() },
-      features: new Set(features),
+      // What was asked, and every feature the customer holds (loaded with their pools and gates).
+      features: new Set([...features, ...state.entitlements.map((e) => e.featureKey), ...state.inactive.keys()]),
       offsetMs: now - localAtRead,
       staleAt: Math.min(staleAt, now + MAX_AGE_MS),
     };

@@ -192,6 +192,23 @@ function unstoredFromCache(batch: Pending[], outcomes: OpOutcome[]): boolean {
   return batch.some((p, i) => (p.op.type === 'consume' || p.op.type === 'reserve') && (!outcomes[i].ok || outcomes[i].row === null));
 }
 
+/**
+ * The features a batch works on: its operations' features and those of the reservations it
+ * resolves. (A state may hold more, e.g. everything the state cache loaded for the customer; only
+ * these pools get their periods written.)
+ */
+function touchedFeatures(state: CustomerState, batch: Pending[]): Set<string> {
+  const out = new Set(batch.flatMap((p) => p.featureKeys));
+  for (const p of batch) {
+    const ids = p.op.type === 'commit' || p.op.type === 'release' ? [p.op.id] : p.op.type === 'maintain' ? p.op.holdIds : [];
+    for (const id of ids) {
+      const row = state.usageById.get(id);
+      if (row) out.add(row.featureKey);
+    }
+  }
+  return out;
+}
+
 /** What a successful apply did to each grant, for the state cache's entry. */
 function grantChanges(plan: LedgerPlan, remaining: Map<string, Dec>) {
   const out = new Map<string, { remaining: string; held: string; consumed: string; writtenOff: string; amount: string }>();
@@ -478,7 +495,7 @@ export class UsageService {
   private async combined(customerId: string, batch: Pending[], entry: Entry): Promise<{ outcomes?: OpOutcome[]; reuse: boolean }> {
     const state = this.cache!.stateOf(entry);
     const pools = new Set<string>();
-    for (const k of state.features.keys()) for (const p of poolsOf(state, k)) pools.add(p);
+    for (const k of touchedFeatures(state, batch)) for (const p of poolsOf(state, k)) pools.add(p);
     if (virtualGrants(state, pools).length > 0) return { reuse: true }; // a period to write first
     const { plan, outcomes } = planBatch(
       state,
@@ -529,13 +546,13 @@ export class UsageService {
         if (entry) {
           state = this.cache!.stateOf(entry);
         } else if (usageOnly && pass === 1) {
-          ({ state, entry } = await this.cache!.loadForWrite(customerId, featureKeys, () => loadCustomerState(sql, customerId, featureKeys, { keys, ids })));
+          ({ state, entry } = await this.cache!.loadForWrite(customerId, featureKeys, () => loadCustomerState(sql, customerId, featureKeys, { keys, ids }, true)));
         } else {
           state = await loadCustomerState(sql, customerId, featureKeys, { keys, ids });
         }
         // Periods are materialized lazily: write the grants of periods that have begun, then re-read.
         const pools = new Set<string>();
-        for (const k of state.features.keys()) for (const p of poolsOf(state, k)) pools.add(p);
+        for (const k of touchedFeatures(state, batch)) for (const p of poolsOf(state, k)) pools.add(p);
         const missing = virtualGrants(state, pools);
         if (missing.length > 0 && materialized < 3) {
           materialized += 1;
