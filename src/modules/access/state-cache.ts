@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { D } from '../../shared/decimal';
-import type { CustomerState, UsageRow } from './access.model';
+import type { CustomerState, FeatureInfo, UsageRow } from './access.model';
+
+/** One shared empty map for the entries' empty parts (never written to). */
+const EMPTY = new Map<never, never>();
 import { buildPoolView } from './pool';
 
 /**
@@ -76,6 +79,16 @@ export class StateCache {
   private tokenCounter = 0;
 
   private sync: (() => Promise<boolean>) | null = null;
+  /** Feature descriptions shared by the entries (a catalog change flushes everything, these too). */
+  private readonly features = new Map<string, FeatureInfo>();
+
+  private shared(f: FeatureInfo): FeatureInfo {
+    const key = `${f.key}\u0000${f.type}\u0000${f.precision}\u0000${f.creditCost}\u0000${f.creditPoolKey}\u0000${f.gatedByKey}`;
+    const known = this.features.get(key);
+    if (known) return known;
+    if (this.features.size < 10_000) this.features.set(key, f);
+    return f;
+  }
 
   constructor(
     private readonly max: number,
@@ -230,6 +243,7 @@ export class StateCache {
   flush(): void {
     this.counters.flushes += 1;
     this.entries.clear();
+    this.features.clear();
     for (const set of this.loading.values()) for (const l of set) l.dirty = true;
   }
 
@@ -272,7 +286,16 @@ export class StateCache {
       customerId,
       tokens: new Set(),
       pending: 0,
-      state: { ...state, usageByKey: new Map(), usageById: new Map() },
+      // Memory per entry (thousands of them): the catalog's feature descriptions are shared
+      // between entries, and empty maps are one shared map (nothing writes to a state's maps).
+      state: {
+        ...state,
+        features: new Map([...state.features].map(([k, f]) => [k, this.shared(f)])),
+        inactive: state.inactive.size > 0 ? state.inactive : EMPTY,
+        lapsedHolds: EMPTY,
+        usageByKey: EMPTY,
+        usageById: EMPTY,
+      } as CustomerState,
       // What was asked, and every feature the customer holds (loaded with their pools and gates).
       features: new Set([...features, ...state.entitlements.map((e) => e.featureKey), ...state.inactive.keys()]),
       offsetMs: now - localAtRead,
