@@ -1,0 +1,337 @@
+import {
+  AccessDocument,
+  CanAccessDocument,
+  CommitReservationDocument,
+  ConsumeBatchDocument,
+  ConsumeDocument,
+  ReleaseReservationDocument,
+  ReserveDocument,
+  type AccessReason,
+  type ChargeFragment,
+  type DecisionFragment,
+  type ReserveMutation,
+  type TypedDocumentString,
+} from './generated/graphql';
+
+export type { AccessReason } from './generated/graphql';
+
+/**
+ * The Tollgate client. Every call is bounded (`timeoutMs` per attempt, `retries` attempts more),
+ * retried on network errors, timeouts, 5xx and RETRY_LATER with exponential backoff and full
+ * jitter — always with the same idempotency key, so a retried consume or reserve is charged once.
+ */
+
+export interface TollgateClientOptions {
+  /** The service's base URL (`http://127.0.0.1:4000`) or its `/graphql` endpoint. */
+  url: string;
+  /** A SERVER (or ADMIN) API key, for backends. */
+  apiKey?: string;
+  /** A customer token, for frontends (canAccess/access of that customer only). */
+  token?: string;
+  /** Per attempt (default 5,000 ms). */
+  timeoutMs?: number;
+  /** Attempts after the first (default 5). */
+  retries?: number;
+  /** What canAccess/access answer when the service cannot be reached (default 'deny'). */
+  onUnavailable?: 'deny' | 'allow';
+  /** Backoff: the n-th retry waits a random time up to min(maxMs, baseMs * 2^n) (defaults 100 / 5,000 ms). */
+  backoff?: { baseMs?: number; maxMs?: number };
+  /** A fetch implementation (default: the global one). */
+  fetch?: typeof fetch;
+}
+
+export type AccessDecision = DecisionFragment & {
+  /** True when the service could not be reached and `onUnavailable` decided. */
+  fallback: boolean;
+};
+
+export type ChargeResult = ChargeFragment;
+export type BatchItemResult = ChargeFragment & { error: { code: string; message: string } | null };
+export type Reservation = NonNullable<ReserveMutation['reserve']['reservation']>;
+export type ReserveResult = ReserveMutation['reserve'];
+
+export interface ConsumeInput {
+  customerId: string;
+  feature: string;
+  quantity?: string | number;
+  /** Names the operation (e.g. the request id); the same key is charged once, whatever the retries. */
+  idempotencyKey: string;
+  providerCost?: string | number;
+  properties?: Record<string, unknown>;
+}
+
+export interface ReserveInput {
+  customerId: string;
+  feature: string;
+  /** The quantity to hold. */
+  estimate: string | number;
+  idempotencyKey: string;
+  ttlSeconds?: number;
+  properties?: Record<string, unknown>;
+}
+
+/** An error from the service (its `extensions.code`), or from the client (a code of its own). */
+export class TollgateError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly retryable = false,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'TollgateError';
+  }
+}
+
+/** The service answered, and the answer is no. */
+export class TollgateDenied extends Error {
+  constructor(
+    readonly reason: AccessReason,
+    readonly detail: string | null,
+  ) {
+    super(`denied: ${reason}${detail ? ` (${detail})` : ''}`);
+    this.name = 'TollgateDenied';
+  }
+}
+
+/**
+ * A commit or release was not acknowledged within the retry budget. The hold stays until it
+ * lapses (its `expiresAt`); the service then gives it back, or charges a late commit that
+ * arrives afterwards in full (what was held is never given away for free). Retrying the same
+ * call later is safe.
+ */
+export class HoldNotResolved extends TollgateError {
+  constructor(
+    readonly reservationId: string,
+    readonly action: 'commit' | 'release',
+    cause: unknown,
+  ) {
+    super(
+      'HOLD_NOT_RESOLVED',
+      `${action} of reservation ${reservationId} was not acknowledged: the hold stays until it lapses at its expiresAt; ` +
+        `then it is given back, and a late commit is still charged in full (retrying the same call is safe). Last error: ${describe(cause)}`,
+      true,
+    );
+    this.name = 'HoldNotResolved';
+  }
+}
+
+const RETRYABLE_CODES = new Set(['RETRY_LATER', 'SERVICE_UNAVAILABLE']);
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class TollgateClient {
+  private readonly endpoint: string;
+  private readonly timeoutMs: number;
+  private readonly retries: number;
+  private readonly baseMs: number;
+  private readonly maxMs: number;
+  private readonly doFetch: typeof fetch;
+
+  constructor(private readonly options: TollgateClientOptions) {
+    const base = options.url.replace(/\/+$/, '');
+    this.endpoint = base.endsWith('/graphql') ? base : `${base}/graphql`;
+    this.timeoutMs = options.timeoutMs ?? 5000;
+    this.retries = options.retries ?? 5;
+    this.baseMs = options.backoff?.baseMs ?? 100;
+    this.maxMs = options.backoff?.maxMs ?? 5000;
+    this.doFetch = options.fetch ?? fetch;
+  }
+
+  // ---- access ------------------------------------------------------------------------------
+
+  async canAccess(customerId: string, feature: string, quantity?: string | number): Promise<AccessDecision> {
+    try {
+      const r = await this.request(CanAccessDocument, { customerId, feature, quantity: quantity ?? '1' });
+      return { ...r.canAccess, fallback: false };
+    } catch (err) {
+      if (isUnavailable(err)) return this.fallback(feature, err);
+      throw err;
+    }
+  }
+
+  async access(customerId: string, features: string[]): Promise<AccessDecision[]> {
+    try {
+      const r = await this.request(AccessDocument, { customerId, features });
+      return r.access.map((d) => ({ ...d, fallback: false }));
+    } catch (err) {
+      if (isUnavailable(err)) return features.map((f) => this.fallback(f, err));
+      throw err;
+    }
+  }
+
+  // ---- usage -------------------------------------------------------------------------------
+
+  /** Charges one use, exactly once per idempotency key, whatever the retries. */
+  async consume(input: ConsumeInput): Promise<ChargeResult> {
+    requireKey(input.idempotencyKey, 'consume');
+    const r = await this.request(ConsumeDocument, { input: consumeVars(input) });
+    return r.consume;
+  }
+
+  /** Up to 1,000 consumes in one call; each item keeps its own key and outcome. */
+  async consumeBatch(inputs: ConsumeInput[]): Promise<BatchItemResult[]> {
+    for (const i of inputs) requireKey(i.idempotencyKey, 'consumeBatch');
+    const r = await this.request(ConsumeBatchDocument, { inputs: inputs.map(consumeVars) });
+    return r.consumeBatch;
+  }
+
+  async reserve(input: ReserveInput): Promise<ReserveResult> {
+    requireKey(input.idempotencyKey, 'reserve');
+    const r = await this.request(ReserveDocument, {
+      input: {
+        customerId: input.customerId,
+        feature: input.feature,
+        quantity: input.estimate,
+        idempotencyKey: input.idempotencyKey,
+        ...(input.ttlSeconds !== undefined ? { ttlSeconds: input.ttlSeconds } : {}),
+        ...(input.properties !== undefined ? { properties: input.properties } : {}),
+      },
+    });
+    return r.reserve;
+  }
+
+  /** Charges the actual quantity of a reservation (it may exceed the estimate). Resolves once. */
+  async commit(reservationId: string, quantity: string | number, opts: { providerCost?: string | number } = {}): Promise<ChargeResult> {
+    try {
+      const r = await this.request(CommitReservationDocument, { id: reservationId, quantity, providerCost: opts.providerCost ?? null });
+      return r.commitReservation;
+    } catch (err) {
+      if (err instanceof TollgateError && err.retryable) throw new HoldNotResolved(reservationId, 'commit', err);
+      throw err;
+    }
+  }
+
+  async release(reservationId: string): Promise<{ id: string; status: string; held: string; charged: string }> {
+    try {
+      const r = await this.request(ReleaseReservationDocument, { id: reservationId });
+      return r.releaseReservation;
+    } catch (err) {
+      if (err instanceof TollgateError && err.retryable) throw new HoldNotResolved(reservationId, 'release', err);
+      throw err;
+    }
+  }
+
+  /**
+   * The monetization middleware: reserve the estimate (denied: TollgateDenied, `fn` is never
+   * called), run `fn`, commit the quantity it reports (which may exceed the estimate), or release
+   * the hold if `fn` throws. If this process dies between `fn` and the commit, the hold lapses as
+   * the service defines (never free).
+   */
+  async withCredits<T>(
+    input: ReserveInput,
+    fn: (hold: Reservation) => Promise<{ result: T; quantity: string | number; providerCost?: string | number }>,
+  ): Promise<{ result: T; charge: ChargeResult; reservation: Reservation }> {
+    const reserved = await this.reserve(input);
+    if (!reserved.allowed || !reserved.reservation) throw new TollgateDenied(reserved.reason, reserved.detail);
+    const hold = reserved.reservation;
+    let out: { result: T; quantity: string | number; providerCost?: string | number };
+    try {
+      out = await fn(hold);
+    } catch (err) {
+      // Nothing was produced: give the hold back (if that fails too, it lapses on its own).
+      await this.release(hold.id).catch(() => undefined);
+      throw err;
+    }
+    const charge = await this.commit(hold.id, out.quantity, out.providerCost !== undefined ? { providerCost: out.providerCost } : {});
+    return { result: out.result, charge, reservation: hold };
+  }
+
+  // ---- transport ---------------------------------------------------------------------------
+
+  private fallback(feature: string, err: unknown): AccessDecision {
+    const allowed = (this.options.onUnavailable ?? 'deny') === 'allow';
+    return {
+      allowed,
+      reason: allowed ? 'ENTITLED' : 'NO_ENTITLEMENT',
+      feature,
+      value: null,
+      pool: null,
+      cost: null,
+      balance: null,
+      limit: null,
+      used: null,
+      resetsAt: null,
+      detail: `Tollgate unavailable (${describe(err)}); onUnavailable: ${allowed ? 'allow' : 'deny'}`,
+      fallback: true,
+    };
+  }
+
+  private async request<R, V>(doc: TypedDocumentString<R, V>, variables: V): Promise<R> {
+    let last: unknown;
+    for (let attempt = 0; attempt <= this.retries; attempt++) {
+      if (attempt > 0) await sleep(Math.random() * Math.min(this.maxMs, this.baseMs * 2 ** (attempt - 1)));
+      try {
+        return await this.once<R, V>(doc, variables);
+      } catch (err) {
+        last = err;
+        if (!(err instanceof TollgateError) || !err.retryable) throw err;
+      }
+    }
+    throw last;
+  }
+
+  private async once<R, V>(doc: TypedDocumentString<R, V>, variables: V): Promise<R> {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), this.timeoutMs);
+    const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' };
+    const credential = this.options.apiKey ?? this.options.token;
+    if (credential) headers.authorization = `Bearer ${credential}`;
+    let status: number;
+    let text: string;
+    try {
+      const res = await this.doFetch(this.endpoint, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ query: doc.toString(), variables }),
+        signal: controller.signal,
+      });
+      status = res.status;
+      text = await res.text();
+    } catch (err) {
+      const timedOut = controller.signal.aborted;
+      throw new TollgateError(timedOut ? 'TIMEOUT' : 'NETWORK_ERROR', timedOut ? `no answer within ${this.timeoutMs} ms` : describe(err), true);
+    } finally {
+      clearTimeout(timer);
+    }
+    let body: { data?: R; errors?: Array<{ message?: string; extensions?: { code?: string } & Record<string, unknown> }> } | undefined;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = undefined;
+    }
+    const error = body?.errors?.[0];
+    if (error) {
+      const code = error.extensions?.code ?? `HTTP_${status}`;
+      throw new TollgateError(code, error.message ?? code, RETRYABLE_CODES.has(code) || status >= 500, error.extensions);
+    }
+    if (status >= 500) throw new TollgateError(`HTTP_${status}`, `the service answered ${status}`, true);
+    if (!body?.data) throw new TollgateError(`HTTP_${status}`, `unexpected answer (${status}): ${text.slice(0, 200)}`, false);
+    return body.data;
+  }
+}
+
+function isUnavailable(err: unknown): boolean {
+  return err instanceof TollgateError && err.retryable;
+}
+
+function requireKey(key: string | undefined, call: string): void {
+  if (typeof key !== 'string' || key.length === 0) {
+    throw new TollgateError('MISSING_IDEMPOTENCY_KEY', `${call} needs an idempotencyKey that names the operation (e.g. its request id), so that retries are charged once`);
+  }
+}
+
+function consumeVars(input: ConsumeInput) {
+  return {
+    customerId: input.customerId,
+    feature: input.feature,
+    idempotencyKey: input.idempotencyKey,
+    ...(input.quantity !== undefined ? { quantity: input.quantity } : {}),
+    ...(input.providerCost !== undefined ? { providerCost: input.providerCost } : {}),
+    ...(input.properties !== undefined ? { properties: input.properties } : {}),
+  };
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

@@ -1,0 +1,192 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { freePort } from '../../../bench/harness';
+import { startTestApp, type TestApp } from '../../../test/support/app';
+import { HoldNotResolved, TollgateClient, TollgateDenied, TollgateError } from '../src';
+
+/**
+ * @tollgate/client against a real Tollgate on loopback, through a proxy that injects faults: a
+ * response lost after the server charged, an answer slower than the timeout, refused connections.
+ * Every charge is checked in the ledger: exactly once per idempotency key.
+ */
+
+let t: TestApp;
+let serverKey: string;
+
+beforeAll(async () => {
+  t = await startTestApp();
+  serverKey = await t.serverKey();
+});
+afterAll(async () => {
+  await t?.close();
+});
+beforeEach(async () => {
+  await t.reset();
+  await t.loadDemoCatalog();
+  await t.ok(`mutation($i: GrantCreditsInput!) { grantCredits(input: $i) { id } }`, {
+    i: { customerId: 'cl', feature: 'credits', amount: 100, idempotencyKey: 'seed' },
+  });
+});
+afterEach(async () => {
+  expect(await t.app.services.ledger.verify()).toEqual([]);
+});
+
+type Fault = 'pass' | 'drop' | 'slow' | 'refuse';
+
+/** A proxy in front of the test server; `plan(n)` decides what happens to the n-th request (1-based). */
+async function faultyProxy(plan: (n: number) => Fault, slowMs = 600) {
+  let n = 0;
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', async () => {
+      const fault = plan(++n);
+      if (fault === 'refuse') return req.socket.destroy();
+      const upstream = await fetch(`${t.address}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: String(req.headers.authorization ?? '') },
+        body: Buffer.concat(chunks),
+      });
+      const text = await upstream.text();
+      // The server has answered (and charged): now lose or delay the answer.
+      if (fault === 'drop') return req.socket.destroy();
+      const send = () => res.writeHead(upstream.status, { 'content-type': 'application/json' }).end(text);
+      if (fault === 'slow') setTimeout(send, slowMs).unref();
+      else send();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    url,
+    requests: () => n,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+const charges = async (customerId = 'cl') =>
+  (await t.sql<{ n: number }>(`select count(*)::int as n from ledger_entry where customer_id = $1 and kind in ('CONSUME', 'CAPTURE')`, [customerId]))[0].n;
+
+const fast = { backoff: { baseMs: 1, maxMs: 5 } };
+
+describe('@tollgate/client', () => {
+  test('the base URL and the /graphql endpoint both work; a replay returns the same charge', async () => {
+    for (const url of [t.address, `${t.address}/graphql`, `${t.address}/`]) {
+      const tg = new TollgateClient({ url, apiKey: serverKey });
+      expect(await tg.canAccess('cl', 'text.generate')).toMatchObject({ allowed: true, reason: 'ENTITLED', fallback: false });
+    }
+    const tg = new TollgateClient({ url: t.address, apiKey: serverKey });
+    const first = await tg.consume({ customerId: 'cl', feature: 'image.generate', idempotencyKey: 'req-1' });
+    expect(first).toMatchObject({ allowed: true, charged: '20', balance: '80', replayed: false });
+    const again = await tg.consume({ customerId: 'cl', feature: 'image.generate', idempotencyKey: 'req-1' });
+    expect(again).toMatchObject({ usageId: first.usageId, replayed: true, balance: '80' });
+    expect(await charges()).toBe(1);
+    expect((await tg.access('cl', ['video', 'text.generate'])).map((d) => d.allowed)).toEqual([false, true]);
+  });
+
+  test('a response lost after the server charged is retried with the same key: charged once', async () => {
+    const proxy = await faultyProxy((n) => (n <= 2 ? 'drop' : 'pass'));
+    const tg = new TollgateClient({ url: proxy.url, apiKey: serverKey, retries: 5, ...fast });
+    const r = await tg.consume({ customerId: 'cl', feature: 'text.generate', quantity: 3, idempotencyKey: 'lost' });
+    expect(r).toMatchObject({ allowed: true, charged: '3', balance: '97', replayed: true });
+    expect(proxy.requests()).toBe(3);
+    expect(await charges()).toBe(1);
+    await proxy.close();
+  });
+
+  test('an answer slower than timeoutMs is abandoned and retried with the same key: charged once', async () => {
+    const proxy = await faultyProxy((n) => (n === 1 ? 'slow' : 'pass'), 800);
+    const tg = new TollgateClient({ url: proxy.url, apiKey: serverKey, timeoutMs: 200, retries: 3, ...fast });
+    const r = await tg.consume({ customerId: 'cl', feature: 'text.generate', idempotencyKey: 'slow' });
+    expect(r).toMatchObject({ allowed: true, replayed: true, balance: '99' });
+    expect(await charges()).toBe(1);
+    await proxy.close();
+  });
+
+  test('a consume or reserve without an idempotency key is refused before anything is sent', async () => {
+    const proxy = await faultyProxy(() => 'pass');
+    const tg = new TollgateClient({ url: proxy.url, apiKey: serverKey });
+    await expect(tg.consume({ customerId: 'cl', feature: 'text.generate', idempotencyKey: '' })).rejects.toMatchObject({ code: 'MISSING_IDEMPOTENCY_KEY' });
+    await expect(tg.reserve({ customerId: 'cl', feature: 'text.generate', estimate: 5 } as never)).rejects.toBeInstanceOf(TollgateError);
+    expect(proxy.requests()).toBe(0);
+    await proxy.close();
+  });
+
+  test('server errors carry their code and are not retried; canAccess falls back per onUnavailable when unreachable', async () => {
+    const tg = new TollgateClient({ url: t.address, apiKey: serverKey });
+    await tg.consume({ customerId: 'cl', feature: 'text.generate', idempotencyKey: 'k' });
+    await expect(tg.consume({ customerId: 'cl', feature: 'text.generate', quantity: 2, idempotencyKey: 'k' })).rejects.toMatchObject({
+      code: 'IDEMPOTENCY_KEY_REUSED',
+      retryable: false,
+    });
+    const nowhere = `http://127.0.0.1:${await freePort()}`;
+    const deny = new TollgateClient({ url: nowhere, apiKey: serverKey, retries: 1, ...fast });
+    expect(await deny.canAccess('cl', 'text.generate')).toMatchObject({ allowed: false, fallback: true });
+    const allow = new TollgateClient({ url: nowhere, apiKey: serverKey, retries: 1, onUnavailable: 'allow', ...fast });
+    expect(await allow.access('cl', ['a', 'b'])).toEqual([expect.objectContaining({ allowed: true, fallback: true }), expect.objectContaining({ allowed: true, fallback: true })]);
+    // A consume is never "allowed" by a fallback: it fails, and the caller decides.
+    await expect(allow.consume({ customerId: 'cl', feature: 'text.generate', idempotencyKey: 'x' })).rejects.toMatchObject({ code: 'NETWORK_ERROR' });
+  });
+
+  test('withCredits: commits what the function reports (even past the estimate), releases when it throws, never runs it when denied', async () => {
+    const tg = new TollgateClient({ url: t.address, apiKey: serverKey });
+    const done = await tg.withCredits({ customerId: 'cl', feature: 'text.generate', estimate: 10, idempotencyKey: 'gen-1' }, async (hold) => {
+      expect(hold.held).toBe('10');
+      return { result: 'hello', quantity: 12 };
+    });
+    expect(done.result).toBe('hello');
+    expect(done.charge).toMatchObject({ allowed: true, charged: '12', balance: '88' });
+    let ran = false;
+    await expect(
+      tg.withCredits({ customerId: 'cl', feature: 'text.generate', estimate: 5, idempotencyKey: 'gen-2' }, async () => {
+        ran = true;
+        throw new Error('provider timed out');
+      }),
+    ).rejects.toThrow('provider timed out');
+    expect(ran).toBe(true);
+    const [{ status }] = await t.sql<{ status: string }>(`select status from usage_event where customer_id = 'cl' and idempotency_key = 'gen-2'`);
+    expect(status).toBe('RELEASED');
+    let called = false;
+    const denied = tg.withCredits({ customerId: 'cl', feature: 'text.generate', estimate: 1000, idempotencyKey: 'gen-3' }, async () => {
+      called = true;
+      return { result: null, quantity: 1 };
+    });
+    await expect(denied).rejects.toBeInstanceOf(TollgateDenied);
+    await expect(denied).rejects.toMatchObject({ reason: 'INSUFFICIENT_BALANCE' });
+    expect(called).toBe(false);
+    expect(await charges()).toBe(1);
+  });
+
+  test('a commit that is never acknowledged throws HoldNotResolved naming the lapse; retrying it later charges once', async () => {
+    const direct = new TollgateClient({ url: t.address, apiKey: serverKey });
+    const r = await direct.reserve({ customerId: 'cl', feature: 'text.generate', estimate: 4, idempotencyKey: 'h' });
+    const proxy = await faultyProxy(() => 'drop');
+    const cut = new TollgateClient({ url: proxy.url, apiKey: serverKey, retries: 2, ...fast });
+    const err = await cut.commit(r.reservation!.id, 4).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HoldNotResolved);
+    expect((err as Error).message).toMatch(/lapses at its expiresAt/);
+    // The server committed on the first attempt already; the retry is answered from that.
+    expect(await direct.commit(r.reservation!.id, 4)).toMatchObject({ allowed: true, charged: '4', balance: '96' });
+    expect(await charges()).toBe(1);
+    await proxy.close();
+  });
+
+  test('consumeBatch through the client: one result per item, refused items carry their error', async () => {
+    const tg = new TollgateClient({ url: t.address, apiKey: serverKey });
+    const r = await tg.consumeBatch([
+      { customerId: 'cl', feature: 'text.generate', idempotencyKey: 'b1' },
+      { customerId: 'cl', feature: 'text.generate', quantity: -1, idempotencyKey: 'b2' },
+      { customerId: 'cl', feature: 'image.generate', idempotencyKey: 'b3' },
+    ]);
+    expect(r.map((x) => [x.allowed, x.error?.code ?? null])).toEqual([
+      [true, null],
+      [false, 'BAD_USER_INPUT'],
+      [true, null],
+    ]);
+    expect(await charges()).toBe(2);
+  });
+});
