@@ -473,7 +473,8 @@ async function clientLoop(index: number, until: number): Promise<void> {
             const c = a.data.commitReservation;
             rec.commits.push({ charged: c.charged, usageId: c.usageId, allowed: c.allowed });
             counts.acknowledged += 1;
-          } else if (a.code === 'CONFLICT') rec.refusals.push(a.message);
+            // A second commit with another quantity is refused, naming the original (issue 13 §6).
+          } else if (a.code === 'CONFLICT' || a.code === 'IDEMPOTENCY_KEY_REUSED') rec.refusals.push(a.message);
           else unexpected.push(`commit ${res.id}: ${a.code}: ${a.message}`);
         });
       } else {

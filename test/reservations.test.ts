@@ -305,7 +305,7 @@ describe('reservations: commit', () => {
     expect(released).toBe(n);
   });
 
-  test('a second commit returns the first result again, even with another quantity, and charges nothing more', async () => {
+  test('a second commit with the same quantity replays the first; another quantity is refused naming the original; nothing more is charged', async () => {
     await credits('dbl', 100);
     const r = await reserve('dbl', 'image.generate', 2, 'img');
     const first = await commit(r.reservation.id, 1);
@@ -313,8 +313,10 @@ describe('reservations: commit', () => {
     const second = await commit(r.reservation.id, 1);
     expect(second.data.commitReservation).toEqual({ ...first.data.commitReservation, replayed: true, detail: null });
     const other = await commit(r.reservation.id, 2);
-    expect(other.errors).toBeUndefined();
-    expect(other.data.commitReservation).toMatchObject({ charged: '20', balance: '80', replayed: true });
+    expect(other.errors?.[0].extensions?.code).toBe('IDEMPOTENCY_KEY_REUSED');
+    expect(other.errors?.[0].message).toMatch(/already committed with quantity 1 \(charged 20\)/);
+    // The original is still what a retry of it gets.
+    expect((await commit(r.reservation.id, 1)).data.commitReservation).toMatchObject({ charged: '20', balance: '80', replayed: true });
     expect(await balance('dbl')).toMatchObject({ available: '80', held: '0' });
     const [{ n }] = await t.sql(`select count(*)::int as n from ledger_entry where customer_id = 'dbl' and kind = 'CAPTURE'`);
     expect(n).toBe(1);

@@ -367,6 +367,14 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
         const row = byId.get(op.id);
         if (!row || row.kind !== 'RESERVE') throw new DomainError(ErrorCode.NOT_FOUND, `reservation '${op.id}' does not exist`);
         if (row.status === 'COMMITTED') {
+          // The same quantity replays the commit; another one is not a retry of it.
+          if (row.committedQuantity !== null && !dec(row.committedQuantity).eq(op.quantity)) {
+            throw new DomainError(
+              ErrorCode.IDEMPOTENCY_KEY_REUSED,
+              `reservation '${op.id}' was already committed with quantity ${dec(row.committedQuantity).toFixed()} (charged ${dec(row.charged).toFixed()}); a commit with another quantity is refused, the same quantity replays it`,
+              { reservation: op.id, committedQuantity: dec(row.committedQuantity).toFixed(), charged: dec(row.charged).toFixed() },
+            );
+          }
           return { ok: true, row, replayed: true, balance: row.balanceAfter === null ? null : dec(row.balanceAfter), detail: null };
         }
         if (row.status === 'RELEASED') throw conflict('the reservation was released; it cannot be committed', { reservation: op.id });
