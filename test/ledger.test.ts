@@ -122,6 +122,22 @@ describe('append-only', () => {
 });
 
 describe('ledger query', () => {
+  test('feature: a feature that draws from a pool finds its own usage; the pool finds everything drawn from it', async () => {
+    await grant('byf', 1000, 'seed');
+    await consume('byf', 'text.generate', 2, 't1');
+    await consume('byf', 'image.generate', 1, 'i1');
+    await consume('byf', 'text.generate', 1, 't2');
+    const text = await page('byf', { feature: 'text.generate' });
+    expect(text.entries.map((e) => [e.kind, e.amount])).toEqual([
+      ['CONSUME', '-1'],
+      ['CONSUME', '-2'],
+    ]);
+    expect(text.entries.every((e) => e.feature === 'credits')).toBe(true); // the entries are on the pool's grant
+    expect((await page('byf', { feature: 'image.generate' })).entries.map((e) => e.amount)).toEqual(['-20']);
+    expect((await page('byf', { feature: 'credits' })).entries.map((e) => e.kind)).toEqual(['CONSUME', 'CONSUME', 'CONSUME', 'GRANT']);
+    expect((await page('byf', { feature: 'video' })).entries).toEqual([]);
+  });
+
   test('keyset pagination is newest first and stable while entries are added between pages: no duplicates, no gaps', async () => {
     await grant('pg', 1000, 'seed');
     for (let i = 0; i < 24; i++) await consume('pg', 'text.generate', 1, `c-${i}`);
@@ -179,7 +195,7 @@ describe('ledger query', () => {
     expect(entries.every((e) => e.customerId === 'ba' && e.feature === 'credits')).toBe(true);
   });
 
-  test('filters: feature (the pool), from (inclusive) and to (exclusive)', async () => {
+  test('filters: feature (the pool, or a feature drawing from it), from (inclusive) and to (exclusive)', async () => {
     await t.ok(`mutation { upsertFeature(input: { key: "storage", name: "Storage", type: METERED, precision: 0 }) { key } }`);
     await grant('flt', 100, 'credits-seed');
     await grant('flt', 50, 'storage-seed', {}, 'storage');
@@ -201,8 +217,8 @@ describe('ledger query', () => {
       ['CONSUME', '-2'],
       ['GRANT', '50'],
     ]);
-    // Entries belong to pools, not to the features that draw from them.
-    expect((await page('flt', { feature: 'text.generate' })).entries).toEqual([]);
+    // Entries belong to pools; a feature that draws from one finds the entries of its own usage.
+    expect((await page('flt', { feature: 'text.generate' })).entries.map((e) => e.idempotencyKey)).toEqual(['g2-a', 'g1-a']);
 
     const byKey = (k: string) => all.find((e) => e.idempotencyKey === k)!;
     const from = byKey('g2-a').createdAt;

@@ -30,7 +30,7 @@ export class LedgerResolver {
   @Query(() => LedgerPageType, { description: 'Ledger entries of a customer, newest first; keyset pagination, stable while entries are added.' })
   async ledger(
     @Arg('customerId', () => ID) customerId: string,
-    @Arg('feature', () => String, { nullable: true }) feature: string | null,
+    @Arg('feature', () => String, { nullable: true, description: 'A pool: its entries; a feature drawing from a pool: the entries of its own usage.' }) feature: string | null,
     @Arg('from', () => DateTimeScalar, { nullable: true }) from: Date | null,
     @Arg('to', () => DateTimeScalar, { nullable: true }) to: Date | null,
     @Arg('first', () => Int, { defaultValue: 50 }) first: number,

@@ -275,7 +275,11 @@ export class LedgerService {
     const rows = await this.db.query<Record<string, unknown>>(
       `select ${ENTRY_COLUMNS} from ledger_entry
         where customer_id = $1
-          and ($2::text is null or feature_key = $2)
+          -- a feature: its own pool's entries, and the entries of its usage when it draws from a pool
+          and ($2::text is null or feature_key = $2
+               or exists (select 1 from usage_event u
+                           where u.customer_id = ledger_entry.customer_id and u.id = ledger_entry.usage_event_id
+                             and u.feature_key = $2))
           and ($3::timestamptz is null or created_at >= $3)
           and ($4::timestamptz is null or created_at < $4)
           and ($5::bigint is null or id < $5)
