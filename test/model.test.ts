@@ -104,7 +104,7 @@ interface MReservation {
   status: 'HELD' | 'COMMITTED' | 'RELEASED' | 'EXPIRED';
   holds: Array<{ grant: MGrant; amount: number }>;
   expiresAt: number;
-  commit?: { charged: number; uncollected: number };
+  commit?: { qty: number; charged: number; uncollected: number };
 }
 
 interface MKey {
@@ -328,10 +328,15 @@ async function runOps(ops: Op[], initial: number[]): Promise<void> {
           check('commit after release', r.errors?.[0]?.extensions?.code, 'CONFLICT');
           break;
         }
+        if (res.status === 'COMMITTED' && res.commit!.qty !== qty) {
+          // Resolves once: another quantity is not a retry of the commit, and is refused.
+          check('commit with another quantity', r.errors?.[0]?.extensions?.code, 'IDEMPOTENCY_KEY_REUSED');
+          break;
+        }
         if (r.errors) fail(`commit: ${JSON.stringify(r.errors)}`);
         const got = r.data.commitReservation;
         if (res.status === 'COMMITTED') {
-          // Resolves once: the first result again, whatever the quantity.
+          // Resolves once: the same quantity gets the first result again.
           check('commit replay', [got.replayed, got.charged, got.uncollected], [true, fmtMilli(res.commit!.charged), fmtMilli(res.commit!.uncollected)]);
           break;
         }
@@ -341,7 +346,7 @@ async function runOps(ops: Op[], initial: number[]): Promise<void> {
         const cost = qty * res.rate;
         const d = model.draw(res.customer, cost, false);
         res.status = 'COMMITTED';
-        res.commit = { charged: cost - d.shortfall, uncollected: d.shortfall };
+        res.commit = { qty, charged: cost - d.shortfall, uncollected: d.shortfall };
         check(
           'commit',
           [got.allowed, got.reason, got.charged, got.uncollected, got.late, got.balance, got.replayed],

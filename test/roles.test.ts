@@ -288,8 +288,8 @@ function allowed(access: Access, cred: Cred): boolean {
 
 /** What a caller with `cred` must get: no error, or the error code and (for bad credentials) the HTTP status. */
 function expected(access: Access, cred: Cred): { code: string | null; status?: number } {
-  if (cred === 'none') return { code: 'UNAUTHENTICATED' };
-  if (cred === 'invalidKey' || cred === 'revokedKey' || cred === 'expiredToken' || cred === 'forgedToken') {
+  // A missing credential answers exactly as a wrong one: 401 UNAUTHENTICATED.
+  if (cred === 'none' || cred === 'invalidKey' || cred === 'revokedKey' || cred === 'expiredToken' || cred === 'forgedToken') {
     return { code: 'UNAUTHENTICATED', status: 401 };
   }
   return allowed(access, cred) ? { code: null, status: 200 } : { code: 'FORBIDDEN' };

@@ -83,6 +83,12 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
         }
         throw err;
       }
+      // No credential is refused like a wrong one (every operation needs a role).
+      if (!principal) {
+        throw new GraphQLError('Missing credentials: send "Authorization: Bearer <API key or customer token>"', {
+          extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } },
+        });
+      }
       // The EntityManager fork and the loaders are made on first use: most requests need neither.
       let em: Context['em'] | undefined;
       let loaders: Context['loaders'] | undefined;
