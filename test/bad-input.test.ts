@@ -354,9 +354,25 @@ describe('request limits', () => {
     });
     const r = await post(body);
     expect(r.status).toBe(413);
+    expect(JSON.parse(r.text).errors[0].extensions.code).toBe('PAYLOAD_TOO_LARGE');
     expect(r.text.length).toBeLessThan(1000);
     assertNoLeak(r.text);
     expect(await snapshot()).toEqual(before);
+  });
+
+  test('requests refused before GraphQL answer in GraphQL\'s error shape with a stable code', async () => {
+    const cases: Array<[string, Record<string, string>, number, string]> = [
+      ['{"query": "{ viewer { role } }"', {}, 400, 'BAD_REQUEST'],
+      ['', {}, 400, 'BAD_REQUEST'],
+      ['query=%7Bviewer%7D', { 'content-type': 'application/x-www-form-urlencoded' }, 415, 'UNSUPPORTED_MEDIA_TYPE'],
+    ];
+    for (const [body, headers, status, code] of cases) {
+      const r = await post(body, headers);
+      const parsed = JSON.parse(r.text) as { errors: Array<{ message: string; extensions: { code: string } }> };
+      expect({ body, status: r.status, code: parsed.errors[0].extensions.code }).toEqual({ body, status, code });
+      expect(parsed.errors[0].message.length).toBeGreaterThan(0);
+      assertNoLeak(r.text);
+    }
   });
 
   test('a large string under the body limit is refused by the field limit, and the error does not echo it', async () => {

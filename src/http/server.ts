@@ -19,6 +19,27 @@ import { registerWebhooks } from './webhooks';
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** Fastify's own refusals, as GraphQL error codes. */
+const BEFORE_GRAPHQL_CODES: Record<string, string> = {
+  FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_REQUEST',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'BAD_REQUEST',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_REQUEST',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+};
+
+function beforeGraphqlMessage(code: string, fallback: string): string {
+  switch (code) {
+    case 'PAYLOAD_TOO_LARGE':
+      return 'The request body is larger than the limit (TOLLGATE_BODY_LIMIT)';
+    case 'UNSUPPORTED_MEDIA_TYPE':
+      return 'Send the request as application/json';
+    default:
+      // Fastify's messages for these name only the request's own problem (no internals).
+      return /JSON|body|Content-Length/i.test(fallback) ? fallback.slice(0, 200) : 'The request body is not valid JSON';
+  }
+}
+
 export interface HttpServer {
   fastify: FastifyInstance;
   apollo: ApolloServer<Context>;
@@ -41,6 +62,17 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
   });
   fastify.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+  });
+  // Requests refused before GraphQL runs (a body that is not JSON, too large, of another media
+  // type) answer in GraphQL's error shape with a stable code, like every other refusal.
+  fastify.setErrorHandler((error: { code?: string; statusCode?: number; message: string }, request, reply) => {
+    const status = error.statusCode ?? 500;
+    if (status >= 500) {
+      request.log.error({ err: error }, 'request failed');
+      return reply.status(500).send({ errors: [{ message: 'Internal server error', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] });
+    }
+    const code = BEFORE_GRAPHQL_CODES[error.code ?? ''] ?? 'BAD_REQUEST';
+    return reply.status(status).send({ errors: [{ message: beforeGraphqlMessage(code, error.message), extensions: { code } }] });
   });
   fastify.addHook('onResponse', async (request, reply) => {
     if (reply.statusCode >= 500) request.log.warn({ url: request.url, statusCode: reply.statusCode }, 'request failed');
