@@ -93,12 +93,6 @@ export class Listener {
     if (this.waiters.length > 0) this.kick();
   }
 
-  /** Test hook: drop the connection as a network failure would. */
-  destroyConnection(): void {
-    const c = this.client as unknown as { connection?: { stream?: { destroy(e?: Error): void } } } | undefined;
-    c?.connection?.stream?.destroy(new Error('listener connection destroyed'));
-  }
-
   private lost(client: Client, err: unknown): void {
     if (this.stopped || this.client !== client) return;
     this.client = undefined;
