@@ -2,6 +2,7 @@ import { ApolloServer } from '@apollo/server';
 import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
 import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import fastifyApollo, { fastifyApolloDrainPlugin } from '@as-integrations/fastify';
+import { ApolloArmor } from '@escape.tech/graphql-armor';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { GraphQLError } from 'graphql';
@@ -79,6 +80,17 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
   });
 
   const schema = await getSchema();
+  // With introspection off, validation errors must not hand the schema out either ("Did you mean
+  // ..."): GraphQL Armor's suggestion blocking. Its depth/alias/cost/token limits stay off here:
+  // src/graphql/limits.ts has ours (replacing them is issue 13's open point, see the README).
+  const armor = new ApolloArmor({
+    blockFieldSuggestion: { enabled: !config.introspection },
+    costLimit: { enabled: false },
+    maxAliases: { enabled: false },
+    maxDepth: { enabled: false },
+    maxDirectives: { enabled: false },
+    maxTokens: { enabled: false },
+  }).protect();
   const apollo = new ApolloServer<Context>({
     schema,
     introspection: config.introspection,
@@ -94,6 +106,7 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
       // Apollo installs cache-control by default; it wraps every field resolver (willResolveField)
       // for HTTP cache hints no Tollgate response uses (POST, per-customer, never cacheable).
       ApolloServerPluginCacheControlDisabled(),
+      ...armor.plugins,
       config.landingPage ? ApolloServerPluginLandingPageLocalDefault({ embed: true }) : ApolloServerPluginLandingPageDisabled(),
     ],
   });
