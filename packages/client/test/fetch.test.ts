@@ -1,0 +1,90 @@
+import { startTestApp, type TestApp } from '../../../test/support/app';
+import { TollgateClient } from '../src';
+import { meter, requireAccess } from '../src/fetch';
+
+/** The fetch-style route guards against a real Tollgate: statuses, reasons, and what gets charged. */
+
+let t: TestApp;
+let tg: TollgateClient;
+
+beforeAll(async () => {
+  t = await startTestApp();
+  tg = new TollgateClient({ url: t.address, apiKey: await t.serverKey() });
+});
+afterAll(async () => {
+  await t?.close();
+});
+beforeEach(async () => {
+  await t.reset();
+  await t.loadDemoCatalog();
+  await t.ok(`mutation($i: GrantCreditsInput!) { grantCredits(input: $i) { id } }`, {
+    i: { customerId: 'rt', feature: 'credits', amount: 30, idempotencyKey: 'seed' },
+  });
+});
+afterEach(async () => {
+  expect(await t.app.services.ledger.verify()).toEqual([]);
+});
+
+const who = { customerId: (r: Request) => r.headers.get('x-customer') ?? '' };
+const req = (customer: string, id = 'r1') => new Request('http://app.test/generate', { method: 'POST', headers: { 'x-customer': customer, 'x-request-id': id } });
+const charged = async () =>
+  (await t.sql<{ n: string }>(`select coalesce(-sum(amount), 0)::text as n from ledger_entry where customer_id = 'rt' and kind in ('CONSUME', 'CAPTURE')`))[0].n;
+
+test('requireAccess: 403 with the reason when not entitled, 402 when the balance is short, the route otherwise', async () => {
+  let calls = 0;
+  const route = async () => {
+    calls += 1;
+    return new Response('ok');
+  };
+  const video = requireAccess(tg, 'video', who, route);
+  const denied = await video(req('rt'));
+  expect(denied.status).toBe(403);
+  expect(await denied.json()).toMatchObject({ reason: 'NO_ENTITLEMENT' });
+  const text = requireAccess(tg, 'text.generate', who, route);
+  expect((await text(req('rt'))).status).toBe(200);
+  expect(calls).toBe(1);
+  await tg.consume({ customerId: 'rt', feature: 'text.generate', quantity: 30, idempotencyKey: 'drain' });
+  const short = await text(req('rt'));
+  expect(short.status).toBe(402);
+  expect(await short.json()).toMatchObject({ reason: 'INSUFFICIENT_BALANCE' });
+  expect(calls).toBe(1);
+});
+
+test('meter: charges what the route used, once per request id; a 5xx or a throw is released; a denial never runs the route', async () => {
+  let calls = 0;
+  const route = meter(
+    tg,
+    'text.generate',
+    { ...who, idempotencyKey: (r) => r.headers.get('x-request-id')!, estimate: 10, quantity: async (res) => Number(((await res.json()) as { tokens: number }).tokens) },
+    async () => {
+      calls += 1;
+      return Response.json({ tokens: 7 });
+    },
+  );
+  const first = await route(req('rt', 'gen-1'));
+  expect(first.status).toBe(200);
+  expect(await first.json()).toEqual({ tokens: 7 });
+  expect(await charged()).toBe('7');
+
+  const failing = meter(tg, 'text.generate', { ...who, idempotencyKey: () => 'gen-2', estimate: 10 }, async () => new Response('boom', { status: 502 }));
+  expect((await failing(req('rt'))).status).toBe(502);
+  const throwing = meter(tg, 'text.generate', { ...who, idempotencyKey: () => 'gen-3', estimate: 10 }, async () => {
+    throw new Error('crashed');
+  });
+  await expect(throwing(req('rt'))).rejects.toThrow('crashed');
+  expect(await charged()).toBe('7');
+  const statuses = await t.sql<{ k: string; status: string }>(`select idempotency_key as k, status from usage_event where customer_id = 'rt' order by k`);
+  expect(statuses).toEqual([
+    { k: 'gen-1', status: 'COMMITTED' },
+    { k: 'gen-2', status: 'RELEASED' },
+    { k: 'gen-3', status: 'RELEASED' },
+  ]);
+
+  const big = meter(tg, 'text.generate', { ...who, idempotencyKey: () => 'gen-4', estimate: 1000 }, async () => {
+    calls += 1;
+    return new Response('never');
+  });
+  const refused = await big(req('rt'));
+  expect(refused.status).toBe(402);
+  expect(calls).toBe(1);
+});
