@@ -486,11 +486,7 @@ export async function applySimpleMany(sql: Sql, plans: SimplePlan[], actor: stri
     const [row] = await sql.query<{ grants: Array<{ id: string; remaining: string }> }>(APPLY_SIMPLE_MANY, values);
     return { grants: new Map(row.grants.map((g) => [g.id, new D(g.remaining)])) };
   } catch (err) {
-    const e = err as { code?: string; constraint?: string; message?: string };
-    if (e.code === TollgateSqlState.STALE_PLAN) throw new StalePlanError(e.message ?? 'stale');
-    if (e.code === '23505' && e.constraint === 'usage_event_idempotency_key') throw new StalePlanError('idempotency key claimed concurrently');
-    if (e.code === '23514' && e.constraint === 'credit_grant_floor') throw new StalePlanError('floor');
-    throw err;
+    throw translateApplyError(err);
   }
 }
 
