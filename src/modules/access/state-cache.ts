@@ -147,19 +147,24 @@ export class StateCache {
   }
 
   /**
-   * The write path (consume only): the cached entry to plan from, if the customer is cached and
-   * fresh for `features`, after the barrier; null to read the database. Never used without the
+   * The write path (consume, reserve, commit, release): the cached entry to plan from, if the
+   * customer is cached and fresh for `features`, after the barrier; null to read the database. Never used without the
    * barrier: a plan from it must be as good as a database read made when the request arrived
    * (the write then re-checks balances under row locks).
    */
   async forWrite(customerId: string, features: string[], usageIds: string[] = []): Promise<Entry | null> {
     if (!this.enabled || !this.sync || !(await this.sync())) return null;
     const entry = this.entries.get(customerId);
-    if (!entry || entry.pending > 0 || Date.now() + entry.offsetMs >= entry.staleAt || !features.every((f) => entry.features.has(f))) return null;
+    if (!entry || !this.usable(entry) || !features.every((f) => entry.features.has(f))) return null;
     // commit/release: the entry must hold the reservation (this process made it and kept it).
     if (!usageIds.every((id) => entry.state.usageById.has(id))) return null;
     this.counters.writeHits += 1;
     return entry;
+  }
+
+  /** No write of this process is being patched in, and no boundary is near (database clock). */
+  private usable(entry: Entry): boolean {
+    return entry.pending === 0 && Date.now() + entry.offsetMs < entry.staleAt;
   }
 
   /** The entry as a state to plan from (at the current database time). */
@@ -261,19 +266,18 @@ export class StateCache {
       return load(features);
     }
     const entry = this.entries.get(customerId);
-    const localNow = Date.now();
-    if (entry && entry.pending === 0 && localNow + entry.offsetMs < entry.staleAt) {
+    let wanted = features;
+    if (entry && this.usable(entry)) {
       if (features.every((f) => entry.features.has(f))) {
         this.counters.hits += 1;
         this.entries.delete(customerId); // LRU: most recent last
         this.entries.set(customerId, entry);
-        return { ...entry.state, now: new Date(localNow + entry.offsetMs) };
+        return this.stateOf(entry);
       }
       // Load what was cached plus what is asked, so that one entry serves both.
-      features = [...new Set([...entry.features, ...features])];
+      wanted = [...new Set([...entry.features, ...features])];
     }
     this.counters.misses += 1;
-    const wanted = features;
     return (await this.tracked(customerId, wanted, () => load(wanted))).state;
   }
 

@@ -193,20 +193,22 @@ function unstoredFromCache(batch: Pending[], outcomes: OpOutcome[]): boolean {
 }
 
 /**
- * The features a batch works on: its operations' features and those of the reservations it
+ * The pools a batch works on: those of its operations' features and of the reservations it
  * resolves. (A state may hold more, e.g. everything the state cache loaded for the customer; only
  * these pools get their periods written.)
  */
-function touchedFeatures(state: CustomerState, batch: Pending[]): Set<string> {
-  const out = new Set(batch.flatMap((p) => p.featureKeys));
+function poolsOfBatch(state: CustomerState, batch: Pending[]): Set<string> {
+  const features = new Set(batch.flatMap((p) => p.featureKeys));
   for (const p of batch) {
     const ids = p.op.type === 'commit' || p.op.type === 'release' ? [p.op.id] : p.op.type === 'maintain' ? p.op.holdIds : [];
     for (const id of ids) {
       const row = state.usageById.get(id);
-      if (row) out.add(row.featureKey);
+      if (row) features.add(row.featureKey);
     }
   }
-  return out;
+  const pools = new Set<string>();
+  for (const k of features) for (const pool of poolsOf(state, k)) pools.add(pool);
+  return pools;
 }
 
 /** What a successful apply did to each grant, for the state cache's entry. */
@@ -494,9 +496,7 @@ export class UsageService {
   /** A usage batch planned from the cached entry and written by the cross-customer combiner. */
   private async combined(customerId: string, batch: Pending[], entry: Entry): Promise<{ outcomes?: OpOutcome[]; reuse: boolean }> {
     const state = this.cache!.stateOf(entry);
-    const pools = new Set<string>();
-    for (const k of touchedFeatures(state, batch)) for (const p of poolsOf(state, k)) pools.add(p);
-    if (virtualGrants(state, pools).length > 0) return { reuse: true }; // a period to write first
+    if (virtualGrants(state, poolsOfBatch(state, batch)).length > 0) return { reuse: true }; // a period to write first
     const { plan, outcomes } = planBatch(
       state,
       batch.map((p) => p.op),
@@ -518,11 +518,14 @@ export class UsageService {
       this.stats.stalePlans += 1;
       return { reuse: false };
     }
-    const held = plan.inserts.filter((u) => u.status === 'HELD').map((u) => heldRow(customerId, u, state.now));
-    if (!this.cache!.patch(entry, grantChanges(plan, o.remaining), { held, resolved: plan.updates.map((u) => u.id) })) {
-      this.cache!.invalidate(customerId);
-    }
+    if (!this.patchEntry(customerId, entry, plan, o.remaining, state.now)) this.cache!.invalidate(customerId);
     return { outcomes, reuse: false };
+  }
+
+  /** After a write planned from `entry` committed: its grants, and the reservations it made or resolved. */
+  private patchEntry(customerId: string, entry: Entry, plan: LedgerPlan, remaining: Map<string, Dec>, now: Date): boolean {
+    const held = plan.inserts.filter((u) => u.status === 'HELD').map((u) => heldRow(customerId, u, now));
+    return this.cache!.patch(entry, grantChanges(plan, remaining), { held, resolved: plan.updates.map((u) => u.id) });
   }
 
   private async runPasses(
@@ -535,78 +538,70 @@ export class UsageService {
     takeCached: () => Entry | null,
     onPatched: (ok: boolean) => void,
   ): Promise<OpOutcome[]> {
-    {
-      let materialized = 0;
-      let stale = 0;
-      const usageOnly = this.cache !== null && batch.every((p) => p.op.type !== 'maintain');
-      for (let pass = 1; ; pass++) {
-        let state: CustomerState;
-        let entry: Entry | null = takeCached();
-        const fromCache = entry !== null;
-        if (entry) {
-          state = this.cache!.stateOf(entry);
-        } else if (usageOnly && pass === 1) {
-          ({ state, entry } = await this.cache!.loadForWrite(customerId, featureKeys, () => loadCustomerState(sql, customerId, featureKeys, { keys, ids }, true)));
-        } else {
-          state = await loadCustomerState(sql, customerId, featureKeys, { keys, ids });
-        }
-        // Periods are materialized lazily: write the grants of periods that have begun, then re-read.
-        const pools = new Set<string>();
-        for (const k of touchedFeatures(state, batch)) for (const p of poolsOf(state, k)) pools.add(p);
-        const missing = virtualGrants(state, pools);
-        if (missing.length > 0 && materialized < 3) {
-          materialized += 1;
-          this.stats.materializations += 1;
-          await this.materialize(sql, customerId, missing);
-          continue;
-        }
-        // More lapsed holds than one read loads: give the loaded ones back first (bounded per
-        // statement), then read again, so that no decision counts an expired hold against the
-        // customer however many there are.
-        const loadedLapsed = [...state.usageById.values()].filter(
-          (u) => u.status === 'HELD' && u.expiresAt !== null && u.expiresAt.getTime() <= state.now.getTime(),
-        ).length;
-        if (state.lapsedCount > loadedLapsed && loadedLapsed > 0) {
-          const { plan } = planBatch(state, []);
-          try {
-            await this.ledger.apply(sql, customerId, plan, null);
-            this.stats.lapsedReleased += loadedLapsed;
-          } catch (err) {
-            if (!(err instanceof StalePlanError)) throw err;
-            this.stats.stalePlans += 1;
-          }
-          if (pass >= MAX_ATTEMPTS * 20) {
-            throw new DomainError(ErrorCode.RETRY_LATER, 'too many lapsed reservations to give back; retry with the same idempotency key');
-          }
-          continue;
-        }
-        const { plan, outcomes } = planBatch(
-          state,
-          batch.map((p) => p.op),
-        );
-        if (entry && pass === 1 && fromCache && unstoredFromCache(batch, outcomes)) continue; // check the keys in the database
-        const token = entry ? this.cache!.newToken() : null;
-        if (entry && token) this.cache!.expect(entry, token);
+    let materialized = 0;
+    let stale = 0;
+    const usageOnly = this.cache !== null && batch.every((p) => p.op.type !== 'maintain');
+    for (let pass = 1; ; pass++) {
+      let state: CustomerState;
+      let entry: Entry | null = takeCached();
+      const fromCache = entry !== null;
+      if (entry) {
+        state = this.cache!.stateOf(entry);
+      } else if (usageOnly && pass === 1) {
+        ({ state, entry } = await this.cache!.loadForWrite(customerId, featureKeys, () => loadCustomerState(sql, customerId, featureKeys, { keys, ids }, true)));
+      } else {
+        state = await loadCustomerState(sql, customerId, featureKeys, { keys, ids });
+      }
+      // Periods are materialized lazily: write the grants of periods that have begun, then re-read.
+      const missing = virtualGrants(state, poolsOfBatch(state, batch));
+      if (missing.length > 0 && materialized < 3) {
+        materialized += 1;
+        this.stats.materializations += 1;
+        await this.materialize(sql, customerId, missing);
+        continue;
+      }
+      // More lapsed holds than one read loads: give the loaded ones back first (bounded per
+      // statement), then read again, so that no decision counts an expired hold against the
+      // customer however many there are.
+      const loadedLapsed = [...state.usageById.values()].filter(
+        (u) => u.status === 'HELD' && u.expiresAt !== null && u.expiresAt.getTime() <= state.now.getTime(),
+      ).length;
+      if (state.lapsedCount > loadedLapsed && loadedLapsed > 0) {
+        const { plan } = planBatch(state, []);
         try {
-          const result = await this.ledger.apply(sql, customerId, plan, null, token);
-          if (entry && token) {
-            const changes = grantChanges(plan, result.grants);
-            const held = plan.inserts.filter((u) => u.status === 'HELD').map((u) => heldRow(customerId, u, state.now));
-            onPatched(this.cache!.patch(entry, changes, { held, resolved: plan.updates.map((u) => u.id) }));
-          }
-          return outcomes;
+          await this.ledger.apply(sql, customerId, plan, null);
+          this.stats.lapsedReleased += loadedLapsed;
         } catch (err) {
-          // Nothing was committed: no notification will come for the token. (Whether the
-          // statement committed is unknown only if the connection broke: then drop the entry.)
-          if (entry && token) {
-            this.cache!.abandon(entry, token);
-            if (!(err instanceof StalePlanError)) this.cache!.invalidate(customerId);
-          }
           if (!(err instanceof StalePlanError)) throw err;
           this.stats.stalePlans += 1;
-          if (++stale >= MAX_ATTEMPTS) {
-            throw new DomainError(ErrorCode.RETRY_LATER, 'too much contention on this customer; retry with the same idempotency key');
-          }
+        }
+        if (pass >= MAX_ATTEMPTS * 20) {
+          throw new DomainError(ErrorCode.RETRY_LATER, 'too many lapsed reservations to give back; retry with the same idempotency key');
+        }
+        continue;
+      }
+      const { plan, outcomes } = planBatch(
+        state,
+        batch.map((p) => p.op),
+      );
+      if (fromCache && unstoredFromCache(batch, outcomes)) continue; // check the keys in the database
+      const token = entry ? this.cache!.newToken() : null;
+      if (entry && token) this.cache!.expect(entry, token);
+      try {
+        const result = await this.ledger.apply(sql, customerId, plan, null, token);
+        if (entry && token) onPatched(this.patchEntry(customerId, entry, plan, result.grants, state.now));
+        return outcomes;
+      } catch (err) {
+        // Nothing was committed: no notification will come for the token. (Whether the
+        // statement committed is unknown only if the connection broke: then drop the entry.)
+        if (entry && token) {
+          this.cache!.abandon(entry, token);
+          if (!(err instanceof StalePlanError)) this.cache!.invalidate(customerId);
+        }
+        if (!(err instanceof StalePlanError)) throw err;
+        this.stats.stalePlans += 1;
+        if (++stale >= MAX_ATTEMPTS) {
+          throw new DomainError(ErrorCode.RETRY_LATER, 'too much contention on this customer; retry with the same idempotency key');
         }
       }
     }
