@@ -46,16 +46,21 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
     const listener = new Listener(url, {
       channels: {
         tollgate_auth: () => services.auth.invalidate(),
-        tollgate_state: (payload) => cache.notified(payload),
+        tollgate_state: (payload) => {
+          cache.notified(payload);
+          services.accessChanges.notified(payload);
+        },
       },
       onLost: (err) => {
         http.fastify.log.warn({ err }, 'listener lost its connection; caches bypassed until it is back');
         services.auth.invalidate(); // notifications may have been missed: start from clean caches
         cache.setListening(false);
+        services.accessChanges.setListening(false);
       },
       onReady: () => {
         services.auth.invalidate();
         cache.setListening(true);
+        services.accessChanges.setListening(true);
       },
     });
     cache.attach(() => listener.sync());

@@ -71,6 +71,8 @@ const EnvSchema = z.object({
   TOLLGATE_MAX_DEPTH: int(12, 2, 100),
   TOLLGATE_MAX_COST: int(10000, 10, 1_000_000),
   TOLLGATE_MAX_ALIASES: int(50, 1, 10000),
+  TOLLGATE_MAX_DIRECTIVES: int(50, 1, 10000),
+  TOLLGATE_MAX_TOKENS: int(5000, 100, 100_000),
   TOLLGATE_BODY_LIMIT: int(1_048_576, 1024, 64 * 1_048_576),
   TOLLGATE_SWEEP_INTERVAL: duration('60s'),
   TOLLGATE_PAYMENT_GRACE: duration('3d'),
@@ -79,6 +81,8 @@ const EnvSchema = z.object({
   TOLLGATE_AUTH_CACHE_TTL: duration('30s'),
   TOLLGATE_STATE_CACHE: int(10_000, 0, 10_000_000),
   TOLLGATE_STATE_CACHE_STRICT: bool(true),
+  TOLLGATE_SUBSCRIPTIONS_MAX: int(10_000, 0, 1_000_000),
+  TOLLGATE_LIVE_MIN_INTERVAL_MS: int(100, 0, 60_000),
   STRIPE_WEBHOOK_SECRET: optionalString,
   STRIPE_SECRET_KEY: optionalString,
   STRIPE_API_BASE: optionalString,
@@ -100,7 +104,7 @@ export type Config = {
   tokenSecret: string | undefined;
   introspection: boolean;
   landingPage: boolean;
-  limits: { maxDepth: number; maxCost: number; maxAliases: number; bodyLimit: number };
+  limits: { maxDepth: number; maxCost: number; maxAliases: number; maxDirectives: number; maxTokens: number; bodyLimit: number };
   sweepIntervalSeconds: number;
   paymentGraceSeconds: number;
   /** A refunded (or disputed) subscription payment ends the access it funded, pro rata. */
@@ -112,6 +116,10 @@ export type Config = {
   stateCacheMax: number;
   /** Reads wait for the listener barrier: every change committed before a request is seen by it, on any replica. */
   stateCacheStrict: boolean;
+  /** `accessChanged` subscriptions one replica serves at once. */
+  subscriptionsMax: number;
+  /** At most one `accessChanged` event per subscriber per this many ms (later changes are coalesced). */
+  liveMinIntervalMs: number;
   stripe: { webhookSecrets: string[]; secretKey: string | undefined; apiBase: string | undefined };
 };
 
@@ -151,6 +159,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxDepth: e.TOLLGATE_MAX_DEPTH,
       maxCost: e.TOLLGATE_MAX_COST,
       maxAliases: e.TOLLGATE_MAX_ALIASES,
+      maxDirectives: e.TOLLGATE_MAX_DIRECTIVES,
+      maxTokens: e.TOLLGATE_MAX_TOKENS,
       bodyLimit: e.TOLLGATE_BODY_LIMIT,
     },
     sweepIntervalSeconds: e.TOLLGATE_SWEEP_INTERVAL,
@@ -160,6 +170,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     authCacheTtlSeconds: e.TOLLGATE_AUTH_CACHE_TTL,
     stateCacheMax: e.TOLLGATE_STATE_CACHE,
     stateCacheStrict: e.TOLLGATE_STATE_CACHE_STRICT,
+    subscriptionsMax: e.TOLLGATE_SUBSCRIPTIONS_MAX,
+    liveMinIntervalMs: e.TOLLGATE_LIVE_MIN_INTERVAL_MS,
     stripe: {
       webhookSecrets: (e.STRIPE_WEBHOOK_SECRET ?? '')
         .split(',')

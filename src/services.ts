@@ -13,6 +13,7 @@ import { StripeProvider } from './modules/payments/stripe/stripe.adapter';
 import { BillingService } from './modules/billing/billing.service';
 import { StripeInvoiceSink } from './modules/payments/stripe/stripe.sink';
 import { StateCache } from './modules/access/state-cache';
+import { AccessChanges } from './modules/access/access-changes';
 
 /** Every service, wired once per process. Stateless but for caches and the usage queues. */
 export interface Services {
@@ -29,6 +30,8 @@ export interface Services {
   billing: BillingService;
   /** Per-customer access state, coherent across replicas through LISTEN/NOTIFY (app.ts starts the listener). */
   stateCache: StateCache;
+  /** `accessChanged` subscribers of this replica, fed by the same notifications. */
+  accessChanges: AccessChanges;
 }
 
 export function createServices(db: Db, config: Config): Services {
@@ -58,5 +61,6 @@ export function createServices(db: Db, config: Config): Services {
     auth: new AuthService(db, config),
     billing,
     stateCache,
+    accessChanges: new AccessChanges({ max: config.subscriptionsMax, minIntervalMs: config.liveMinIntervalMs }),
   };
 }

@@ -112,7 +112,7 @@ const onUnhandled = (reason: unknown) => {
 
 interface Op {
   name: string;
-  kind: 'query' | 'mutation';
+  kind: 'query' | 'mutation' | 'subscription';
   args: readonly GraphQLArgument[];
   selection: string;
   /** Takes a customer id (as an argument or in its input). */
@@ -141,6 +141,8 @@ function hasCustomerId(type: GraphQLInputType, depth = 0): boolean {
 const OPS: Op[] = [
   ...Object.values(SCHEMA.getQueryType()!.getFields()).map((f) => ({ f, kind: 'query' as const })),
   ...Object.values(SCHEMA.getMutationType()?.getFields() ?? {}).map((f) => ({ f, kind: 'mutation' as const })),
+  // Sent to /graphql/stream (see gqlReq); the first event is the answer.
+  ...Object.values(SCHEMA.getSubscriptionType()?.getFields() ?? {}).map((f) => ({ f, kind: 'subscription' as const })),
 ].map(({ f, kind }) => ({
   name: f.name,
   kind,
@@ -172,7 +174,7 @@ function fieldCall(op: Op, opts: { prefix?: string; alias?: string; nullableDefa
   return { defs, call };
 }
 
-function documentOf(kind: 'query' | 'mutation', calls: Call[], wrap: (body: string) => string = (b) => b): string {
+function documentOf(kind: Op['kind'], calls: Call[], wrap: (body: string) => string = (b) => b): string {
   const defs = calls.flatMap((c) => c.defs);
   return `${kind} Fuzz${defs.length ? `(${defs.join(', ')})` : ''} { ${wrap(calls.map((c) => c.call).join(' '))} }`;
 }
@@ -498,6 +500,8 @@ interface Req {
   headers: Record<string, string>;
   query?: string;
   variables?: unknown;
+  /** A subscription: the answer is the first event of the stream (or a refusal before it). */
+  stream?: boolean;
 }
 
 interface Res {
@@ -523,13 +527,17 @@ interface Failure {
 const clip = (s: string | undefined, n: number) => (s === undefined ? undefined : s.length > n ? `${s.slice(0, n)}...(${s.length} chars)` : s);
 const jsonBody = (query: string, variables?: unknown, extra: Record<string, unknown> = {}) => JSON.stringify({ query, variables, ...extra });
 const auth = (secret: string | null): Record<string, string> => (secret ? { authorization: `Bearer ${secret}` } : {});
-const gqlReq = (label: string, query: string, variables: unknown, headers: Record<string, string>): Req => ({
-  label,
-  body: jsonBody(query, variables),
-  headers: { 'content-type': 'application/json', ...headers },
-  query,
-  variables,
-});
+const gqlReq = (label: string, query: string, variables: unknown, headers: Record<string, string>): Req => {
+  const stream = query.startsWith('subscription');
+  return {
+    label,
+    body: jsonBody(query, variables),
+    headers: { 'content-type': 'application/json', ...(stream ? { accept: 'text/event-stream' } : {}), ...headers },
+    query,
+    variables,
+    ...(stream ? { url: '/graphql/stream', stream: true } : {}),
+  };
+};
 
 function stringLeaves(v: unknown, out: string[] = [], depth = 0): string[] {
   if (typeof v === 'string') out.push(v);
@@ -574,12 +582,27 @@ function viaHttp(req: Req): Promise<{ status: number; text: string }> {
       },
       (res) => {
         const chunks: Buffer[] = [];
+        if (req.stream && String(res.headers['content-type']).startsWith('text/event-stream')) {
+          // The first event is the answer; the stream is then closed.
+          let text = '';
+          res.on('data', (c: Buffer) => {
+            text += c.toString('utf8');
+            const m = /event: next\ndata: (.*)\n\n/.exec(text);
+            if (m) {
+              resolve({ status: res.statusCode ?? 0, text: m[1] });
+              r.destroy();
+            }
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+          res.on('error', () => undefined);
+          return;
+        }
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
         res.on('error', reject);
       },
     );
-    r.on('error', reject);
+    r.on('error', (err) => (req.stream && r.destroyed ? undefined : reject(err)));
     r.end(body);
   });
 }

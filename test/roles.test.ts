@@ -38,7 +38,8 @@ const CREDS: Cred[] = ['none', 'invalidKey', 'revokedKey', 'expiredToken', 'forg
 type Access = 'ADMIN' | 'SERVER' | 'OWN' | 'ANY';
 
 interface Op {
-  type: 'Query' | 'Mutation';
+  /** Subscriptions are sent to /graphql/stream (Server-Sent Events); the first event is the answer. */
+  type: 'Query' | 'Mutation' | 'Subscription';
   access: Access;
   /** A valid request (fresh fixtures for each call); `n` is unique per call. */
   build(n: number): Promise<{ query: string; variables?: Record<string, unknown> }>;
@@ -269,7 +270,52 @@ const OPS: Record<string, Op> = {
     access: 'ADMIN',
     build: q(`mutation { linkProviderCustomer(customerId: "carol", providerCustomerId: "cus_matrix") { customerId applied } }`),
   },
+  // ---- Subscription ----
+  accessChanged: {
+    type: 'Subscription',
+    access: 'OWN',
+    build: q(`subscription($c: ID!) { accessChanged(customerId: $c) { customerId cause decisions(features: ["text.generate"]) { allowed } } }`, { c: ALICE }),
+  },
 };
+
+/**
+ * A subscription over /graphql/stream as the matrix sees it: a refusal before the stream (JSON,
+ * e.g. 401), or the first event of the stream (data or errors); the stream is closed after it.
+ */
+async function streamFirst(query: string, variables: Record<string, unknown> | undefined, auth: string | null): Promise<GqlResponse> {
+  const controller = new AbortController();
+  const res = await fetch(`${t.address}/graphql/stream`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...(auth ? { authorization: `Bearer ${auth}` } : {}) },
+    body: JSON.stringify({ query, variables }),
+    signal: controller.signal,
+  });
+  const headers = Object.fromEntries(res.headers.entries());
+  if (!res.headers.get('content-type')?.startsWith('text/event-stream')) {
+    const body: any = await res.json();
+    return { status: res.status, data: body.data, errors: body.errors, headers };
+  }
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let text = '';
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the stream ended without an event: ${text}`);
+      text += decoder.decode(value, { stream: true });
+      const m = /event: next\ndata: (.*)\n\n/.exec(text);
+      if (m) {
+        const body = JSON.parse(m[1]);
+        return { status: res.status, data: body.data, errors: body.errors, headers };
+      }
+    }
+  } finally {
+    controller.abort();
+  }
+}
+
+const send = (op: Op, request: { query: string; variables?: Record<string, unknown> }, auth: string | null) =>
+  op.type === 'Subscription' ? streamFirst(request.query, request.variables, auth) : t.gql(request.query, request.variables, auth);
 
 function allowed(access: Access, cred: Cred): boolean {
   switch (cred) {
@@ -366,18 +412,19 @@ afterEach(async () => {
   expect(await t.app.services.ledger.verify()).toEqual([]);
 });
 
-function operations(schema: GraphQLSchema): Array<[string, 'Query' | 'Mutation']> {
+function operations(schema: GraphQLSchema): Array<[string, Op['type']]> {
   return [
-    ...Object.keys(schema.getQueryType()!.getFields()).map((f) => [f, 'Query'] as [string, 'Query']),
-    ...Object.keys(schema.getMutationType()?.getFields() ?? {}).map((f) => [f, 'Mutation'] as [string, 'Mutation']),
+    ...Object.keys(schema.getQueryType()!.getFields()).map((f) => [f, 'Query'] as [string, Op['type']]),
+    ...Object.keys(schema.getMutationType()?.getFields() ?? {}).map((f) => [f, 'Mutation'] as [string, Op['type']]),
+    ...Object.keys(schema.getSubscriptionType()?.getFields() ?? {}).map((f) => [f, 'Subscription'] as [string, Op['type']]),
   ].sort(([a], [b]) => a.localeCompare(b));
 }
 
 describe('role matrix', () => {
-  test('the table lists every query and mutation of schema.graphql (and of the running schema), with its type', async () => {
+  test('the table lists every query, mutation and subscription of schema.graphql (and of the running schema), with its type', async () => {
     const sdl = buildSchema(readFileSync(path.join(__dirname, '..', 'schema.graphql'), 'utf8'));
     const table = Object.entries(OPS)
-      .map(([name, op]) => [name, op.type] as [string, 'Query' | 'Mutation'])
+      .map(([name, op]) => [name, op.type] as [string, Op['type']])
       .sort(([a], [b]) => a.localeCompare(b));
     expect(table).toEqual(operations(sdl));
     expect(table).toEqual(operations(await getSchema()));
@@ -391,8 +438,7 @@ describe('role matrix', () => {
 
     const before = await tableCounts();
     for (const cred of denied) {
-      const { query, variables } = requests.get(cred)!;
-      const r = await t.gql(query, variables, creds[cred]);
+      const r = await send(op, requests.get(cred)!, creds[cred]);
       const want = expected(op.access, cred);
       expect({ name, cred, code: codeOf(r), status: want.status === undefined ? undefined : r.status }).toEqual({
         name,
@@ -406,8 +452,7 @@ describe('role matrix', () => {
     expect(await tableCounts()).toEqual(before);
 
     for (const cred of CREDS.filter((c) => allowed(op.access, c))) {
-      const { query, variables } = requests.get(cred)!;
-      const r = await t.gql(query, variables, creds[cred]);
+      const r = await send(op, requests.get(cred)!, creds[cred]);
       expect({ name, cred, errors: r.errors ?? null, status: r.status }).toEqual({ name, cred, errors: null, status: 200 });
       expect(r.data?.[name]).not.toBeNull();
       expect(r.data?.[name]).not.toBeUndefined();
@@ -506,9 +551,9 @@ describe('credentials', () => {
     const ownOps = Object.entries(OPS).filter(([name, op]) => op.access === 'OWN' && !byId.has(name));
     for (const [name, op] of ownOps) {
       const { query, variables } = await op.build(++counter);
-      const asBob = await t.gql(query, { ...variables, c: BOB }, bobToken);
+      const asBob = await send(op, { query, variables: { ...variables, c: BOB } }, bobToken);
       expect({ name, errors: asBob.errors ?? null }).toEqual({ name, errors: null });
-      const asBobOnAlice = await t.gql(query, { ...variables, c: ALICE }, bobToken);
+      const asBobOnAlice = await send(op, { query, variables: { ...variables, c: ALICE } }, bobToken);
       expect({ name, code: codeOf(asBobOnAlice) }).toEqual({ name, code: 'FORBIDDEN' });
     }
     for (const name of byId) {

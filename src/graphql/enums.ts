@@ -1,5 +1,6 @@
 import { registerEnumType } from 'type-graphql';
 import { AccessReason } from '../modules/access/access.model';
+import { AccessChangeCause } from '../modules/access/access-changes';
 import { Role } from '../modules/auth/auth.entities';
 import { FeatureType, OveragePolicy, ResetPeriod } from '../modules/catalog/catalog.entities';
 import { ActorType, EntitlementAction, EntitlementSource } from '../modules/entitlements/entitlement.entity';
@@ -28,6 +29,7 @@ registerEnumType(OveragePolicy, { name: 'OveragePolicy', description: 'BLOCK: de
 registerEnumType(EntitlementSource, { name: 'EntitlementSource' });
 registerEnumType(AccessReason, { name: 'AccessReason', description: 'Why an access or consume was allowed or denied (machine-readable).' });
 registerEnumType(Role, { name: 'Role' });
+registerEnumType(AccessChangeCause, { name: 'AccessChangeCause', description: 'Why an accessChanged event was sent (see AccessChange).' });
 registerEnumType(LedgerKind, { name: 'LedgerEntryKind' });
 registerEnumType(EntitlementAction, { name: 'EntitlementAction' });
 registerEnumType(ActorType, { name: 'ActorType' });

@@ -1,7 +1,8 @@
 import 'reflect-metadata';
 import { printSchema, type GraphQLSchema } from 'graphql';
+import { createPubSub } from '@graphql-yoga/subscription';
 import { buildSchema } from 'type-graphql';
-import { AccessResolver } from '../modules/access/access.resolver';
+import { AccessChangeResolver, AccessResolver } from '../modules/access/access.resolver';
 import { AuthResolver } from '../modules/auth/auth.resolver';
 import { CatalogResolver } from '../modules/catalog/catalog.resolver';
 import { EntitlementsResolver } from '../modules/entitlements/entitlements.resolver';
@@ -17,6 +18,7 @@ export const resolvers = [
   CatalogResolver,
   EntitlementsResolver,
   AccessResolver,
+  AccessChangeResolver,
   UsageResolver,
   LedgerResolver,
   AuthResolver,
@@ -37,6 +39,8 @@ export async function getSchema(): Promise<GraphQLSchema> {
       { type: Date, scalar: DateTimeScalar },
     ],
     emitSchemaFile: false,
+    // type-graphql wants a PubSub for any subscription; accessChanged brings its own event source.
+    pubSub: createPubSub(),
   });
   return cached;
 }

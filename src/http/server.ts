@@ -1,8 +1,7 @@
-import { ApolloServer } from '@apollo/server';
+import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
 import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
 import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import fastifyApollo, { fastifyApolloDrainPlugin } from '@as-integrations/fastify';
-import { ApolloArmor } from '@escape.tech/graphql-armor';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { GraphQLError } from 'graphql';
@@ -11,11 +10,13 @@ import { pendingMigrations } from '../db/migrate';
 import type { Orm } from '../db/orm';
 import type { Context } from '../graphql/context';
 import { createFormatError } from '../graphql/format-error';
-import { costLimitPlugin, validationRules } from '../graphql/limits';
+import { createArmor } from '../graphql/armor';
+import { costLimitPlugin } from '../graphql/limits';
 import { createLoaders } from '../graphql/loaders';
 import { getSchema } from '../graphql/schema';
 import { DomainError } from '../shared/errors';
 import type { Services } from '../services';
+import { registerStream } from './stream';
 import { registerWebhooks } from './webhooks';
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -40,6 +41,21 @@ function beforeGraphqlMessage(code: string, fallback: string): string {
       return /JSON|body|Content-Length/i.test(fallback) ? fallback.slice(0, 200) : 'The request body is not valid JSON';
   }
 }
+
+/** A subscription sent to /graphql is a client mistake with a clear answer, not an execution. */
+const subscriptionsElsewhere: ApolloServerPlugin<Context> = {
+  async requestDidStart() {
+    return {
+      async didResolveOperation({ operation }) {
+        if (operation?.operation === 'subscription') {
+          throw new GraphQLError('Subscriptions are served as Server-Sent Events at /graphql/stream (graphql-sse), not at /graphql', {
+            extensions: { code: 'BAD_REQUEST', http: { status: 400 } },
+          });
+        }
+      },
+    };
+  },
+};
 
 export interface HttpServer {
   fastify: FastifyInstance;
@@ -80,28 +96,22 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
   });
 
   const schema = await getSchema();
-  // With introspection off, validation errors must not hand the schema out either ("Did you mean
-  // ..."): GraphQL Armor's suggestion blocking. Its depth/alias/cost/token limits stay off here:
-  // src/graphql/limits.ts has ours (replacing them is issue 13's open point, see the README).
-  const armor = new ApolloArmor({
-    blockFieldSuggestion: { enabled: !config.introspection },
-    costLimit: { enabled: false },
-    maxAliases: { enabled: false },
-    maxDepth: { enabled: false },
-    maxDirectives: { enabled: false },
-    maxTokens: { enabled: false },
-  }).protect();
+  // GraphQL Armor: depth, alias and directive limits, and no "Did you mean ..." with introspection
+  // off. The cost limit (limits.ts) and the token limit (parseOptions) are not Armor's: see armor.ts.
+  const armor = createArmor(config);
+  const formatError = createFormatError((err) => fastify.log.error({ err }, 'unexpected error'));
   const apollo = new ApolloServer<Context>({
     schema,
     introspection: config.introspection,
-    validationRules: validationRules(config.limits),
-    formatError: createFormatError((err) => fastify.log.error({ err }, 'unexpected error')),
+    validationRules: armor.validationRules,
+    formatError,
     includeStacktraceInErrorResponses: false,
     allowBatchedHttpRequests: false,
     // Bounds parsing work (and recursion depth) before any other limit applies.
-    parseOptions: { maxTokens: 5000 },
+    parseOptions: { maxTokens: config.limits.maxTokens },
     plugins: [
       fastifyApolloDrainPlugin(fastify),
+      subscriptionsElsewhere,
       costLimitPlugin(schema, config.limits.maxCost),
       // Apollo installs cache-control by default; it wraps every field resolver (willResolveField)
       // for HTTP cache hints no Tollgate response uses (POST, per-customer, never cacheable).
@@ -112,46 +122,57 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
   });
   await apollo.start();
 
+  const buildContext = async (authorization: string | undefined, requestId: string): Promise<Context> => {
+    let principal;
+    try {
+      principal = await services.auth.authenticate(authorization);
+    } catch (err) {
+      if (err instanceof DomainError) {
+        throw new GraphQLError(err.message, { extensions: { code: err.code, http: { status: 401 } } });
+      }
+      throw err;
+    }
+    // No credential is refused like a wrong one (every operation needs a role).
+    if (!principal) {
+      throw new GraphQLError('Missing credentials: send "Authorization: Bearer <API key or customer token>"', {
+        extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } },
+      });
+    }
+    // The EntityManager fork and the loaders are made on first use: most requests need neither.
+    let em: Context['em'] | undefined;
+    let loaders: Context['loaders'] | undefined;
+    return {
+      get em() {
+        return (em ??= orm.em.fork() as Context['em']);
+      },
+      get loaders() {
+        return (loaders ??= createLoaders(services));
+      },
+      principal,
+      services,
+      requestId,
+    };
+  };
+
   // Per-request access logs cost throughput on the hot path; failures are still logged.
   const graphqlLogLevel = config.logLevel === 'debug' || config.logLevel === 'trace' ? config.logLevel : 'warn';
   await fastify.register(async (scope) => {
   await scope.register(fastifyApollo(apollo), {
     path: '/graphql',
     method: ['GET', 'POST', 'OPTIONS'],
-    context: async (request): Promise<Context> => {
-      let principal;
-      try {
-        principal = await services.auth.authenticate(request.headers.authorization);
-      } catch (err) {
-        if (err instanceof DomainError) {
-          throw new GraphQLError(err.message, { extensions: { code: err.code, http: { status: 401 } } });
-        }
-        throw err;
-      }
-      // No credential is refused like a wrong one (every operation needs a role).
-      if (!principal) {
-        throw new GraphQLError('Missing credentials: send "Authorization: Bearer <API key or customer token>"', {
-          extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } },
-        });
-      }
-      // The EntityManager fork and the loaders are made on first use: most requests need neither.
-      let em: Context['em'] | undefined;
-      let loaders: Context['loaders'] | undefined;
-      return {
-        get em() {
-          return (em ??= orm.em.fork() as Context['em']);
-        },
-        get loaders() {
-          return (loaders ??= createLoaders(services));
-        },
-        principal,
-        services,
-        requestId: request.id,
-      };
-    },
+    context: async (request): Promise<Context> => buildContext(request.headers.authorization, request.id),
   });
   }, { logLevel: graphqlLogLevel });
 
+  await registerStream(fastify, {
+    schema,
+    rules: armor.validationRules,
+    maxTokens: config.limits.maxTokens,
+    hideSuggestions: !config.introspection,
+    context: buildContext,
+    formatError,
+    onClose: () => services.accessChanges.close(),
+  });
   await registerWebhooks(fastify, services);
 
   fastify.get('/healthz', async () => ({ status: 'ok' }));

@@ -1,10 +1,12 @@
-import { Arg, Authorized, Ctx, ID, Query, Resolver } from 'type-graphql';
+import { Arg, Authorized, Ctx, FieldResolver, ID, Query, Resolver, Root, Subscription, type SubscribeResolverData } from 'type-graphql';
 import { ANY_ROLE, assertCustomerScope } from '../../graphql/auth-checker';
 import type { Context } from '../../graphql/context';
 import { DecimalScalar } from '../../graphql/scalars';
 import { D, type Dec } from '../../shared/decimal';
 import { entitlementView } from '../entitlements/entitlements.resolver';
-import { AccessDecisionType, BalanceType } from './access.types';
+import { DomainError, ErrorCode } from '../../shared/errors';
+import type { AccessChangeEvent } from './access-changes';
+import { AccessChangeType, AccessDecisionType, BalanceType } from './access.types';
 import type { AccessDecision } from './can-access';
 
 function decisionView(d: AccessDecision): AccessDecisionType {
@@ -45,5 +47,31 @@ export class AccessResolver {
   ): Promise<BalanceType[]> {
     assertCustomerScope(ctx, customerId);
     return ctx.services.access.balances(customerId, feature);
+  }
+}
+
+@Resolver(() => AccessChangeType)
+export class AccessChangeResolver {
+  @Authorized(ANY_ROLE)
+  @Subscription(() => AccessChangeType, {
+    description:
+      "Emits when the customer's entitlements or balances change, on any replica (first event: SUBSCRIBED). " +
+      'Served as Server-Sent Events at /graphql/stream (graphql-sse, distinct connections). A customer token only for its own customer.',
+    subscribe: ({ args, context }: SubscribeResolverData<unknown, { customerId: string }, Context>) => {
+      assertCustomerScope(context, args.customerId);
+      const events = context.services.accessChanges.subscribe(args.customerId);
+      if (!events) throw new DomainError(ErrorCode.RETRY_LATER, 'This replica serves as many subscriptions as it may (TOLLGATE_SUBSCRIPTIONS_MAX); retry later');
+      return events;
+    },
+  })
+  accessChanged(@Arg('customerId', () => ID) _customerId: string, @Root() event: AccessChangeEvent): AccessChangeType {
+    return event;
+  }
+
+  @Authorized(ANY_ROLE)
+  @FieldResolver(() => [AccessDecisionType], { description: 'The decisions for these features as of this event (read when it is sent).' })
+  async decisions(@Root() event: AccessChangeEvent, @Arg('features', () => [String]) features: string[], @Ctx() ctx: Context): Promise<AccessDecisionType[]> {
+    assertCustomerScope(ctx, event.customerId);
+    return (await ctx.services.access.access(event.customerId, features)).map(decisionView);
   }
 }

@@ -1,10 +1,11 @@
-import { Field, ObjectType } from 'type-graphql';
+import { Field, ID, ObjectType } from 'type-graphql';
 import '../../graphql/enums';
 import { DateTimeScalar, DecimalScalar, JSONScalar } from '../../graphql/scalars';
 import type { Dec } from '../../shared/decimal';
 import { EntitlementType } from '../entitlements/entitlements.types';
 import { EntitlementSource } from '../entitlements/entitlement.entity';
 import { AccessReason } from './access.model';
+import { AccessChangeCause } from './access-changes';
 
 @ObjectType('AccessDecision')
 export class AccessDecisionType {
@@ -48,4 +49,16 @@ export class BalanceType {
   @Field(() => DecimalScalar, { nullable: true }) used!: Dec | null;
   @Field(() => DateTimeScalar, { nullable: true }) resetsAt!: Date | null;
   @Field(() => [GrantBalanceType], { description: 'In burn-down order.' }) grants!: GrantBalanceType[];
+}
+
+@ObjectType('AccessChange', {
+  description:
+    'An event of `accessChanged`. The first is SUBSCRIBED; what a subscriber reads after it is covered by the events that follow. ' +
+    'CHANGED: the customer\'s entitlements or balances changed (on any replica). UNAVAILABLE: this replica lost its change notifications, ' +
+    'changes may go unannounced until RESYNC (they are back: anything may have changed meanwhile).',
+})
+export class AccessChangeType {
+  @Field(() => ID) customerId!: string;
+  @Field(() => AccessChangeCause) cause!: AccessChangeCause;
+  @Field(() => DateTimeScalar) at!: Date;
 }
