@@ -6,14 +6,19 @@ import {
   ConsumeDocument,
   ReleaseReservationDocument,
   ReserveDocument,
-  type AccessReason,
   type ChargeFragment,
   type DecisionFragment,
   type ReserveMutation,
   type TypedDocumentString,
 } from './generated/graphql';
 
-export type { AccessReason } from './generated/graphql';
+export type { AccessReason, AccessChangeCause } from './generated/graphql';
+export { HoldNotResolved, TollgateDenied, TollgateError } from './errors';
+import { describe, HoldNotResolved, TollgateDenied, TollgateError } from './errors';
+import { DecisionCache, type CacheOptions, type CacheStats } from './cache';
+import { LiveUpdates, type WatchHandlers } from './live';
+export type { CacheOptions, CacheStats } from './cache';
+export type { AccessEvent, WatchHandlers } from './live';
 
 /**
  * The Tollgate client. Every call is bounded (`timeoutMs` per attempt, `retries` attempts more),
@@ -38,6 +43,12 @@ export interface TollgateClientOptions {
   backoff?: { baseMs?: number; maxMs?: number };
   /** A fetch implementation (default: the global one). */
   fetch?: typeof fetch;
+  /**
+   * Cache access decisions in this process, kept coherent by live updates (`accessChanged`):
+   * a decision is never served past a change the stream announced, nor while the stream is down.
+   * See src/cache.ts for the rules. Call `close()` to end the streams.
+   */
+  cache?: boolean | CacheOptions;
 }
 
 export type AccessDecision = DecisionFragment & {
@@ -70,57 +81,8 @@ export interface ReserveInput {
   properties?: Record<string, unknown>;
 }
 
-/** An error from the service (its `extensions.code`), or from the client (a code of its own). */
-export class TollgateError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-    readonly retryable = false,
-    readonly details?: Record<string, unknown>,
-  ) {
-    super(message);
-    this.name = 'TollgateError';
-  }
-}
-
-/** The service answered, and the answer is no. */
-export class TollgateDenied extends Error {
-  constructor(
-    readonly reason: AccessReason,
-    readonly detail: string | null,
-  ) {
-    super(`denied: ${reason}${detail ? ` (${detail})` : ''}`);
-    this.name = 'TollgateDenied';
-  }
-}
-
-/**
- * A commit or release was not acknowledged within the retry budget. The hold stays until it
- * lapses (its `expiresAt`); the service then gives it back, or charges a late commit that
- * arrives afterwards in full (what was held is never given away for free). Retrying the same
- * call later is safe.
- */
-export class HoldNotResolved extends TollgateError {
-  constructor(
-    readonly reservationId: string,
-    readonly action: 'commit' | 'release',
-    cause: unknown,
-  ) {
-    super(
-      'HOLD_NOT_RESOLVED',
-      `${action} of reservation ${reservationId} was not acknowledged: the hold stays until it lapses at its expiresAt; ` +
-        `then it is given back, and a late commit is still charged in full (retrying the same call is safe). Last error: ${describe(cause)}`,
-      true,
-    );
-    this.name = 'HoldNotResolved';
-  }
-}
-
 const RETRYABLE_CODES = new Set(['RETRY_LATER', 'SERVICE_UNAVAILABLE']);
 
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
 
 export class TollgateClient {
   private readonly endpoint: string;
@@ -129,6 +91,8 @@ export class TollgateClient {
   private readonly baseMs: number;
   private readonly maxMs: number;
   private readonly doFetch: typeof fetch;
+  private liveUpdates: LiveUpdates | null = null;
+  private readonly cache: DecisionCache<DecisionFragment> | null;
 
   constructor(private readonly options: TollgateClientOptions) {
     const base = options.url.replace(/\/+$/, '');
@@ -138,11 +102,49 @@ export class TollgateClient {
     this.baseMs = options.backoff?.baseMs ?? 100;
     this.maxMs = options.backoff?.maxMs ?? 5000;
     this.doFetch = options.fetch ?? fetch;
+    this.cache = options.cache ? new DecisionCache<DecisionFragment>(this.live(), options.cache === true ? {} : options.cache) : null;
+  }
+
+  /** The live-updates connection (made on first use). */
+  private live(): LiveUpdates {
+    const credential = this.options.apiKey ?? this.options.token;
+    if (!credential) throw new TollgateError('MISSING_CREDENTIALS', 'live updates need an apiKey or a token');
+    return (this.liveUpdates ??= new LiveUpdates({ url: this.options.url, credential, ...(this.options.fetch ? { fetch: this.options.fetch } : {}) }));
+  }
+
+  /**
+   * Watches a customer's access: `onEvent` gets SUBSCRIBED (with the decisions for `features`),
+   * then an event with fresh decisions after every change. Returns the function that stops it.
+   */
+  watchAccess(customerId: string, features: string[], handlers: WatchHandlers): () => void {
+    return this.live().watch(customerId, features, handlers);
+  }
+
+  /** The decision cache's counters (null without `cache`). */
+  get cacheStats(): CacheStats | null {
+    return this.cache?.stats ?? null;
+  }
+
+  /** With `cache`: resolves once the customer's live stream is up (decisions are cached from then on). */
+  async warm(customerId: string): Promise<void> {
+    await this.cache?.watch(customerId);
+  }
+
+  /** Ends the live streams (the cache's and `watchAccess`'s); the client still answers, uncached. */
+  close(): void {
+    this.cache?.dispose();
+    this.liveUpdates?.dispose();
+    this.liveUpdates = null;
   }
 
   // ---- access ------------------------------------------------------------------------------
 
   async canAccess(customerId: string, feature: string, quantity?: string | number): Promise<AccessDecision> {
+    if (this.cache) return this.cache.decide(customerId, feature, String(quantity ?? '1'), () => this.fetchCanAccess(customerId, feature, quantity));
+    return this.fetchCanAccess(customerId, feature, quantity);
+  }
+
+  private async fetchCanAccess(customerId: string, feature: string, quantity?: string | number): Promise<AccessDecision> {
     try {
       const r = await this.request(CanAccessDocument, { customerId, feature, quantity: quantity ?? '1' });
       return { ...r.canAccess, fallback: false };
@@ -153,6 +155,11 @@ export class TollgateClient {
   }
 
   async access(customerId: string, features: string[]): Promise<AccessDecision[]> {
+    if (this.cache) return this.cache.decideMany(customerId, features, () => this.fetchAccess(customerId, features));
+    return this.fetchAccess(customerId, features);
+  }
+
+  private async fetchAccess(customerId: string, features: string[]): Promise<AccessDecision[]> {
     try {
       const r = await this.request(AccessDocument, { customerId, features });
       return r.access.map((d) => ({ ...d, fallback: false }));
@@ -167,20 +174,20 @@ export class TollgateClient {
   /** Charges one use, exactly once per idempotency key, whatever the retries. */
   async consume(input: ConsumeInput): Promise<ChargeResult> {
     requireKey(input.idempotencyKey, 'consume');
-    const r = await this.request(ConsumeDocument, { input: consumeVars(input) });
+    const r = await this.changing([input.customerId], () => this.request(ConsumeDocument, { input: consumeVars(input) }));
     return r.consume;
   }
 
   /** Up to 1,000 consumes in one call; each item keeps its own key and outcome. */
   async consumeBatch(inputs: ConsumeInput[]): Promise<BatchItemResult[]> {
     for (const i of inputs) requireKey(i.idempotencyKey, 'consumeBatch');
-    const r = await this.request(ConsumeBatchDocument, { inputs: inputs.map(consumeVars) });
+    const r = await this.changing(inputs.map((i) => i.customerId), () => this.request(ConsumeBatchDocument, { inputs: inputs.map(consumeVars) }));
     return r.consumeBatch;
   }
 
   async reserve(input: ReserveInput): Promise<ReserveResult> {
     requireKey(input.idempotencyKey, 'reserve');
-    const r = await this.request(ReserveDocument, {
+    const r = await this.changing([input.customerId], () => this.request(ReserveDocument, {
       input: {
         customerId: input.customerId,
         feature: input.feature,
@@ -189,14 +196,22 @@ export class TollgateClient {
         ...(input.ttlSeconds !== undefined ? { ttlSeconds: input.ttlSeconds } : {}),
         ...(input.properties !== undefined ? { properties: input.properties } : {}),
       },
-    });
+    }));
+    if (this.cache && r.reserve.reservation) {
+      this.holders.set(r.reserve.reservation.id, input.customerId);
+      // Holds never resolved here lapse on the service; forget the oldest past 10,000.
+      if (this.holders.size > 10_000) this.holders.delete(this.holders.keys().next().value as string);
+    }
     return r.reserve;
   }
 
   /** Charges the actual quantity of a reservation (it may exceed the estimate). Resolves once. */
   async commit(reservationId: string, quantity: string | number, opts: { providerCost?: string | number } = {}): Promise<ChargeResult> {
     try {
-      const r = await this.request(CommitReservationDocument, { id: reservationId, quantity, providerCost: opts.providerCost ?? null });
+      const r = await this.changing(this.holderOf(reservationId), () =>
+        this.request(CommitReservationDocument, { id: reservationId, quantity, providerCost: opts.providerCost ?? null }),
+      );
+      this.holders.delete(reservationId);
       return r.commitReservation;
     } catch (err) {
       if (err instanceof TollgateError && err.retryable) throw new HoldNotResolved(reservationId, 'commit', err);
@@ -206,7 +221,8 @@ export class TollgateClient {
 
   async release(reservationId: string): Promise<{ id: string; status: string; held: string; charged: string }> {
     try {
-      const r = await this.request(ReleaseReservationDocument, { id: reservationId });
+      const r = await this.changing(this.holderOf(reservationId), () => this.request(ReleaseReservationDocument, { id: reservationId }));
+      this.holders.delete(reservationId);
       return r.releaseReservation;
     } catch (err) {
       if (err instanceof TollgateError && err.retryable) throw new HoldNotResolved(reservationId, 'release', err);
@@ -240,6 +256,32 @@ export class TollgateClient {
   }
 
   // ---- transport ---------------------------------------------------------------------------
+
+  /** With a cache: reservation id -> customer, for the holds this client made (a commit names only the id). */
+  private readonly holders = new Map<string, string>();
+
+  private holderOf(reservationId: string): string[] {
+    const c = this.holders.get(reservationId);
+    // A hold made elsewhere: its customer is unknown here, so every cached decision goes.
+    return c !== undefined ? [c] : ['*'];
+  }
+
+  /** Runs a write of these customers' balances, dropping their cached decisions before and after. */
+  private async changing<R>(customerIds: string[], write: () => Promise<R>): Promise<R> {
+    if (!this.cache) return write();
+    const drop = () => {
+      for (const c of customerIds) {
+        if (c === '*') this.cache!.invalidateAll();
+        else this.cache!.invalidate(c);
+      }
+    };
+    drop();
+    try {
+      return await write();
+    } finally {
+      drop();
+    }
+  }
 
   private fallback(feature: string, err: unknown): AccessDecision {
     const allowed = (this.options.onUnavailable ?? 'deny') === 'allow';

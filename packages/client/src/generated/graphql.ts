@@ -3,6 +3,13 @@ type Exact<T extends { [key: string]: unknown }> = { [K in keyof T]: T[K] };
 /** Internal type. DO NOT USE DIRECTLY. */
 export type Incremental<T> = T | { [P in keyof T]?: P extends ' $fragmentName' | '__typename' ? T[P] : never };
 import type { DocumentTypeDecoration } from '@graphql-typed-document-node/core';
+/** Why an accessChanged event was sent (see AccessChange). */
+export type AccessChangeCause =
+  | 'CHANGED'
+  | 'RESYNC'
+  | 'SUBSCRIBED'
+  | 'UNAVAILABLE';
+
 /** Why an access or consume was allowed or denied (machine-readable). */
 export type AccessReason =
   | 'ENTITLED'
@@ -63,6 +70,14 @@ export type AccessQueryVariables = Exact<{
 
 
 export type AccessQuery = { access: Array<{ allowed: boolean, reason: AccessReason, feature: string, value: unknown, pool: string | null, cost: string | null, balance: string | null, limit: string | null, used: string | null, resetsAt: string | null, detail: string | null }> };
+
+export type AccessChangedSubscriptionVariables = Exact<{
+  customerId: string | number;
+  features: Array<string> | string;
+}>;
+
+
+export type AccessChangedSubscription = { accessChanged: { customerId: string, cause: AccessChangeCause, at: string, decisions: Array<{ allowed: boolean, reason: AccessReason, feature: string, value: unknown, pool: string | null, cost: string | null, balance: string | null, limit: string | null, used: string | null, resetsAt: string | null, detail: string | null }> } };
 
 export type ChargeFragment = { allowed: boolean, reason: AccessReason, feature: string, usageId: string | null, charged: string, overage: string, uncollected: string, balance: string | null, replayed: boolean, late: boolean, detail: string | null };
 
@@ -189,6 +204,30 @@ export const AccessDocument = new TypedDocumentString(`
   resetsAt
   detail
 }`) as unknown as TypedDocumentString<AccessQuery, AccessQueryVariables>;
+export const AccessChangedDocument = new TypedDocumentString(`
+    subscription AccessChanged($customerId: ID!, $features: [String!]!) {
+  accessChanged(customerId: $customerId) {
+    customerId
+    cause
+    at
+    decisions(features: $features) {
+      ...Decision
+    }
+  }
+}
+    fragment Decision on AccessDecision {
+  allowed
+  reason
+  feature
+  value
+  pool
+  cost
+  balance
+  limit
+  used
+  resetsAt
+  detail
+}`) as unknown as TypedDocumentString<AccessChangedSubscription, AccessChangedSubscriptionVariables>;
 export const ConsumeDocument = new TypedDocumentString(`
     mutation Consume($input: ConsumeInput!) {
   consume(input: $input) {

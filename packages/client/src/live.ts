@@ -1,0 +1,140 @@
+import { createClient, NetworkError, type Client } from 'graphql-sse';
+import { TollgateError, describe } from './errors';
+import { AccessChangedDocument, type AccessChangeCause, type AccessChangedSubscription } from './generated/graphql';
+
+/**
+ * Live updates: the service's `accessChanged` subscription, as Server-Sent Events from
+ * `/graphql/stream` (graphql-sse, one stream per watched customer, served by any replica).
+ *
+ * The protocol the cache and `useAccess` rely on: every (re)connection starts with a SUBSCRIBED
+ * event carrying the decisions as of then; what is read after it is covered by the events that
+ * follow (CHANGED; UNAVAILABLE then RESYNC when the service lost and regained its change
+ * notifications). While the stream is down the watcher says so (`onInterrupted`) and reconnects
+ * with backoff; the next SUBSCRIBED says it is live again.
+ */
+
+export type AccessEventDecision = AccessChangedSubscription['accessChanged']['decisions'][number];
+
+export interface AccessEvent {
+  customerId: string;
+  cause: AccessChangeCause;
+  at: string;
+  /** The decisions for the watched features, read by the service when it sent the event. */
+  decisions: AccessEventDecision[];
+}
+
+export interface LiveOptions {
+  /** The service's base URL or its /graphql endpoint. */
+  url: string;
+  /** The credential (a SERVER key, or a customer token), or a function that fetches a fresh one. */
+  credential: string | (() => string | Promise<string>);
+  fetch?: typeof fetch;
+  /** Reconnect backoff: a random wait up to min(maxMs, baseMs * 2^attempt) (defaults 250 / 10,000 ms). */
+  backoff?: { baseMs?: number; maxMs?: number };
+}
+
+export interface WatchHandlers {
+  onEvent(event: AccessEvent): void;
+  /** The stream broke and is reconnecting: nothing learned from it is current until the next SUBSCRIBED. */
+  onInterrupted?(err: unknown): void;
+  /** Refused for good (bad credentials, another customer's token): the watch has ended. */
+  onError?(err: TollgateError): void;
+}
+
+/** The stream endpoint of a service URL (base URL or /graphql endpoint). */
+export function streamUrl(url: string): string {
+  const base = url.replace(/\/+$/, '');
+  return `${base.endsWith('/graphql') ? base : `${base}/graphql`}/stream`;
+}
+
+export class LiveUpdates {
+  private readonly client: Client<false>;
+  private readonly baseMs: number;
+  private readonly maxMs: number;
+
+  constructor(options: LiveOptions) {
+    this.baseMs = options.backoff?.baseMs ?? 250;
+    this.maxMs = options.backoff?.maxMs ?? 10_000;
+    const credential = options.credential;
+    this.client = createClient({
+      url: streamUrl(options.url),
+      headers: async () => ({ authorization: `Bearer ${typeof credential === 'function' ? await credential() : credential}` }),
+      // Reconnects are ours (below): graphql-sse would also retry refusals (a 401 is a NetworkError to it).
+      retryAttempts: 0,
+      ...(options.fetch ? { fetchFn: options.fetch } : {}),
+    });
+  }
+
+  /** Watches one customer until the returned function is called. */
+  watch(customerId: string, features: string[], handlers: WatchHandlers): () => void {
+    let stopped = false;
+    let unsubscribe: (() => void) | null = null;
+    let attempt = 0;
+    let timer: ReturnType<typeof setTimeout> | null = null;
+
+    const interrupted = (err: unknown) => {
+      if (stopped) return;
+      handlers.onInterrupted?.(err);
+      const wait = Math.random() * Math.min(this.maxMs, this.baseMs * 2 ** attempt);
+      attempt = Math.min(attempt + 1, 30);
+      timer = setTimeout(connect, wait);
+    };
+    const refused = (err: TollgateError) => {
+      if (stopped) return;
+      stopped = true;
+      handlers.onError?.(err);
+    };
+    const connect = () => {
+      timer = null;
+      if (stopped) return;
+      let ended = false;
+      unsubscribe = this.client.subscribe<AccessChangedSubscription>(
+        { query: AccessChangedDocument.toString(), variables: { customerId, features } },
+        {
+          next: (result) => {
+            const error = result.errors?.[0] as { message?: string; extensions?: { code?: string } } | undefined;
+            if (error) {
+              ended = true;
+              const code = error.extensions?.code ?? 'INTERNAL_SERVER_ERROR';
+              const retryable = code === 'RETRY_LATER' || code === 'INTERNAL_SERVER_ERROR' || code === 'SERVICE_UNAVAILABLE';
+              if (retryable) interrupted(new TollgateError(code, error.message ?? code, true));
+              else refused(new TollgateError(code, error.message ?? code));
+              return;
+            }
+            const event = result.data?.accessChanged;
+            if (!event) return;
+            if (event.cause === 'SUBSCRIBED') attempt = 0;
+            handlers.onEvent(event);
+          },
+          error: (err) => {
+            if (ended) return;
+            ended = true;
+            const status = err instanceof NetworkError ? (err.response as { status?: number } | undefined)?.status : undefined;
+            if (status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429) {
+              refused(new TollgateError(status === 401 ? 'UNAUTHENTICATED' : status === 403 ? 'FORBIDDEN' : `HTTP_${status}`, describe(err)));
+            } else {
+              interrupted(err);
+            }
+          },
+          // The service ended the stream (it is shutting down): reconnect, to it or another replica.
+          complete: () => {
+            if (ended || stopped) return;
+            ended = true;
+            interrupted(new TollgateError('STREAM_ENDED', 'the service ended the event stream', true));
+          },
+        },
+      );
+    };
+    connect();
+    return () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      unsubscribe?.();
+    };
+  }
+
+  /** Stops every watch and frees the connections. */
+  dispose(): void {
+    this.client.dispose();
+  }
+}
