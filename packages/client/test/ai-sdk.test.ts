@@ -1,14 +1,10 @@
 import type { LanguageModelV3CallOptions, LanguageModelV3GenerateResult, LanguageModelV3StreamPart, LanguageModelV3Usage } from '@ai-sdk/provider';
 import { APICallError, generateText, streamText, wrapLanguageModel } from 'ai';
 import { MockLanguageModelV3 } from 'ai/test';
-import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { freePort } from '../../../bench/harness';
 import { startTestApp, type TestApp } from '../../../test/support/app';
+import { startService } from '../../../test/support/service';
 import { TollgateClient, TollgateDenied, TollgateError } from '../src';
 import { promptChars, tollgateMiddleware, type Settlement, type TollgateMiddlewareOptions } from '../src/ai-sdk';
 
@@ -514,45 +510,14 @@ describe('faults between the middleware and Tollgate', () => {
 
 // ---- the service killed mid-stream -----------------------------------------------------------
 
-const root = path.resolve(__dirname, '..', '..', '..');
 const ADMIN = 'tg_ai_sdk_restart_admin_key_0123456789';
 
-function startService(dataDir: string, port: number, pgPort: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(root, 'dist', 'src', 'main.js')], {
-    cwd: root,
-    env: { ...process.env, DATABASE_URL: '', TOLLGATE_DATA_DIR: dataDir, PORT: String(port), TOLLGATE_PG_PORT: String(pgPort), TOLLGATE_ADMIN_KEY: ADMIN, LOG_LEVEL: 'warn', NODE_ENV: 'development' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  return new Promise((resolve, reject) => {
-    const onData = () => {
-      if (out.includes('Tollgate is serving')) {
-        child.stdout!.off('data', onData);
-        child.removeAllListeners('exit');
-        resolve(child);
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`server exited with ${code} before serving:\n${out}`)));
-  });
-}
-
-const exited = (child: ChildProcess) => new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', () => resolve())));
-
 test('the service SIGKILLed while a stream runs: the commit at its finish retries through the restart, charged once', async () => {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-ai-sdk-restart-'));
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
+  const service = await startService({ adminKey: ADMIN });
+  const url = service.url;
   const admin = new TollgateClient({ url, apiKey: ADMIN });
   const client = new TollgateClient({ url, apiKey: ADMIN, retries: 20, timeoutMs: 2000, backoff: { baseMs: 200, maxMs: 2000 } });
-  const gql = async (query: string) => {
-    const res = await fetch(`${url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` }, body: JSON.stringify({ query }) });
-    return ((await res.json()) as { data: any }).data;
-  };
-  const pgPort = await freePort();
-  let server = await startService(dataDir, port, pgPort);
+  const gql = async (query: string) => (await service.gql(query)).data;
   try {
     await gql(`mutation { grantCredits(input: { customerId: "crash", feature: "credits", amount: 100, idempotencyKey: "seed" }) { id } }`);
     let release!: () => void;
@@ -564,10 +529,9 @@ test('the service SIGKILLed while a stream runs: the commit at its finish retrie
     // The reserve went through and the model is streaming; the service dies.
     const reader = r.textStream.getReader();
     expect((await reader.read()).value).toBe('Once upon');
-    server.kill('SIGKILL');
-    await exited(server);
+    await service.kill();
     release(); // the model finishes while Tollgate is down: the commit retries
-    server = await startService(dataDir, port, pgPort);
+    await service.restart();
     expect(await text).toBe('Once upon a time');
     expect(settled).toMatchObject([{ outcome: 'committed', reason: 'finish', charged: '0.126' }]);
     // Retried again after the fact: a replay, not a new charge.
@@ -577,8 +541,6 @@ test('the service SIGKILLed while a stream runs: the commit at its finish retrie
     expect(body.balances.find((b: { feature: string }) => b.feature === 'credits').available).toBe('99.874');
     expect(body.ledger.entries.filter((e: { kind: string }) => e.kind === 'CAPTURE').map((e: { amount: string }) => e.amount)).toEqual(['-0.126']);
   } finally {
-    server.kill('SIGTERM');
-    await exited(server);
-    fs.rmSync(dataDir, { recursive: true, force: true });
+    await service.close();
   }
 }, 120_000);
