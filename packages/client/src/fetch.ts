@@ -1,8 +1,12 @@
-import { TollgateDenied, type TollgateClient } from './index';
+import { checkAccess, estimateOf, runMetered, type Estimate, type GuardAnswer } from './guard';
+import type { TollgateClient } from './index';
+
+export { denialStatus, type GuardBody } from './guard';
 
 /**
  * Route guards for fetch-style handlers (`(request: Request) => Response`: Hono, Next.js route
- * handlers, Bun, Deno, Cloudflare Workers). Express and Fastify adapters follow the same rules.
+ * handlers, Bun, Deno, Cloudflare Workers). The Express and Fastify adapters follow the same rules
+ * (./guard.ts).
  */
 
 export type FetchHandler = (request: Request) => Response | Promise<Response>;
@@ -12,23 +16,15 @@ export interface GuardOptions {
   customerId: (request: Request) => string | Promise<string>;
 }
 
-/** The HTTP status of a denial: 402 when paying (more) would help, 403 otherwise. */
-export function denialStatus(reason: string): number {
-  return reason === 'INSUFFICIENT_BALANCE' ? 402 : 403;
-}
-
-function denied(reason: string, detail: string | null): Response {
-  return new Response(JSON.stringify({ error: 'denied', reason, detail }), {
-    status: denialStatus(reason),
-    headers: { 'content-type': 'application/json' },
-  });
+function answer({ status, body }: GuardAnswer): Response {
+  return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
 }
 
 /** Calls `handler` only when the customer may use `feature`; answers 403 (402 for a balance) with the reason otherwise. */
 export function requireAccess(client: TollgateClient, feature: string, options: GuardOptions, handler: FetchHandler): FetchHandler {
   return async (request) => {
-    const decision = await client.canAccess(await options.customerId(request), feature);
-    if (!decision.allowed) return denied(decision.reason, decision.detail);
+    const denied = await checkAccess(client, await options.customerId(request), feature);
+    if (denied) return answer(denied);
     return handler(request);
   };
 }
@@ -37,38 +33,35 @@ export interface MeterOptions extends GuardOptions {
   /** Names the operation: the same key is charged once, whatever the retries (e.g. a request-id header). */
   idempotencyKey: (request: Request) => string | Promise<string>;
   /** What to hold before the handler runs. */
-  estimate: number | string | ((request: Request) => number | string | Promise<number | string>);
+  estimate: Estimate<Request>;
   /** The quantity actually used, from the handler's response (default: the estimate). */
   quantity?: (response: Response) => number | string | Promise<number | string>;
 }
 
 /**
  * Wraps a route in `withCredits`: reserve the estimate (denied: 402/403, the handler never runs),
- * run the handler, commit what it used, or release the hold if it throws or answers 5xx.
+ * run the handler, commit what it used, or release the hold if it throws or answers 5xx. The
+ * response is returned once the commit is acknowledged.
  */
 export function meter(client: TollgateClient, feature: string, options: MeterOptions, handler: FetchHandler): FetchHandler {
   return async (request) => {
-    const estimate = typeof options.estimate === 'function' ? await options.estimate(request) : options.estimate;
-    try {
-      const { result } = await client.withCredits(
-        { customerId: await options.customerId(request), feature, estimate, idempotencyKey: await options.idempotencyKey(request) },
-        async () => {
-          const response = await handler(request);
-          if (response.status >= 500) throw new HandlerFailed(response);
-          return { result: response, quantity: options.quantity ? await options.quantity(response.clone()) : estimate };
-        },
-      );
-      return result;
-    } catch (err) {
-      if (err instanceof TollgateDenied) return denied(err.reason, err.detail);
-      if (err instanceof HandlerFailed) return err.response; // released: nothing charged for a failure
-      throw err;
+    const estimate = await estimateOf(options.estimate, request);
+    const out = await runMetered(
+      client,
+      { customerId: await options.customerId(request), feature, estimate, idempotencyKey: await options.idempotencyKey(request) },
+      async () => {
+        const response = await handler(request);
+        if (response.status >= 500) return { ok: false, result: response }; // released: nothing charged for a failure
+        return { ok: true, result: response, quantity: options.quantity ? await options.quantity(response.clone()) : estimate };
+      },
+    );
+    switch (out.kind) {
+      case 'answered':
+        return answer(out.answer);
+      case 'threw':
+        throw out.error;
+      default:
+        return out.result;
     }
   };
-}
-
-class HandlerFailed extends Error {
-  constructor(readonly response: Response) {
-    super(`handler answered ${response.status}`);
-  }
 }

@@ -16,7 +16,7 @@ export type { AccessReason, AccessChangeCause } from './generated/graphql';
 export { HoldNotResolved, TollgateDenied, TollgateError } from './errors';
 import { describe, HoldNotResolved, TollgateDenied, TollgateError } from './errors';
 import { DecisionCache, type CacheOptions, type CacheStats } from './cache';
-import { LiveUpdates, type WatchHandlers } from './live';
+import { LiveUpdates, type LiveOptions, type WatchHandlers } from './live';
 export type { CacheOptions, CacheStats } from './cache';
 export type { AccessEvent, WatchHandlers } from './live';
 
@@ -31,8 +31,13 @@ export interface TollgateClientOptions {
   url: string;
   /** A SERVER (or ADMIN) API key, for backends. */
   apiKey?: string;
-  /** A customer token, for frontends (canAccess/access of that customer only). */
-  token?: string;
+  /**
+   * A customer token, for frontends (canAccess/access of that customer only), or a function that
+   * fetches one (from the product's backend, which mints it with its secret key). A function is
+   * called on first use and again after the service answers UNAUTHENTICATED (an expired token):
+   * the request, or the live stream, is then retried once with the fresh token.
+   */
+  token?: string | TokenSource;
   /** Per attempt (default 5,000 ms). */
   timeoutMs?: number;
   /** Attempts after the first (default 5). */
@@ -83,6 +88,53 @@ export interface ReserveInput {
 
 const RETRYABLE_CODES = new Set(['RETRY_LATER', 'SERVICE_UNAVAILABLE']);
 
+/** Fetches a customer token (e.g. from the product's backend). */
+export type TokenSource = () => string | Promise<string>;
+
+/**
+ * Live updates with a refreshable token: a watch refused UNAUTHENTICATED (the token expired
+ * before a reconnect) drops the token and starts again with a fresh one, once per refusal (an
+ * event in between allows the next one); a fresh token refused again ends the watch as before.
+ */
+class RefreshingLiveUpdates extends LiveUpdates {
+  constructor(
+    options: LiveOptions,
+    private readonly unauthenticated: () => void,
+  ) {
+    super(options);
+  }
+
+  override watch(customerId: string, features: string[], handlers: WatchHandlers): () => void {
+    let stopped = false;
+    let refreshed = false;
+    let stop: () => void = () => undefined;
+    const start = () => {
+      stop = super.watch(customerId, features, {
+        onEvent: (event) => {
+          refreshed = false;
+          handlers.onEvent(event);
+        },
+        onInterrupted: (err) => handlers.onInterrupted?.(err),
+        onError: (err) => {
+          if (stopped) return;
+          if (err.code === 'UNAUTHENTICATED' && !refreshed) {
+            refreshed = true;
+            this.unauthenticated();
+            start();
+            return;
+          }
+          handlers.onError?.(err);
+        },
+      });
+    };
+    start();
+    return () => {
+      stopped = true;
+      stop();
+    };
+  }
+}
+
 
 export class TollgateClient {
   private readonly endpoint: string;
@@ -93,6 +145,10 @@ export class TollgateClient {
   private readonly doFetch: typeof fetch;
   private liveUpdates: LiveUpdates | null = null;
   private readonly cache: DecisionCache<DecisionFragment> | null;
+  /** With a token function: the token being fetched or in use (null: fetch one on next use). */
+  private token: { promise: Promise<string>; value?: string } | null = null;
+  /** The token last handed to the live stream (a refusal of the stream names no token). */
+  private streamToken: string | undefined;
 
   constructor(private readonly options: TollgateClientOptions) {
     const base = options.url.replace(/\/+$/, '');
@@ -107,9 +163,52 @@ export class TollgateClient {
 
   /** The live-updates connection (made on first use). */
   private live(): LiveUpdates {
+    if (this.liveUpdates) return this.liveUpdates;
     const credential = this.options.apiKey ?? this.options.token;
     if (!credential) throw new TollgateError('MISSING_CREDENTIALS', 'live updates need an apiKey or a token');
-    return (this.liveUpdates ??= new LiveUpdates({ url: this.options.url, credential, ...(this.options.fetch ? { fetch: this.options.fetch } : {}) }));
+    const fetchOption = this.options.fetch ? { fetch: this.options.fetch } : {};
+    if (typeof credential === 'function') {
+      const streamCredential = async (): Promise<string> => (this.streamToken = (await this.credential())!);
+      this.liveUpdates = new RefreshingLiveUpdates({ url: this.options.url, credential: streamCredential, ...fetchOption }, () => this.dropToken(this.streamToken));
+    } else {
+      this.liveUpdates = new LiveUpdates({ url: this.options.url, credential, ...fetchOption });
+    }
+    return this.liveUpdates;
+  }
+
+  /** The credential for the next request: the API key, the token, or the token function's (cached) answer. */
+  private async credential(): Promise<string | undefined> {
+    const configured = this.options.apiKey ?? this.options.token;
+    if (typeof configured !== 'function') return configured;
+    if (!this.token) {
+      const fetching = (async () => {
+        let token: unknown;
+        try {
+          token = await configured();
+        } catch (err) {
+          throw new TollgateError('TOKEN_UNAVAILABLE', `the token function failed: ${describe(err)}`, true);
+        }
+        if (typeof token !== 'string' || token.length === 0) throw new TollgateError('MISSING_CREDENTIALS', 'the token function returned no token');
+        return token;
+      })();
+      const entry: { promise: Promise<string>; value?: string } = { promise: fetching };
+      this.token = entry;
+      fetching.then(
+        (token) => {
+          entry.value = token;
+        },
+        // A failed fetch is not kept: the next use asks again.
+        () => {
+          if (this.token === entry) this.token = null;
+        },
+      );
+    }
+    return this.token.promise;
+  }
+
+  /** The service refused `used`: forget it, unless a newer token already replaced it. */
+  private dropToken(used: string | undefined): void {
+    if (this.token && this.token.value !== undefined && this.token.value === used) this.token = null;
   }
 
   /**
@@ -302,24 +401,31 @@ export class TollgateClient {
   }
 
   private async request<R, V>(doc: TypedDocumentString<R, V>, variables: V): Promise<R> {
-    let last: unknown;
-    for (let attempt = 0; attempt <= this.retries; attempt++) {
-      if (attempt > 0) await sleep(Math.random() * Math.min(this.maxMs, this.baseMs * 2 ** (attempt - 1)));
+    const refreshable = !this.options.apiKey && typeof this.options.token === 'function';
+    let refreshed = false;
+    for (let attempt = 0; ; ) {
+      let credential: string | undefined;
       try {
-        return await this.once<R, V>(doc, variables);
+        credential = await this.credential();
+        return await this.once<R, V>(doc, variables, credential);
       } catch (err) {
-        last = err;
-        if (!(err instanceof TollgateError) || !err.retryable) throw err;
+        // An expired token: fetch a fresh one and send again at once (not counted as a retry).
+        if (refreshable && !refreshed && err instanceof TollgateError && err.code === 'UNAUTHENTICATED') {
+          refreshed = true;
+          this.dropToken(credential);
+          continue;
+        }
+        if (!(err instanceof TollgateError) || !err.retryable || attempt >= this.retries) throw err;
       }
+      attempt += 1;
+      await sleep(Math.random() * Math.min(this.maxMs, this.baseMs * 2 ** (attempt - 1)));
     }
-    throw last;
   }
 
-  private async once<R, V>(doc: TypedDocumentString<R, V>, variables: V): Promise<R> {
+  private async once<R, V>(doc: TypedDocumentString<R, V>, variables: V, credential: string | undefined): Promise<R> {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), this.timeoutMs);
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' };
-    const credential = this.options.apiKey ?? this.options.token;
     if (credential) headers.authorization = `Bearer ${credential}`;
     let status: number;
     let text: string;
