@@ -1,7 +1,7 @@
 /** @type {import('jest').Config} */
 module.exports = {
   testEnvironment: 'node',
-  roots: ['<rootDir>/test', '<rootDir>/packages/client/test'],
+  roots: ['<rootDir>/test', '<rootDir>/packages/client/test', '<rootDir>/examples/ai-app/test'],
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json', }] },
   setupFiles: ['reflect-metadata'],

@@ -1,3 +1,4 @@
+import { createServer } from 'node:net';
 import { startTestApp, type TestApp } from '../../../test/support/app';
 import { TollgateClient } from '../src';
 import { meter, requireAccess } from '../src/fetch';
@@ -87,4 +88,48 @@ test('meter: charges what the route used, once per request id; a 5xx or a throw 
   const refused = await big(req('rt'));
   expect(refused.status).toBe(402);
   expect(calls).toBe(1);
+});
+
+/** A port nothing listens on: a Tollgate that cannot be reached. */
+async function closedPort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as { port: number };
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+test('meter: the same request id after it finished answers 409 without running the route again (charged once)', async () => {
+  let calls = 0;
+  const route = meter(tg, 'text.generate', { ...who, idempotencyKey: (r) => r.headers.get('x-request-id')!, estimate: 5 }, async () => {
+    calls += 1;
+    return new Response('done');
+  });
+  expect((await route(req('rt', 'once'))).status).toBe(200);
+  const again = await route(req('rt', 'once'));
+  expect(again.status).toBe(409);
+  expect(await again.json()).toMatchObject({ error: 'replayed', status: 'COMMITTED' });
+  expect(calls).toBe(1);
+  expect(await charged()).toBe('5');
+});
+
+test('meter: Tollgate unreachable answers 503 and the route never runs; a denial thrown by the route itself is not mistaken for the meter\'s', async () => {
+  const down = new TollgateClient({ url: `http://127.0.0.1:${await closedPort()}`, apiKey: 'tg_whatever_0123456789abcdef', retries: 0 });
+  let calls = 0;
+  const unreachable = meter(down, 'text.generate', { ...who, idempotencyKey: () => 'u-1', estimate: 5 }, async () => {
+    calls += 1;
+    return new Response('never');
+  });
+  const res = await unreachable(req('rt'));
+  expect(res.status).toBe(503);
+  expect(await res.json()).toMatchObject({ error: 'unavailable' });
+  expect(calls).toBe(0);
+
+  const inner = meter(tg, 'text.generate', { ...who, idempotencyKey: () => 'inner-1', estimate: 5 }, async () => {
+    await tg.withCredits({ customerId: 'rt', feature: 'video.generate', estimate: 1, idempotencyKey: 'inner-video' }, async () => ({ result: null, quantity: 1 }));
+    return new Response('unreachable');
+  });
+  // The route's own call was denied (no video entitlement): that error is the route's, so it propagates.
+  await expect(inner(req('rt'))).rejects.toMatchObject({ name: 'TollgateDenied' });
+  expect(await charged()).toBe('0');
 });
