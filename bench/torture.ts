@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { createClient as createSseClient } from 'graphql-sse';
 import { Client } from 'pg';
 import { ensureDatabaseExists } from '../src/db/database';
 import { startEmbeddedPostgres, type RunningPostgres } from '../src/db/embedded';
@@ -941,6 +942,101 @@ async function probeVideo(rng: Rng, p: Probe, replica: Service): Promise<boolean
   return true;
 }
 
+// ---- live updates: every probe customer watched through accessChanged on some replica ----------
+
+/*
+ * Each probe customer is watched (`accessChanged`, Server-Sent Events) through a random replica
+ * for as long as it is probed; the stream breaks at every SIGKILL of that replica and reconnects.
+ * At the end, with every replica up, each prober makes one last acknowledged write, and its
+ * watcher must then show the acknowledged balance: a change that is never announced, or a
+ * stream that never comes back after the faults, is a violation.
+ */
+const LIVE = `subscription($c: ID!) { accessChanged(customerId: $c) { cause decisions(features: ["credits"]) { balance } } }`;
+const liveCounts = { watchers: 0, events: 0, SUBSCRIBED: 0, CHANGED: 0, UNAVAILABLE: 0, RESYNC: 0, errors: 0, finalChecked: 0 };
+const liveViolations: string[] = [];
+interface Watch {
+  customerId: string;
+  replica: Service;
+  lastBalance: string | null;
+  lastCause: string | null;
+  waiters: Array<() => void>;
+  stop(): void;
+}
+const watches = new Map<string, Watch>();
+/** Each prober's customer at the end of the run (undefined when it gave its last one up). */
+const finalProbes: Array<Probe | undefined> = [];
+
+function watch(rng: Rng, customerId: string): void {
+  const replica = services[rng.int(0, services.length - 1)];
+  const client = createSseClient({
+    url: `${replica.base}/graphql/stream`,
+    headers: { authorization: `Bearer ${ADMIN}` },
+    retryAttempts: 1_000_000,
+    retry: async () => {
+      await sleep(rng.int(50, 400));
+    },
+  });
+  const w: Watch = { customerId, replica, lastBalance: null, lastCause: null, waiters: [], stop: () => undefined };
+  const unsubscribe = client.subscribe<{ accessChanged: { cause: string; decisions: Array<{ balance: string | null }> | null } }>(
+    { query: LIVE, variables: { c: customerId } },
+    {
+      next: (r) => {
+        const e = r.data?.accessChanged;
+        if (!e) {
+          liveCounts.errors += 1;
+          return;
+        }
+        liveCounts.events += 1;
+        liveCounts[e.cause as 'CHANGED'] += 1;
+        debug(`live ${customerId} on ${replica.name}: ${e.cause} balance ${e.decisions?.[0]?.balance ?? '-'}${r.errors?.length ? ` errors ${JSON.stringify(r.errors).slice(0, 200)}` : ''}`);
+        w.lastCause = e.cause;
+        if (e.decisions) w.lastBalance = e.decisions[0]?.balance ?? null;
+        for (const f of w.waiters.splice(0)) f();
+      },
+      error: (err) => {
+        liveCounts.errors += 1;
+        debug(`live ${customerId} on ${replica.name}: stream error ${String(err).slice(0, 200)}`);
+      },
+      complete: () => undefined,
+    },
+  );
+  w.stop = () => {
+    unsubscribe();
+    client.dispose();
+  };
+  watches.set(customerId, w);
+  liveCounts.watchers += 1;
+}
+
+function unwatch(customerId: string): void {
+  watches.get(customerId)?.stop();
+  watches.delete(customerId);
+}
+
+/** After the run: one last acknowledged write per prober, then its watcher must show that balance. */
+async function checkLive(rng: Rng): Promise<void> {
+  await Promise.all(
+    finalProbes.map(async (p) => {
+      if (!p) return;
+      const w = watches.get(p.id);
+      if (!w) return;
+      if (!(await probeGrant(rng, p, services[rng.int(0, services.length - 1)]))) return;
+      const want = String(p.balance);
+      const deadline = Date.now() + 30_000;
+      while (w.lastBalance === null || Number(w.lastBalance) !== p.balance) {
+        const left = deadline - Date.now();
+        if (left <= 0) {
+          liveViolations.push(`${p.id} (watched on ${w.replica.name}): after the final write the stream showed balance ${w.lastBalance} (${w.lastCause}), never the acknowledged ${want}; writes: ${p.writes.slice(-3).join(' | ')}`);
+          return;
+        }
+        await Promise.race([new Promise<void>((resolve) => w.waiters.push(resolve)), sleep(Math.min(left, 1000))]);
+      }
+      liveCounts.finalChecked += 1;
+    }),
+  );
+  for (const id of [...watches.keys()]) unwatch(id);
+}
+
 async function proberLoop(index: number, until: number): Promise<void> {
   const rng = prng((SEED * 2_654_435 + index * 40_503 + 17) >>> 0);
   const n = services.length;
@@ -953,12 +1049,15 @@ async function proberLoop(index: number, until: number): Promise<void> {
       generation += 1;
       p = { id: `t${SEED}-p${index}-${generation}`, balance: 0, video: null, keys: 0, writes: [] };
       probeCustomers.add(p.id);
+      watch(rng, p.id);
       probeCounts.customers += 1;
       const w = writer();
       if (!(await probeGrant(rng, p, w)) || !(await probeRead(rng, p, reader(w)))) {
+        unwatch(p.id);
         p = undefined;
         probeCounts.abandoned += 1;
       }
+      finalProbes[index] = p;
       continue;
     }
     const w = writer();
@@ -972,9 +1071,11 @@ async function proberLoop(index: number, until: number): Promise<void> {
     // right after the write: another replica decides (sometimes by charging: a stale "allowed" there is a charge let through)
     if (ok) ok = rng.chance(0.25) && p.video !== 'unknown' ? await probeConsume(rng, p, reader(w), rng.pick(['video.generate', 'image.generate', 'text.generate'])) : await probeRead(rng, p, reader(w));
     if (!ok) {
+      unwatch(p.id);
       p = undefined;
       probeCounts.abandoned += 1;
     }
+    finalProbes[index] = p;
   }
 }
 
@@ -1268,6 +1369,10 @@ async function check(env: Env): Promise<Check[]> {
           .join('\n')}`,
       );
     }
+    // 10. live updates: every watched probe customer's stream shows its last acknowledged write
+    const live = add('accessChanged announces the last acknowledged write (probe customers, after every fault)');
+    live.checked = liveCounts.finalChecked + liveViolations.length;
+    live.violations.push(...liveViolations);
     const exits = add('the service never exited on its own');
     exits.checked = counts.serviceKills + 1;
     for (const s of services) if (s.stats.unexpectedExits > 0) exits.violations.push(`${s.name}: ${s.stats.unexpectedExits} unexpected exit(s) (see output above)`);
@@ -1349,6 +1454,7 @@ async function main(): Promise<number> {
     await Promise.all(clients);
     const ranFor = (Date.now() - started) / 1000;
     await allUp();
+    await checkLive(prng(SEED ^ 0x11fe));
     await sleep(500);
 
     const checks = await check(env);
@@ -1383,6 +1489,7 @@ async function main(): Promise<number> {
         ['  item answers / items refused retryably (sent again)', `${batchCounts.itemAnswers} / ${batchCounts.itemRetryLater}`],
         ['probes: customers / writes / decisions judged', `${probeCounts.customers} / ${probeCounts.writes} / ${probeCounts.decisions}`],
         ['  probe customers given up (state not known exactly)', String(probeCounts.abandoned)],
+        ['live watchers / events (SUBSCRIBED, CHANGED, UNAVAILABLE, RESYNC)', `${liveCounts.watchers} / ${liveCounts.events} (${liveCounts.SUBSCRIBED}, ${liveCounts.CHANGED}, ${liveCounts.UNAVAILABLE}, ${liveCounts.RESYNC})`],
         ['operations never acknowledged', String(counts.lost)],
         ['service SIGKILLs survived', String(counts.serviceKills)],
         ['  of which during start-up', String(counts.serviceKillsDuringStart)],

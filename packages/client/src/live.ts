@@ -19,8 +19,8 @@ export interface AccessEvent {
   customerId: string;
   cause: AccessChangeCause;
   at: string;
-  /** The decisions for the watched features, read by the service when it sent the event. */
-  decisions: AccessEventDecision[];
+  /** The decisions for the watched features, read by the service when it sent the event; null when it could not read them (database down). */
+  decisions: AccessEventDecision[] | null;
 }
 
 export interface LiveOptions {
@@ -93,18 +93,21 @@ export class LiveUpdates {
         {
           next: (result) => {
             const error = result.errors?.[0] as { message?: string; extensions?: { code?: string } } | undefined;
+            // An event whose decisions could not be read (the database is down) still counts.
+            if (result.data?.accessChanged) {
+              if (result.data.accessChanged.cause === 'SUBSCRIBED') attempt = 0;
+              handlers.onEvent(result.data.accessChanged);
+              return;
+            }
             if (error) {
               ended = true;
+              unsubscribe?.(); // the service may keep the stream open: this one is done
               const code = error.extensions?.code ?? 'INTERNAL_SERVER_ERROR';
               const retryable = code === 'RETRY_LATER' || code === 'INTERNAL_SERVER_ERROR' || code === 'SERVICE_UNAVAILABLE';
               if (retryable) interrupted(new TollgateError(code, error.message ?? code, true));
               else refused(new TollgateError(code, error.message ?? code));
               return;
             }
-            const event = result.data?.accessChanged;
-            if (!event) return;
-            if (event.cause === 'SUBSCRIBED') attempt = 0;
-            handlers.onEvent(event);
           },
           error: (err) => {
             if (ended) return;

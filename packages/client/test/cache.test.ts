@@ -165,7 +165,7 @@ test('watchAccess: SUBSCRIBED with decisions, then fresh decisions after a chang
     await until(() => events.length === 1);
     expect(events[0]).toMatchObject({ cause: 'SUBSCRIBED', decisions: [{ feature: 'text.generate', balance: '100' }] });
     await tg.consume({ customerId: 'cc', feature: 'text.generate', quantity: 7, idempotencyKey: 'w' });
-    await until(() => events.some((e) => e.decisions[0].balance === '93'));
+    await until(() => events.some((e) => e.decisions?.[0].balance === '93'));
     expect(events.every((e) => e.customerId === 'cc')).toBe(true);
   } finally {
     stop();

@@ -69,7 +69,12 @@ export class AccessChangeResolver {
   }
 
   @Authorized(ANY_ROLE)
-  @FieldResolver(() => [AccessDecisionType], { description: 'The decisions for these features as of this event (read when it is sent).' })
+  @FieldResolver(() => [AccessDecisionType], {
+    nullable: true,
+    description:
+      'The decisions for these features as of this event (read when it is sent); null, with an error beside the event, when they could not be read ' +
+      '(an UNAVAILABLE event while the database is unreachable): the event itself still counts.',
+  })
   async decisions(@Root() event: AccessChangeEvent, @Arg('features', () => [String]) features: string[], @Ctx() ctx: Context): Promise<AccessDecisionType[]> {
     assertCustomerScope(ctx, event.customerId);
     return (await ctx.services.access.access(event.customerId, features)).map(decisionView);

@@ -77,7 +77,7 @@ export type AccessChangedSubscriptionVariables = Exact<{
 }>;
 
 
-export type AccessChangedSubscription = { accessChanged: { customerId: string, cause: AccessChangeCause, at: string, decisions: Array<{ allowed: boolean, reason: AccessReason, feature: string, value: unknown, pool: string | null, cost: string | null, balance: string | null, limit: string | null, used: string | null, resetsAt: string | null, detail: string | null }> } };
+export type AccessChangedSubscription = { accessChanged: { customerId: string, cause: AccessChangeCause, at: string, decisions: Array<{ allowed: boolean, reason: AccessReason, feature: string, value: unknown, pool: string | null, cost: string | null, balance: string | null, limit: string | null, used: string | null, resetsAt: string | null, detail: string | null }> | null } };
 
 export type ChargeFragment = { allowed: boolean, reason: AccessReason, feature: string, usageId: string | null, charged: string, overage: string, uncollected: string, balance: string | null, replayed: boolean, late: boolean, detail: string | null };
 
