@@ -13,7 +13,7 @@ import { AccessChangedDocument, type AccessChangeCause, type AccessChangedSubscr
  * with backoff; the next SUBSCRIBED says it is live again.
  */
 
-export type AccessEventDecision = AccessChangedSubscription['accessChanged']['decisions'][number];
+export type AccessEventDecision = NonNullable<AccessChangedSubscription['accessChanged']['decisions']>[number];
 
 export interface AccessEvent {
   customerId: string;
