@@ -7,6 +7,7 @@ import { Migration20261201130856_billing } from './Migration20261201130856_billi
 import { Migration20261201131714_billing_sync } from './Migration20261201131714_billing_sync';
 import { Migration20261201142311_state_notify } from './Migration20261201142311_state_notify';
 import { Migration20261201151142_lean_write_path } from './Migration20261201151142_lean_write_path';
+import { Migration20261201172950_revenue_integrity } from './Migration20261201172950_revenue_integrity';
 
 /**
  * Every migration, in order. `npm run migration:create` adds new ones here; CI fails when a
@@ -21,4 +22,5 @@ export const migrationsList: MigrationObject[] = [
   { name: 'Migration20261201131714_billing_sync', class: Migration20261201131714_billing_sync },
   { name: 'Migration20261201142311_state_notify', class: Migration20261201142311_state_notify },
   { name: 'Migration20261201151142_lean_write_path', class: Migration20261201151142_lean_write_path },
+  { name: 'Migration20261201172950_revenue_integrity', class: Migration20261201172950_revenue_integrity },
 ];

@@ -1,5 +1,5 @@
 import { ApiKey, Setting } from '../modules/auth/auth.entities';
-import { CreditPack, Feature, Plan, PlanEntitlement, PlanPriceVersion, ProviderPrice } from '../modules/catalog/catalog.entities';
+import { CostRate, CreditPack, Feature, Plan, PlanEntitlement, PlanPriceVersion, ProviderPrice } from '../modules/catalog/catalog.entities';
 import { Customer } from '../modules/customers/customer.entity';
 import { Entitlement, EntitlementChange } from '../modules/entitlements/entitlement.entity';
 import { Grant, LedgerEntry } from '../modules/ledger/ledger.entities';
@@ -13,6 +13,7 @@ export const entities = [
   PlanEntitlement,
   PlanPriceVersion,
   CreditPack,
+  CostRate,
   ProviderPrice,
   Customer,
   Entitlement,

@@ -43,6 +43,7 @@ export const TABLES: Record<string, Placement> = {
   plan_entitlement: catalog('catalog: the terms of a plan'),
   plan_price_version: catalog('catalog: versioned plan prices'),
   credit_pack: catalog('catalog'),
+  cost_rate: catalog('catalog: the cost table (provider cost per unit, per model, from a date)'),
   provider_price: catalog('catalog: which plan or pack a provider price sells'),
   api_key: catalog('operators\' API keys (ADMIN/SERVER), read by every request\'s authentication'),
   setting: catalog('service settings (the customer-token secret)'),

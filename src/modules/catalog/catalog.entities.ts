@@ -60,6 +60,16 @@ export class Feature {
   @Property({ type: 'smallint', default: 0 })
   precision: number = 0;
 
+  /**
+   * A pool: what one unit is worth in `valueCurrency` (revenue of usage drawn from it). Null: the
+   * value comes from what funded the grant drawn (docs/revenue-integrity.md#valuation).
+   */
+  @Property({ type: 'string', columnType: 'numeric', nullable: true })
+  unitValue?: string | null;
+
+  @Property({ type: 'text', nullable: true })
+  valueCurrency?: string | null;
+
   @Property({ type: 'datetime', columnType: 'timestamptz', defaultRaw: 'now()' })
   createdAt: Date = new Date();
 
@@ -194,6 +204,13 @@ export class CreditPack {
   @Property({ type: 'integer', nullable: true })
   validDays?: number | null;
 
+  /** List price of the pack in `currency` (values its credits when no payment says what was paid). */
+  @Property({ type: 'string', columnType: 'numeric', nullable: true })
+  price?: string | null;
+
+  @Property({ type: 'text', nullable: true })
+  currency?: string | null;
+
   @Property({ type: 'integer', default: 50 })
   priority: number = 50;
 
@@ -259,4 +276,34 @@ export class PlanPriceVersion {
   /** feature key -> price */
   @Property({ type: 'json' })
   prices!: Record<string, Price>;
+}
+
+/**
+ * The cost table: what one unit of a feature costs the product (the AI provider's price), for one
+ * model (`properties.model`) or any ('' ), in a currency, from a date. A usage without an explicit
+ * providerCost gets the rate effective at its write time, recorded on the usage event.
+ */
+@Entity({ tableName: 'cost_rate' })
+@Check({ name: 'cost_rate_unit_cost_nonneg', expression: 'unit_cost >= 0' })
+export class CostRate {
+  [PrimaryKeyProp]?: ['featureKey', 'model', 'effectiveFrom'];
+
+  @PrimaryKey({ type: 'text' })
+  featureKey!: string;
+
+  /** '' for any model. */
+  @PrimaryKey({ type: 'text' })
+  model!: string;
+
+  @PrimaryKey({ type: 'datetime', columnType: 'timestamptz' })
+  effectiveFrom!: Date;
+
+  @Property({ type: 'text' })
+  currency!: string;
+
+  @Property({ type: 'string', columnType: 'numeric' })
+  unitCost!: string;
+
+  @Property({ type: 'datetime', columnType: 'timestamptz', defaultRaw: 'now()' })
+  createdAt: Date = new Date();
 }
