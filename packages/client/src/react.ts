@@ -81,9 +81,10 @@ export interface AccessState {
   /** The service refused (FORBIDDEN: a token of another customer; UNAUTHENTICATED: no valid token even after fetching a fresh one). */
   error: TollgateError | undefined;
   /**
-   * The live stream is up and the decisions shown came from it or are covered by it. False before
-   * the stream's first event, while it reconnects, and after the service said it lost its change
-   * notifications (UNAVAILABLE) until it says RESYNC.
+   * The live stream is up and the decisions shown came from it (what is shown is current until
+   * the next event). False before the stream's first event, while it reconnects, after the
+   * service said it lost its change notifications (UNAVAILABLE) until it says RESYNC, and after an
+   * event whose decisions the service could not read, until an event brings decisions.
    */
   live: boolean;
   /** Whether the feature's decision shown allows it (false while there is none). */
@@ -123,44 +124,53 @@ export function useAccess(features: readonly string[]): AccessState {
     const list = JSON.parse(key) as string[];
     const scope = { client, customerId, key };
     let active = true;
-    /** A live event was applied: the query's answer (read at an unknown moment before it) is not newer. */
+    /** An event's decisions were shown: the query's answer (read at an unknown moment before its arrival) is not newer. */
     let heard = false;
-    const update = (change: (current: Shown) => Partial<Shown>) =>
+    /** The stream is up and announces every change (after SUBSCRIBED or RESYNC; not after UNAVAILABLE or an interruption). */
+    let streamUp = false;
+    const update = (change: Partial<Shown>) =>
       setShown((prev) => {
         const current: Shown = prev && prev.client === client && prev.customerId === customerId && prev.key === key ? prev : { ...scope, decisions: undefined, error: undefined, live: false };
-        return { ...current, ...change(current) };
+        return { ...current, ...change };
       });
 
     if (list.length === 0) {
-      update(() => ({ decisions: {} }));
+      update({ decisions: {} });
       return () => {
         active = false;
       };
     }
     client.access(customerId, list).then(
       (decisions) => {
-        if (active && !heard) update(() => ({ decisions: byFeature(decisions), error: undefined }));
+        if (active && !heard) update({ decisions: byFeature(decisions), error: undefined });
       },
       (err: unknown) => {
-        if (active) update(() => ({ error: asTollgateError(err) }));
+        if (active) update({ error: asTollgateError(err) });
       },
     );
     const stop = client.watchAccess(customerId, list, {
       onEvent: (event: AccessEvent) => {
         if (!active) return;
-        heard = true;
-        update((current) => ({
-          decisions: byFeature(event.decisions),
-          error: undefined,
-          // CHANGED keeps the state the stream is in (it never turns an UNAVAILABLE stream live).
-          live: event.cause === 'SUBSCRIBED' || event.cause === 'RESYNC' ? true : event.cause === 'UNAVAILABLE' ? false : current.live,
-        }));
+        if (event.cause === 'SUBSCRIBED' || event.cause === 'RESYNC') streamUp = true;
+        else if (event.cause === 'UNAVAILABLE') streamUp = false;
+        // CHANGED keeps the stream's state: it never turns an UNAVAILABLE stream live.
+        const decisions = event.decisions;
+        if (decisions) {
+          heard = true;
+          update({ decisions: byFeature(decisions), error: undefined, live: streamUp });
+        } else {
+          // Something changed but the service could not read the decisions (its database is
+          // down): what is shown stays, as not live, until an event brings decisions.
+          update({ live: false });
+        }
       },
       onInterrupted: () => {
-        if (active) update(() => ({ live: false }));
+        streamUp = false;
+        if (active) update({ live: false });
       },
       onError: (err) => {
-        if (active) update(() => ({ error: err, live: false }));
+        streamUp = false;
+        if (active) update({ error: err, live: false });
       },
     });
     return () => {

@@ -52,9 +52,13 @@ afterEach(async () => {
   expect(unexpectedErrors.splice(0)).toEqual([]);
 });
 
-/** Waits until `cond` holds (bounded by the test timeout): a condition, not a delay. */
+/** Waits until `cond` holds: a condition, not a delay (bounded, to fail with a message rather than the test timeout). */
 async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
-  while (!(await cond())) await new Promise((r) => setTimeout(r, 2));
+  const deadline = Date.now() + 20_000;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within 20 s: ${cond.toString()}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
 }
 
 /**
@@ -62,9 +66,11 @@ async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
  * act() scope, which commits what it changed before `cond` looks at the output.
  */
 async function rendered(r: ReactTestRenderer, cond: (text: string) => boolean): Promise<string> {
+  const deadline = Date.now() + 20_000;
   for (;;) {
     const now = text(r);
     if (cond(now)) return now;
+    if (Date.now() > deadline) throw new Error(`not rendered within 20 s (${cond.toString()}); showing: ${now}`);
     await act(async () => {
       await new Promise((resolve) => setTimeout(resolve, 2));
     });
@@ -236,6 +242,53 @@ async function expired(token: string): Promise<void> {
 
 const FEATURES = ['text.generate', 'image.generate', 'video'];
 
+/**
+ * A stream the test writes: /graphql/stream answers events pushed by the test (the service cannot
+ * be made to send an event without decisions on demand, nor to order one before a query's
+ * answer); queries still go to the real service, and can be held.
+ */
+class ScriptedStream {
+  private streams: Array<ReadableStreamDefaultController<Uint8Array>> = [];
+  private held: Promise<void> | null = null;
+  private let = () => undefined as void;
+
+  get connections(): number {
+    return this.streams.length;
+  }
+
+  holdQueries(): void {
+    this.held = new Promise((resolve) => (this.let = resolve));
+  }
+
+  releaseQueries(): void {
+    this.held = null;
+    this.let();
+  }
+
+  readonly fetch: typeof fetch = async (input, init) => {
+    const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+    if (url.endsWith('/graphql/stream')) {
+      let controller!: ReadableStreamDefaultController<Uint8Array>;
+      const body = new ReadableStream<Uint8Array>({ start: (c) => void (controller = c) });
+      init?.signal?.addEventListener('abort', () => controller.error(new DOMException('aborted', 'AbortError')));
+      this.streams.push(controller);
+      return new Response(body, { status: 200, headers: { 'content-type': 'text/event-stream' } });
+    }
+    if (this.held) await this.held;
+    return fetch(input, init);
+  };
+
+  /** Sends an event on the latest stream: decisions by feature and balance, or null (not readable). */
+  push(cause: string, balances: Record<string, string> | null): void {
+    const decisions = balances && Object.entries(balances).map(([feature, balance]) => ({
+      allowed: Number(balance) > 0, reason: Number(balance) > 0 ? 'ENTITLED' : 'INSUFFICIENT_BALANCE', feature,
+      value: null, pool: 'credits', cost: '1', balance, limit: null, used: null, resetsAt: null, detail: null,
+    }));
+    const result = { data: { accessChanged: { customerId: 'cc', cause, at: new Date().toISOString(), decisions } }, ...(decisions ? {} : { errors: [{ message: 'Service unavailable', extensions: { code: 'SERVICE_UNAVAILABLE' } }] }) };
+    this.streams[this.streams.length - 1].enqueue(new TextEncoder().encode(`event: next\ndata: ${JSON.stringify(result)}\n\n`));
+  }
+}
+
 test('useAccess shows the first decisions, then a consume made through the service; a denial is a result, and a grant allows again', async () => {
   const probe: Probe = { history: [] };
   const b = backend();
@@ -277,6 +330,60 @@ test('the access query answers before the stream is up, and its decisions are no
   await rendered(r, (s) => s.startsWith('live'));
   expect(text(r)).toBe('live text.generate=allowed/ENTITLED/100');
   expect(wire.streams).toEqual([200]);
+});
+
+test("live follows the stream's state: an event without decisions (database down) and UNAVAILABLE make what is shown not live, until an event brings decisions with the stream up", async () => {
+  const probe: Probe = { history: [] };
+  const stream = new ScriptedStream();
+  const r = await mount(app({ getToken: backend().getToken, fetch: stream.fetch, probe }));
+  await rendered(r, (s) => !s.includes('loading'));
+  expect(text(r)).toBe('not-live text.generate=allowed/ENTITLED/100');
+  await rendered(r, () => stream.connections === 1);
+
+  const steps: Array<[string, Record<string, string> | null, string]> = [
+    ['SUBSCRIBED', { 'text.generate': '100' }, 'live text.generate=allowed/ENTITLED/100'],
+    ['CHANGED', null, 'not-live text.generate=allowed/ENTITLED/100'],
+    ['CHANGED', { 'text.generate': '42' }, 'live text.generate=allowed/ENTITLED/42'],
+    ['UNAVAILABLE', { 'text.generate': '41' }, 'not-live text.generate=allowed/ENTITLED/41'],
+    ['CHANGED', { 'text.generate': '40' }, 'not-live text.generate=allowed/ENTITLED/40'],
+    ['RESYNC', { 'text.generate': '0' }, 'live text.generate=denied/INSUFFICIENT_BALANCE/0'],
+  ];
+  for (const [cause, balances, shown] of steps) {
+    const before = probe.history.length;
+    stream.push(cause, balances);
+    await rendered(r, () => probe.history.length > before);
+    expect(text(r)).toBe(shown);
+  }
+  expect(probe.latest!.error).toBeUndefined();
+});
+
+test("the access query's answer arriving after a live event does not replace the event's decisions", async () => {
+  const probe: Probe = { history: [] };
+  const stream = new ScriptedStream();
+  // The hook's query, to wait until its answer has been handled.
+  const answers: Array<Promise<unknown>> = [];
+  const access = TollgateClient.prototype.access;
+  const spy = jest.spyOn(TollgateClient.prototype, 'access').mockImplementation(function (this: TollgateClient, customerId, features) {
+    const answer = access.call(this, customerId, features);
+    answers.push(answer);
+    return answer;
+  });
+  try {
+    stream.holdQueries();
+    const r = await mount(app({ getToken: backend().getToken, fetch: stream.fetch, probe }));
+    await rendered(r, () => stream.connections === 1);
+    stream.push('SUBSCRIBED', { 'text.generate': '7' });
+    await rendered(r, (s) => s.startsWith('live'));
+    expect(text(r)).toBe('live text.generate=allowed/ENTITLED/7');
+    // The service answers the query (balance 100, read at an unknown moment before it arrived).
+    stream.releaseQueries();
+    expect(answers).toHaveLength(1);
+    const answered = (await acting(() => answers[0])) as Array<{ balance: string }>;
+    expect(answered.map((d) => d.balance)).toEqual(['100']);
+    expect(text(r)).toBe('live text.generate=allowed/ENTITLED/7');
+  } finally {
+    spy.mockRestore();
+  }
 });
 
 test('while the stream is down nothing is shown as live; after the reconnect, the decisions it read replace what was shown', async () => {
@@ -326,8 +433,9 @@ test("a token for another customer is FORBIDDEN as `error`, with no decisions, a
 test('an expired token is fetched again through getToken when the access query is refused', async () => {
   const probe: Probe = { history: [] };
   const wire = new Wire();
-  // The first token lives one second; the next ones fifteen minutes.
-  const b = backend('cc', (call) => (call === 1 ? 1 : 900));
+  // The first token lives 1 to 2 seconds (its expiry is a whole second: 2 leaves at least one for
+  // the first render, a few tens of milliseconds); the next ones fifteen minutes.
+  const b = backend('cc', (call) => (call === 1 ? 2 : 900));
   const r = await mount(app({ getToken: b.getToken, fetch: wire.fetch, probe }));
   await rendered(r, (s) => s.startsWith('live'));
   expect(b.calls).toBe(1);
@@ -338,7 +446,8 @@ test('an expired token is fetched again through getToken when the access query i
   await rendered(r, (s) => s.startsWith('live') && s.includes('video=denied'));
   expect(text(r)).toBe('live text.generate=allowed/ENTITLED/100 video=denied/NO_ENTITLEMENT/-');
   expect(wire.count('Access', 401)).toBe(1);
-  expect(wire.count('Access', 200)).toBe(2);
+  // The refused query was sent again with the fresh token (its answer may come after the stream's).
+  await acting(() => until(() => wire.count('Access', 200) === 2));
   expect(b.calls).toBe(2);
   expect(probe.latest!.error).toBeUndefined();
 });
@@ -348,7 +457,7 @@ test('an expired token is fetched again through getToken when the stream reconne
   try {
     const probe: Probe = { history: [] };
     const wire = new Wire();
-    const b = backend('cc', (call) => (call === 1 ? 1 : 900));
+    const b = backend('cc', (call) => (call === 1 ? 2 : 900)); // as above: 1 to 2 seconds, then 15 minutes
     const r = await mount(app({ url: px.url, getToken: b.getToken, fetch: wire.fetch, probe }));
     await rendered(r, (s) => s.startsWith('live'));
     await acting(() => expired(b.tokens[0]));
