@@ -33,6 +33,7 @@ import {
   type StatementStat,
 } from './profile';
 import { runRawConsume } from './raw-sql';
+import { marginAtScale, type MarginTiming } from './margin';
 import { canAccessOps, consumeBatchOps, consumeOps, floorOps, replayOps, reserveCommitOps } from './scenarios';
 import { customerId, HOT_CUSTOMER, METERED, seedBillingUsage, seedCustomers, seedScale, type ScaleResult } from './seed';
 import { round, sleep, type LatencySummary } from './stats';
@@ -118,6 +119,7 @@ const SCENARIOS = [
   'canAccess@scale',
   'consume-spread@scale',
   'raw-spread@scale',
+  'margin@scale',
 ];
 
 function parseArgs(argv: string[]): Options {
@@ -903,7 +905,8 @@ async function main() {
     // -- scale --
     let scale: ScaleResult | null = null;
     let explainScale: ExplainSummary[] = [];
-    const scaleNames = ['canAccess@scale', 'consume-spread@scale', 'raw-spread@scale'];
+    let margin: MarginTiming[] | null = null;
+    const scaleNames = ['canAccess@scale', 'consume-spread@scale', 'raw-spread@scale', 'margin@scale'];
     if (opts.scale && scaleNames.some(wants)) {
       log(`\nscale: bulk-seeding ${opts.scaleEntries.toLocaleString('en')} ledger entries (with their usage events) across ${opts.customers} customers...`);
       scale = await seedScale(dbPool, opts.customers, opts.scaleEntries);
@@ -916,6 +919,10 @@ async function main() {
       if (wants('consume-spread@scale')) await consumeScenario('consume-spread@scale', 'consume spread as above, large ledger', pick);
       if (wants('raw-spread@scale')) await rawScenario('raw-spread@scale', 'raw spread as above, large ledger', pick);
       explainScale = await explainConsume(dbPool, pick(), METERED).catch((e) => (log(`explain failed: ${String(e)}`), []));
+      if (wants('margin@scale')) {
+        log(`\n> margin@scale: the margin report over ${scale.usageEvents.toLocaleString('en')} seeded usage events (one request at a time)`);
+        margin = await marginAtScale(dbPool, srv.address, srv.adminKey, customerId(1), log);
+      }
     }
 
     // -- ratios --
@@ -1015,6 +1022,7 @@ async function main() {
       database: { kind: db.kind, description: db.description, serverPoolMax: process.env.DB_POOL_MAX ?? '16 (default)' },
       seed,
       scale,
+      margin,
       rows,
       skipped,
       ratios,

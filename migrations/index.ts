@@ -8,6 +8,8 @@ import { Migration20261201131714_billing_sync } from './Migration20261201131714_
 import { Migration20261201142311_state_notify } from './Migration20261201142311_state_notify';
 import { Migration20261201151142_lean_write_path } from './Migration20261201151142_lean_write_path';
 import { Migration20261201172950_revenue_integrity } from './Migration20261201172950_revenue_integrity';
+import { Migration20261201173438_leakage } from './Migration20261201173438_leakage';
+import { Migration20261201173610_cost_at_write } from './Migration20261201173610_cost_at_write';
 
 /**
  * Every migration, in order. `npm run migration:create` adds new ones here; CI fails when a
@@ -23,4 +25,6 @@ export const migrationsList: MigrationObject[] = [
   { name: 'Migration20261201142311_state_notify', class: Migration20261201142311_state_notify },
   { name: 'Migration20261201151142_lean_write_path', class: Migration20261201151142_lean_write_path },
   { name: 'Migration20261201172950_revenue_integrity', class: Migration20261201172950_revenue_integrity },
+  { name: 'Migration20261201173438_leakage', class: Migration20261201173438_leakage },
+  { name: 'Migration20261201173610_cost_at_write', class: Migration20261201173610_cost_at_write },
 ];

@@ -32,6 +32,7 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
     await services.auth.init();
     if (config.adminKey) await services.auth.ensureEnvAdminKey(config.adminKey);
     const http = await createHttpServer(config, orm, services, { logger: opts.logger });
+    services.leakage.onError = (err, what) => http.fastify.log.error({ err }, `leakage: could not record ${what}`);
     const sweeper = new Sweeper(db, services.usage, (err) => http.fastify.log.error({ err }, 'sweeper failed'), [
       () => services.payments.processResolvable(),
       () => services.payments.giveUpUnmatched(),
@@ -46,7 +47,9 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
     const listener = new Listener(url, {
       channels: {
         tollgate_auth: () => services.auth.invalidate(),
+        tollgate_costs: () => services.costs.invalidate(),
         tollgate_state: (payload) => {
+          if (payload.endsWith('/*')) services.costs.invalidate();
           cache.notified(payload);
           services.accessChanges.notified(payload);
         },
@@ -55,11 +58,13 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
         http.fastify.log.warn({ err }, 'listener lost its connection; caches bypassed until it is back');
         services.auth.invalidate(); // notifications may have been missed: start from clean caches
         cache.setListening(false);
+        services.costs.setListening(false);
         services.accessChanges.setListening(false);
       },
       onReady: () => {
         services.auth.invalidate();
         cache.setListening(true);
+        services.costs.setListening(true);
         services.accessChanges.setListening(true);
       },
     });

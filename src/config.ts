@@ -78,6 +78,7 @@ const EnvSchema = z.object({
   TOLLGATE_PAYMENT_GRACE: duration('3d'),
   TOLLGATE_REFUND_ENDS_ACCESS: bool(true),
   TOLLGATE_PAYMENT_MATCH_WAIT: duration('3d'),
+  TOLLGATE_PAYMENT_STUCK_AFTER: duration('1h'),
   TOLLGATE_AUTH_CACHE_TTL: duration('30s'),
   TOLLGATE_STATE_CACHE: int(10_000, 0, 10_000_000),
   TOLLGATE_STATE_CACHE_STRICT: bool(true),
@@ -111,6 +112,8 @@ export type Config = {
   refundEndsAccess: boolean;
   /** How long a refund or dispute waits for the payment it reverses before it is IGNORED. */
   paymentMatchWaitSeconds: number;
+  /** The leakage report's PAYMENT_NOT_APPLIED: a verified event left PENDING_LINK or FAILED longer than this. */
+  paymentStuckAfterSeconds: number;
   authCacheTtlSeconds: number;
   /** Customers kept in the per-customer state cache (0: off); see src/modules/access/state-cache.ts. */
   stateCacheMax: number;
@@ -167,6 +170,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     paymentGraceSeconds: e.TOLLGATE_PAYMENT_GRACE,
     refundEndsAccess: e.TOLLGATE_REFUND_ENDS_ACCESS,
     paymentMatchWaitSeconds: e.TOLLGATE_PAYMENT_MATCH_WAIT,
+    paymentStuckAfterSeconds: e.TOLLGATE_PAYMENT_STUCK_AFTER,
     authCacheTtlSeconds: e.TOLLGATE_AUTH_CACHE_TTL,
     stateCacheMax: e.TOLLGATE_STATE_CACHE,
     stateCacheStrict: e.TOLLGATE_STATE_CACHE_STRICT,

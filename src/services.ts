@@ -14,11 +14,18 @@ import { BillingService } from './modules/billing/billing.service';
 import { StripeInvoiceSink } from './modules/payments/stripe/stripe.sink';
 import { StateCache } from './modules/access/state-cache';
 import { AccessChanges } from './modules/access/access-changes';
+import { LeakageService } from './modules/revenue/leakage.service';
+import { CostTable } from './modules/catalog/cost-table';
+import { MarginService } from './modules/revenue/margin.service';
 
 /** Every service, wired once per process. Stateless but for caches and the usage queues. */
 export interface Services {
   db: Db;
   catalog: CatalogService;
+  /** The cost table, kept in memory per process (tollgate_costs notifications drop it). */
+  costs: CostTable;
+  /** Revenue, provider cost and margin of usage (the margin report). */
+  margin: MarginService;
   customers: CustomersService;
   ledger: LedgerService;
   entitlements: EntitlementsService;
@@ -32,13 +39,16 @@ export interface Services {
   stateCache: StateCache;
   /** `accessChanged` subscribers of this replica, fed by the same notifications. */
   accessChanges: AccessChanges;
+  /** The leakage report; records what the usage and payments services prevent (app.ts wires usage to it). */
+  leakage: LeakageService;
 }
 
 export function createServices(db: Db, config: Config): Services {
   const ledger = new LedgerService(db);
   const stateCache = new StateCache(config.stateCacheMax, config.stateCacheStrict);
   const entitlements = new EntitlementsService(db, ledger);
-  const catalog = new CatalogService(db);
+  const costs = new CostTable(db);
+  const catalog = new CatalogService(db, costs);
   const payments = new PaymentsService(db, catalog, entitlements, ledger, {
     graceSeconds: config.paymentGraceSeconds,
     refundEndsAccess: config.refundEndsAccess,
@@ -48,19 +58,26 @@ export function createServices(db: Db, config: Config): Services {
   // Billing pushes finalized lines to Stripe when a Stripe API key is configured.
   const billing = new BillingService(db, config.stripe.secretKey ? new StripeInvoiceSink(config.stripe.secretKey, config.stripe.apiBase) : null);
   payments.onProviderInvoice = (args) => billing.reconcileProviderInvoice(args);
-  return {
+  const leakage = new LeakageService(db, billing, { graceSeconds: config.paymentGraceSeconds, stuckAfterSeconds: config.paymentStuckAfterSeconds });
+  payments.onDuplicateDelivery = (provider, eventId) => leakage.recordDuplicateDelivery(provider, eventId);
+  const services: Services = {
     db,
     catalog,
+    costs,
+    margin: new MarginService(db),
     payments,
     customers: new CustomersService(db),
     ledger,
     entitlements,
     credits: new CreditsService(db, entitlements),
     access: new AccessService(db, stateCache),
-    usage: new UsageService(db, ledger, stateCache),
+    usage: new UsageService(db, ledger, stateCache, costs),
     auth: new AuthService(db, config),
     billing,
     stateCache,
+    leakage,
     accessChanges: new AccessChanges({ max: config.subscriptionsMax, minIntervalMs: config.liveMinIntervalMs }),
   };
+  services.usage.leakage = leakage;
+  return services;
 }

@@ -105,6 +105,20 @@ const OPS: Record<string, Op> = {
   paymentEvent: { type: 'Query', access: 'ADMIN', build: q(`query($id: ID!) { paymentEvent(id: $id) { id status } }`, { id: STORED_EVENT.id }) },
   subscriptions: { type: 'Query', access: 'SERVER', build: q(`query($c: ID!) { subscriptions(customerId: $c) { id } }`, { c: ALICE }) },
   billingMismatches: { type: 'Query', access: 'ADMIN', build: q(`query { billingMismatches { id kind } }`) },
+  leakageReport: {
+    type: 'Query',
+    access: 'ADMIN',
+    build: q(`query { leakageReport(from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z", customerId: "alice") { rows { cause count amount } } }`),
+  },
+  costRates: { type: 'Query', access: 'ADMIN', build: q(`query { costRates(feature: "text.generate") { model unitCost } }`) },
+  margin: {
+    type: 'Query',
+    access: 'SERVER',
+    build: async () => ({
+      query: `query($f: DateTime!, $t: DateTime!) { margin(from: $f, to: $t, groupBy: [CUSTOMER]) { items { revenue } hasNextPage } }`,
+      variables: { f: new Date(Date.now() - 86_400_000).toISOString(), t: new Date(Date.now() + 86_400_000).toISOString() },
+    }),
+  },
   invoicePreview: { type: 'Query', access: 'OWN', build: q(`query($c: ID!) { invoicePreview(customerId: $c) { status total lines { kind amount } } }`, { c: ALICE }) },
   invoices: { type: 'Query', access: 'OWN', build: q(`query($c: ID!) { invoices(customerId: $c) { items { id number } } }`, { c: ALICE }) },
   invoice: { type: 'Query', access: 'OWN', build: async () => ({ query: `query($id: ID!) { invoice(id: $id) { id total } }`, variables: { id: fixtures.invoiceId } }) },
@@ -171,6 +185,20 @@ const OPS: Record<string, Op> = {
     type: 'Mutation',
     access: 'ADMIN',
     build: q(`mutation { upsertPlan(input: { key: "matrix-plan", name: "Matrix", entitlements: [{ feature: "video" }] }) { key } }`),
+  },
+  setCostRate: {
+    type: 'Mutation',
+    access: 'ADMIN',
+    build: q(`mutation { setCostRate(input: { feature: "text.generate", model: "matrix", currency: "USD", unitCost: "0.001", effectiveFrom: "2030-01-01T00:00:00Z" }) { model } }`),
+  },
+  deleteCostRate: {
+    type: 'Mutation',
+    access: 'ADMIN',
+    build: async (n) => {
+      const at = new Date(Date.UTC(2031, 0, 1) + n * 1000).toISOString();
+      await t.sql(`insert into cost_rate (feature_key, model, effective_from, currency, unit_cost) values ('text.generate', 'matrix', $1, 'USD', 0.001)`, [at]);
+      return { query: `mutation($a: DateTime!) { deleteCostRate(input: { feature: "text.generate", model: "matrix", effectiveFrom: $a }) }`, variables: { a: at } };
+    },
   },
   upsertCreditPack: {
     type: 'Mutation',

@@ -10,6 +10,8 @@ import { LedgerResolver } from '../modules/ledger/ledger.resolver';
 import { UsageResolver } from '../modules/usage/usage.resolver';
 import { PaymentsResolver } from '../modules/payments/payments.resolver';
 import { BillingResolver } from '../modules/billing/billing.resolver';
+import { LeakageResolver } from '../modules/revenue/leakage.resolver';
+import { RevenueResolver } from '../modules/revenue/revenue.resolver';
 import { authChecker } from './auth-checker';
 import { validateArgument } from './validate';
 import { DateTimeScalar, DecimalScalar } from './scalars';
@@ -24,6 +26,8 @@ export const resolvers = [
   AuthResolver,
   PaymentsResolver,
   BillingResolver,
+  LeakageResolver,
+  RevenueResolver,
 ] as const;
 
 let cached: GraphQLSchema | undefined;

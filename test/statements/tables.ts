@@ -37,6 +37,7 @@ export const TABLES: Record<string, Placement> = {
   invoice_line: byCustomer('lines of one invoice'),
   invoice_line_sync: byCustomer('outbox: one finalized line to push to the provider'),
   invoice_sync: byCustomer('outbox: the provider invoice for a customer without a subscription'),
+  leakage_event: byCustomer('append-only record of prevented leaks (replays, refused key reuse, races for the last unit)'),
 
   feature: catalog('catalog'),
   plan: catalog('catalog'),
@@ -53,6 +54,7 @@ export const TABLES: Record<string, Placement> = {
   provider_subscription: provider('subscription mirror keyed (provider, subscription id); customer_id is null until linked'),
   provider_purchase: provider('what a one-off payment bought, keyed (provider, payment intent): refunds and disputes find it by the provider\'s ids'),
   provider_invoice: provider('the payment behind each subscription invoice, keyed (provider, payment intent)', { provider_invoice_customer_id_fkey: NO_FK_TO_DISTRIBUTED }),
+  payment_event_duplicate: provider('one row per repeated delivery of a stored provider event, keyed (provider, event id) like payment_event'),
   billing_mismatch: provider('what reconciliation against the provider\'s invoices found, unique per (provider, provider invoice, kind, line)'),
 
   mikro_orm_migrations: { kind: 'internal', why: 'migration bookkeeping; migrations run on the coordinator' },

@@ -127,10 +127,10 @@ export async function startTestApp(overrides: Record<string, string> = {}): Prom
         alter table entitlement_change disable trigger user;
         alter table invoice disable trigger user;
         alter table invoice_line disable trigger user;
-        truncate ledger_entry, entitlement_change, usage_event, credit_grant, entitlement, customer,
+        truncate ledger_entry, entitlement_change, usage_event, credit_grant, entitlement, customer, cost_rate,
                  provider_price, plan_entitlement, plan, credit_pack, feature, invoice, invoice_line, plan_price_version,
                  payment_event, provider_customer, provider_subscription, provider_purchase, provider_invoice,
-                 invoice_line_sync, invoice_sync, billing_mismatch cascade;
+                 invoice_line_sync, invoice_sync, billing_mismatch, leakage_event, payment_event_duplicate cascade;
         alter table ledger_entry enable trigger user;
         alter table entitlement_change enable trigger user;
         alter table invoice enable trigger user;

@@ -217,8 +217,9 @@ describe('meter', () => {
     expect(await charged()).toBe('21');
     expect(await usage()).toEqual([
       { k: 'gen-1', status: 'COMMITTED', cost: '0.02' },
-      { k: 'gen-2', status: 'COMMITTED', cost: null },
-      { k: 'gen-3', status: 'COMMITTED', cost: null },
+      // No explicit providerCost: the demo catalog's cost table prices text.generate at $0.002.
+      { k: 'gen-2', status: 'COMMITTED', cost: '0.008' },
+      { k: 'gen-3', status: 'COMMITTED', cost: '0.02' },
     ]);
   });
 

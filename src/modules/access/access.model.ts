@@ -92,6 +92,11 @@ export interface UsageRow {
   late: boolean;
   balanceAfter: string | null;
   providerCost: string | null;
+  /** Currency and source of providerCost (docs/revenue-integrity.md#cost-table); absent when not loaded. */
+  providerCostCurrency?: string | null;
+  providerCostSource?: string | null;
+  /** properties.model of the usage (a commit's cost-table rate depends on it). */
+  model?: string | null;
   expiresAt: Date | null;
   createdAt: Date;
   resolvedAt: Date | null;

@@ -1,6 +1,11 @@
 import { statement, type Sql } from '../../db/sql';
 import type { CustomerState, EntitlementRow, FeatureInfo, GrantRow, InactiveSummary, UsageRow } from './access.model';
 
+function modelOfProperties(p: unknown): string | null {
+  const m = p && typeof p === 'object' ? (p as Record<string, unknown>).model : undefined;
+  return typeof m === 'string' && m.length > 0 ? m : null;
+}
+
 /**
  * Loads everything a decision about `features` for one customer needs, in ONE statement: the
  * features with their pools and gates, the customer's current entitlements to all of them, a
@@ -95,7 +100,7 @@ const LOAD_STATE = statement(
          'uncollected', e.uncollected::text, 'held', e.held::text, 'holds', e.holds,
          'committedQuantity', e.committed_quantity::text, 'late', e.late, 'balanceAfter', e.balance_after::text,
          'providerCost', e.provider_cost::text, 'expiresAt', e.expires_at, 'createdAt', e.created_at,
-         'resolvedAt', e.resolved_at)), '[]')
+         'resolvedAt', e.resolved_at, 'model', e.properties->>'model')), '[]')
         from events e) as events`,
 );
 
@@ -182,6 +187,9 @@ export function parseUsage(customerId: string, r: Record<string, unknown>): Usag
     late: Boolean(r.late),
     balanceAfter: (r.balanceAfter as string | null) ?? null,
     providerCost: (r.providerCost as string | null) ?? null,
+    providerCostCurrency: (r.providerCostCurrency as string | null | undefined) ?? null,
+    providerCostSource: (r.providerCostSource as string | null | undefined) ?? null,
+    model: (r.model as string | null | undefined) ?? modelOfProperties(r.properties),
     expiresAt: toDate(r.expiresAt),
     createdAt: toDate(r.createdAt)!,
     resolvedAt: toDate(r.resolvedAt),

@@ -2,7 +2,7 @@ import { Arg, Authorized, Ctx, Mutation, Query, Resolver } from 'type-graphql';
 import { ADMIN_ONLY, ANY_ROLE } from '../../graphql/auth-checker';
 import type { Context } from '../../graphql/context';
 import { UpgradeAllowance, type CreditPack, type Feature, type Plan } from './catalog.entities';
-import { CreditPackInput, CreditPackType, FeatureGql, FeatureInput, PlanInput, PlanType } from './catalog.types';
+import { CostRateInput, CostRateKeyInput, CostRateType, CreditPackInput, CreditPackType, FeatureGql, FeatureInput, PlanInput, PlanType } from './catalog.types';
 
 export function featureView(f: Feature): FeatureGql {
   return {
@@ -15,6 +15,8 @@ export function featureView(f: Feature): FeatureGql {
     creditCost: f.creditCost ?? null,
     gatedBy: f.gatedBy?.key ?? null,
     precision: f.precision,
+    unitValue: f.unitValue ?? null,
+    valueCurrency: f.valueCurrency ?? null,
   };
 }
 
@@ -56,6 +58,8 @@ export function packView(c: CreditPack): CreditPackType {
     validDays: c.validDays ?? null,
     priority: c.priority,
     providerPriceIds: c.providerPriceIds ?? [],
+    price: c.price ?? null,
+    currency: c.currency ?? null,
   };
 }
 
@@ -102,6 +106,24 @@ export class CatalogResolver {
   async upsertPlan(@Arg('input', () => PlanInput) input: PlanInput, @Ctx() ctx: Context): Promise<PlanType> {
     const plan = await ctx.services.catalog.upsertPlan(input);
     return planView(await ctx.services.catalog.getPlan(ctx.em, plan.key));
+  }
+
+  @Authorized(ADMIN_ONLY)
+  @Query(() => [CostRateType], { description: 'The cost table (ADMIN): every rate of a feature, or of all features; latest effectiveFrom first per model.' })
+  async costRates(@Arg('feature', () => String, { nullable: true }) feature: string | null, @Ctx() ctx: Context): Promise<CostRateType[]> {
+    return ctx.services.costs.list(feature ?? null);
+  }
+
+  @Authorized(ADMIN_ONLY)
+  @Mutation(() => CostRateType, { description: 'Sets the cost of one unit of a feature for a model (or any), from effectiveFrom (default now); the same key replaces the rate.' })
+  async setCostRate(@Arg('input', () => CostRateInput) input: CostRateInput, @Ctx() ctx: Context): Promise<CostRateType> {
+    return ctx.services.costs.set(input);
+  }
+
+  @Authorized(ADMIN_ONLY)
+  @Mutation(() => Boolean, { description: 'Deletes one rate (NOT_FOUND when there is none). Usage already recorded keeps its cost.' })
+  async deleteCostRate(@Arg('input', () => CostRateKeyInput) input: CostRateKeyInput, @Ctx() ctx: Context): Promise<boolean> {
+    return ctx.services.costs.delete(input);
   }
 
   @Authorized(ADMIN_ONLY)

@@ -3,6 +3,7 @@ import type { Db } from '../../db/sql';
 import { D, fmt, parseDecimal, type Dec } from '../../shared/decimal';
 import { DomainError, ErrorCode, badInput, conflict, notFound } from '../../shared/errors';
 import { BillingInterval, currencyExponent, validatePrice, type Price } from './prices';
+import { costRateValues, type CostRateSpec, type CostTable } from './cost-table';
 import {
   CreditPack,
   Feature,
@@ -32,6 +33,9 @@ export interface FeatureSpec {
   creditCost?: DecimalInput | null;
   gatedBy?: string | null;
   precision?: number | null;
+  /** A pool: what one unit is worth in valueCurrency (revenue of usage drawn from it). */
+  unitValue?: DecimalInput | null;
+  valueCurrency?: string | null;
 }
 
 export interface PlanEntitlementSpec {
@@ -70,12 +74,17 @@ export interface CreditPackSpec {
   validDays?: number | null;
   priority?: number | null;
   providerPriceIds?: string[] | null;
+  /** List price of the pack (values its credits when no payment says what was paid). */
+  price?: DecimalInput | null;
+  currency?: string | null;
 }
 
 export interface CatalogDocument {
   features?: FeatureSpec[];
   plans?: PlanSpec[];
   creditPacks?: CreditPackSpec[];
+  /** The cost table (docs/revenue-integrity.md#cost-table); effectiveFrom defaults to 1970-01-01 (always), so re-applying is idempotent. */
+  costs?: CostRateSpec[];
 }
 
 /** Validated terms of one metered/boolean/config entitlement, as stored on plans and entitlements. */
@@ -197,7 +206,11 @@ export function validateTerms(feature: Feature, spec: Omit<PlanEntitlementSpec, 
 }
 
 export class CatalogService {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    /** The in-memory cost table of this process, dropped when a document changes costs. */
+    private readonly costs: CostTable | null = null,
+  ) {}
 
   // ---- reads -------------------------------------------------------------------------------
 
@@ -276,14 +289,27 @@ export class CatalogService {
     });
   }
 
-  async applyDocument(doc: CatalogDocument): Promise<{ features: number; plans: number; creditPacks: number }> {
+  async applyDocument(doc: CatalogDocument): Promise<{ features: number; plans: number; creditPacks: number; costs: number }> {
     const features = orderFeatures(doc.features ?? []);
-    return this.catalogWrite(async (em) => {
+    if (doc.costs !== undefined && doc.costs !== null && (!Array.isArray(doc.costs) || doc.costs.length > 10_000)) throw badInput('costs: a list of at most 10000 rates');
+    const costs = (doc.costs ?? []).map((c) => costRateValues({ ...c, effectiveFrom: c.effectiveFrom ?? '1970-01-01T00:00:00Z' }));
+    const result = await this.catalogWrite(async (em) => {
       for (const f of features) await this.upsertFeatureIn(em, f);
       for (const p of doc.plans ?? []) await this.upsertPlanIn(em, p);
       for (const c of doc.creditPacks ?? []) await this.upsertCreditPackIn(em, c);
-      return { features: features.length, plans: doc.plans?.length ?? 0, creditPacks: doc.creditPacks?.length ?? 0 };
+      for (const c of costs) {
+        const f = await em.findOne(Feature, { key: c.feature });
+        if (!f) throw notFound('Feature', c.feature);
+        await em.execute(
+          `insert into cost_rate (feature_key, model, effective_from, currency, unit_cost) values (?, ?, ?, ?, ?)
+           on conflict (feature_key, model, effective_from) do update set currency = excluded.currency, unit_cost = excluded.unit_cost`,
+          [c.feature, c.model, c.effectiveFrom, c.currency, c.unitCost],
+        );
+      }
+      return { features: features.length, plans: doc.plans?.length ?? 0, creditPacks: doc.creditPacks?.length ?? 0, costs: costs.length };
     });
+    if (costs.length > 0) this.costs?.invalidate();
+    return result;
   }
 
   async upsertFeatureIn(em: EntityManager, spec: FeatureSpec): Promise<Feature> {
@@ -306,6 +332,13 @@ export class CatalogService {
       if (drawsFromMe > 0) throw badInput(`'${key}' is a credit pool for other features and cannot draw from a pool`);
     }
     const creditCost = decimalField(spec.creditCost ?? null, 'creditCost', { min: 0, minExclusive: true });
+    const unitValue = decimalField(spec.unitValue ?? null, 'unitValue', { min: 0 });
+    const valueCurrency = spec.valueCurrency === undefined || spec.valueCurrency === null || spec.valueCurrency === '' ? null : spec.valueCurrency;
+    if (valueCurrency !== null) currencyExponent(valueCurrency);
+    if ((unitValue === null) !== (valueCurrency === null)) throw badInput('unitValue and valueCurrency go together', { field: unitValue === null ? 'unitValue' : 'valueCurrency' });
+    if (unitValue !== null && (spec.type !== FeatureType.METERED || pool)) {
+      throw badInput('unitValue applies to a METERED feature with its own balance (a pool)', { field: 'unitValue' });
+    }
     if (pool && !creditCost) throw badInput('creditCost is required with creditPool');
     if (!pool && creditCost) throw badInput('creditCost needs a creditPool');
 
@@ -335,6 +368,8 @@ export class CatalogService {
     feature.creditCost = creditCost ? fmt(creditCost) : null;
     feature.gatedBy = gate ? em.getReference(Feature, gate.key) : null;
     feature.precision = precision;
+    feature.unitValue = unitValue === null ? null : fmt(unitValue);
+    feature.valueCurrency = valueCurrency;
     await em.flush();
     return feature;
   }
@@ -464,6 +499,10 @@ export class CatalogService {
     const validDays = intField(spec.validDays, 'validDays', 1, 3650, null);
     const priority = intField(spec.priority, 'priority', 0, 100, 50);
     const prices = priceIds(spec.providerPriceIds);
+    const price = decimalField(spec.price ?? null, 'price', { min: 0 });
+    const currency = spec.currency === undefined || spec.currency === null || spec.currency === '' ? null : spec.currency;
+    if (currency !== null) currencyExponent(currency);
+    if ((price === null) !== (currency === null)) throw badInput('a pack\'s price and currency go together', { field: price === null ? 'price' : 'currency' });
     let pack = await em.findOne(CreditPack, { key });
     if (!pack) pack = em.create(CreditPack, { key, name, feature: feature, amount: fmt(amount) });
     pack.name = name;
@@ -472,6 +511,8 @@ export class CatalogService {
     pack.validDays = validDays;
     pack.priority = priority;
     pack.providerPriceIds = prices;
+    pack.price = price === null ? null : fmt(price);
+    pack.currency = currency;
     await this.syncPrices(em, prices, { packKey: key });
     await em.flush();
     return pack;

@@ -1,6 +1,6 @@
 import { Field, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { ArrayMaxSize, IsOptional, MaxLength } from 'class-validator';
-import { DecimalScalar, JSONScalar } from '../../graphql/scalars';
+import { DateTimeScalar, DecimalScalar, JSONScalar } from '../../graphql/scalars';
 import '../../graphql/enums';
 import type { Dec } from '../../shared/decimal';
 import { FeatureType, OveragePolicy, ResetPeriod, UpgradeAllowance } from './catalog.entities';
@@ -58,6 +58,8 @@ export class FeatureGql {
   @Field(() => DecimalScalar, { nullable: true, description: 'Pool units per unit of this feature.' }) creditCost!: Dec | string | null;
   @Field(() => String, { nullable: true, description: 'A BOOLEAN feature the customer must also hold.' }) gatedBy!: string | null;
   @Field(() => Int, { description: 'Decimal places of quantities and balances of this feature.' }) precision!: number;
+  @Field(() => DecimalScalar, { nullable: true, description: 'A pool: what one unit is worth in valueCurrency (values usage drawn from it; null: valued by what funded the grant).' }) unitValue!: Dec | string | null;
+  @Field(() => String, { nullable: true, description: 'ISO 4217 currency of unitValue.' }) valueCurrency!: string | null;
 }
 
 @ObjectType('PlanEntitlement')
@@ -98,6 +100,8 @@ export class CreditPackType {
   @Field(() => Int, { nullable: true }) validDays!: number | null;
   @Field(() => Int) priority!: number;
   @Field(() => [String]) providerPriceIds!: string[];
+  @Field(() => DecimalScalar, { nullable: true, description: 'List price (values its credits when no payment says what was paid).' }) price!: Dec | string | null;
+  @Field(() => String, { nullable: true, description: 'ISO 4217 currency of price.' }) currency!: string | null;
 }
 
 @InputType()
@@ -111,6 +115,8 @@ export class FeatureInput {
   @Field(() => DecimalScalar, { nullable: true }) creditCost?: Dec | null;
   @Field(() => String, { nullable: true }) @IsOptional() @MaxLength(64) gatedBy?: string | null;
   @Field(() => Int, { nullable: true }) precision?: number | null;
+  @Field(() => DecimalScalar, { nullable: true, description: 'A pool: what one unit is worth, with valueCurrency.' }) unitValue?: Dec | null;
+  @Field(() => String, { nullable: true, description: 'ISO 4217; required with unitValue.' }) @IsOptional() @MaxLength(3) valueCurrency?: string | null;
 }
 
 @InputType()
@@ -150,4 +156,31 @@ export class CreditPackInput {
   @Field(() => Int, { nullable: true }) validDays?: number | null;
   @Field(() => Int, { nullable: true }) priority?: number | null;
   @Field(() => [String], { nullable: true }) @IsOptional() @ArrayMaxSize(50) providerPriceIds?: string[] | null;
+  @Field(() => DecimalScalar, { nullable: true, description: 'List price of the pack, with currency.' }) price?: Dec | null;
+  @Field(() => String, { nullable: true, description: 'ISO 4217; required with price.' }) @IsOptional() @MaxLength(3) currency?: string | null;
+}
+
+@ObjectType('CostRate', { description: 'What one unit of a feature costs the product, for one model (empty: any model), from effectiveFrom (docs/revenue-integrity.md#cost-table).' })
+export class CostRateType {
+  @Field(() => String) feature!: string;
+  @Field(() => String, { description: "The usage's properties.model it applies to; '' for any model (the fallback)." }) model!: string;
+  @Field(() => String) currency!: string;
+  @Field(() => DecimalScalar, { description: 'Cost per unit of the feature.' }) unitCost!: string;
+  @Field(() => DateTimeScalar) effectiveFrom!: Date;
+}
+
+@InputType()
+export class CostRateInput {
+  @Field(() => String) @MaxLength(64) feature!: string;
+  @Field(() => String, { nullable: true, description: "properties.model of the usage it applies to; '' or null: any model." }) @IsOptional() @MaxLength(100) model?: string | null;
+  @Field(() => String, { description: 'ISO 4217.' }) @MaxLength(3) currency!: string;
+  @Field(() => DecimalScalar) unitCost!: Dec;
+  @Field(() => DateTimeScalar, { nullable: true, description: 'Default: now.' }) effectiveFrom?: Date | null;
+}
+
+@InputType()
+export class CostRateKeyInput {
+  @Field(() => String) @MaxLength(64) feature!: string;
+  @Field(() => String, { nullable: true }) @IsOptional() @MaxLength(100) model?: string | null;
+  @Field(() => DateTimeScalar) effectiveFrom!: Date;
 }

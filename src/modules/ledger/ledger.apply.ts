@@ -39,6 +39,9 @@ export interface UsageInsert {
   expiresAt: Date | null;
   balanceAfter: Dec | null;
   providerCost: Dec | null;
+  /** Currency of providerCost (the cost table's), and where it came from (EXPLICIT | COST_TABLE). */
+  providerCostCurrency?: string | null;
+  providerCostSource?: string | null;
   properties: Record<string, unknown> | null;
   actor: string | null;
 }
@@ -57,6 +60,8 @@ export interface UsageUpdate {
   late: boolean;
   balanceAfter: Dec | null;
   providerCost: Dec | null;
+  providerCostCurrency?: string | null;
+  providerCostSource?: string | null;
   /** Commit: whether the whole usage could be charged (false when some is uncollected). */
   allowed: boolean;
   reason: string;
@@ -101,28 +106,32 @@ const APPLY = statement(
    new_events as (
      insert into usage_event (customer_id, id, idempotency_key, kind, feature_key, pool_key, quantity, rate, status,
                               allowed, reason, charged, overage, uncollected, held, holds, expires_at, balance_after,
-                              provider_cost, properties, actor, created_at, resolved_at)
+                              provider_cost, properties, actor, created_at, resolved_at, provider_cost_currency, provider_cost_source)
      select $1, u.id, u.key, u.kind, u.feature_key, u.pool_key, u.quantity, u.rate, u.status, u.allowed, u.reason,
             u.charged, u.overage, u.uncollected, u.held, u.holds,
             u.expires_at,
             u.balance_after, u.provider_cost, u.properties, u.actor, date_trunc('milliseconds', now()),
-            case when u.status in ('HELD') then null else now() end
+            case when u.status in ('HELD') then null else now() end, u.pc_currency, u.pc_source
        from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[], $8::numeric[], $9::text[],
                    $10::boolean[], $11::text[], $12::numeric[], $13::numeric[], $14::numeric[], $15::numeric[], $16::jsonb[],
-                   $17::timestamptz[], $18::numeric[], $19::numeric[], $20::jsonb[], $21::text[])
+                   $17::timestamptz[], $18::numeric[], $19::numeric[], $20::jsonb[], $21::text[], $54::text[], $55::text[])
             as u(id, key, kind, feature_key, pool_key, quantity, rate, status, allowed, reason, charged, overage,
-                 uncollected, held, holds, expires_at, balance_after, provider_cost, properties, actor)
+                 uncollected, held, holds, expires_at, balance_after, provider_cost, properties, actor, pc_currency, pc_source)
      returning id
    ),
    resolved_events as (
      update usage_event e
         set status = v.status, charged = v.charged, overage = v.overage, uncollected = v.uncollected,
             committed_quantity = v.committed_quantity, late = v.late, balance_after = v.balance_after,
-            provider_cost = coalesce(v.provider_cost, e.provider_cost), allowed = v.allowed, reason = v.reason, resolved_at = now()
+            provider_cost = coalesce(v.provider_cost, e.provider_cost),
+            provider_cost_currency = case when v.provider_cost is null then e.provider_cost_currency else v.pc_currency end,
+            provider_cost_source = case when v.provider_cost is null then e.provider_cost_source else v.pc_source end,
+            allowed = v.allowed, reason = v.reason, resolved_at = now()
        from unnest($22::uuid[], $23::text[], $24::text[], $25::numeric[], $26::numeric[], $27::numeric[],
-                   $28::numeric[], $29::boolean[], $30::numeric[], $31::numeric[], $48::boolean[], $49::text[], $52::numeric[])
+                   $28::numeric[], $29::boolean[], $30::numeric[], $31::numeric[], $48::boolean[], $49::text[], $52::numeric[],
+                   $56::text[], $57::text[])
             as v(id, expected, status, charged, overage, uncollected, committed_quantity, late, balance_after, provider_cost, allowed, reason,
-                 expected_held)
+                 expected_held, pc_currency, pc_source)
       where e.customer_id = $1 and e.id = v.id and e.status = any(string_to_array(v.expected, ','))
         -- a refund may have taken back part of a hold since the plan read it (payments)
         and (v.expected_held is null or e.held = v.expected_held)
@@ -304,6 +313,10 @@ function applyValues(customerId: unknown, plan: LedgerPlan, actor: string | null
     ids.map((id) => fmt(deltas.get(id)!.amount)),
     upd.map((u) => n(u.expectedHeld ?? null)),
     origin,
+    ins.map((u) => u.providerCostCurrency ?? null),
+    ins.map((u) => u.providerCostSource ?? null),
+    upd.map((u) => u.providerCostCurrency ?? null),
+    upd.map((u) => u.providerCostSource ?? null),
   ];
 }
 
@@ -392,14 +405,15 @@ const APPLY_SIMPLE_MANY = statement(
    new_events as (
      insert into usage_event (customer_id, id, idempotency_key, kind, feature_key, pool_key, quantity, rate, status,
                               allowed, reason, charged, overage, uncollected, held, holds, expires_at, balance_after,
-                              provider_cost, properties, actor, created_at, resolved_at)
+                              provider_cost, properties, actor, created_at, resolved_at, provider_cost_currency, provider_cost_source)
      select u.customer_id, u.id, u.key, 'CONSUME', u.feature_key, u.pool_key, u.quantity, u.rate, u.status, u.allowed, u.reason,
             u.charged, u.overage, 0, 0, null, null, u.balance_after, u.provider_cost, u.properties, u.actor,
-            date_trunc('milliseconds', now()), now()
+            date_trunc('milliseconds', now()), now(), u.pc_currency, u.pc_source
        from unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::numeric[], $7::numeric[], $8::text[],
-                   $9::boolean[], $10::text[], $11::numeric[], $12::numeric[], $13::numeric[], $14::numeric[], $15::jsonb[], $16::text[])
+                   $9::boolean[], $10::text[], $11::numeric[], $12::numeric[], $13::numeric[], $14::numeric[], $15::jsonb[], $16::text[],
+                   $28::text[], $29::text[])
             as u(customer_id, id, key, feature_key, pool_key, quantity, rate, status, allowed, reason, charged, overage,
-                 balance_after, provider_cost, properties, actor)
+                 balance_after, provider_cost, properties, actor, pc_currency, pc_source)
      returning 1
    ),
    deltas as (
@@ -481,6 +495,8 @@ export async function applySimpleMany(sql: Sql, plans: SimplePlan[], actor: stri
     posts.map((_, i) => i),
     posts.map((p) => (p.actor === undefined ? actor : p.actor)),
     origin,
+    ins.map((x) => x.u.providerCostCurrency ?? null),
+    ins.map((x) => x.u.providerCostSource ?? null),
   ];
   try {
     const [row] = await sql.query<{ grants: Array<{ id: string; remaining: string }> }>(APPLY_SIMPLE_MANY, values);
@@ -500,7 +516,7 @@ function replaceOnce(text: string, from: string, to: string): string {
 
 /**
  * The same statement as ledger.apply, for the plans of several customers at once: every row
- * carries its customer ($1 becomes the customers of the inserts, $54 of the resolved events, $55
+ * carries its customer ($1 becomes the customers of the inserts, $58 of the resolved events, $59
  * of the grants), every check is the same, grants are locked in id order across customers. Derived
  * from APPLY's text so that the two cannot drift apart.
  */
@@ -510,10 +526,10 @@ const APPLY_MANY = statement(
     ['select $1, u.id, u.key,', 'select u.customer_id, u.id, u.key,'],
     ['from unnest($2::uuid[], $3::text[], $4::text[]', 'from unnest($1::text[], $2::uuid[], $3::text[], $4::text[]'],
     ['as u(id, key, kind,', 'as u(customer_id, id, key, kind,'],
-    ['from unnest($22::uuid[],', 'from unnest($54::text[], $22::uuid[],'],
+    ['from unnest($22::uuid[],', 'from unnest($58::text[], $22::uuid[],'],
     ['as v(id, expected,', 'as v(customer_id, id, expected,'],
     ['where e.customer_id = $1 and e.id = v.id', 'where e.customer_id = v.customer_id and e.id = v.id'],
-    ['select * from unnest($32::uuid[],', 'select * from unnest($55::text[], $32::uuid[],'],
+    ['select * from unnest($32::uuid[],', 'select * from unnest($59::text[], $32::uuid[],'],
     ['as d(grant_id, d_remaining,', 'as d(customer_id, grant_id, d_remaining,'],
     [
       'select g.id from credit_grant g\n      where g.customer_id = $1 and g.id in (select grant_id from deltas)\n      order by g.id\n        for no key update',

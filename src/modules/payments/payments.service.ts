@@ -95,6 +95,12 @@ export class PaymentsService {
    */
   onProviderInvoice: ((args: { provider: string; eventId: string; customerId: string; providerInvoiceId: string; currency: string | null; createdAt: Date | null; paid: boolean; tollgateInvoiceId: string | null; lines: Array<{ tollgateLineId: string | null; amount: number; priceId: string | null; quantity: number }> }) => Promise<{ checked: number; mismatches: number }>) | null = null;
 
+  /**
+   * A repeated delivery of a stored event, absorbed (the leakage report's DUPLICATE_WEBHOOK; wired
+   * by services.ts). Must never throw: recording it never fails the webhook.
+   */
+  onDuplicateDelivery: ((provider: string, eventId: string) => Promise<void>) | null = null;
+
   register(provider: PaymentProvider): void {
     this.providers.set(provider.name, provider);
   }
@@ -116,6 +122,7 @@ export class PaymentsService {
       [providerName, event.id, event.type, event.providerCustomerId, event.objectId, event.created, JSON.stringify(event.payload)],
     );
     if (!inserted) {
+      await this.onDuplicateDelivery?.(providerName, event.id);
       const existing = await this.get(providerName, event.id);
       // A provider retry of an event that failed (or is still being applied) is safe to re-run.
       if (existing.status === 'FAILED' || existing.status === 'RECEIVED' || existing.status === 'PENDING_LINK') {

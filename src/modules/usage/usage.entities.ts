@@ -27,6 +27,11 @@ export enum UsageStatus {
   name: 'usage_event_hold_expiry_idx',
   expression: `create index "usage_event_hold_expiry_idx" on "usage_event" ("expires_at") where "status" = 'HELD'`,
 })
+@Index({
+  name: 'usage_event_charged_at_idx',
+  expression: `create index "usage_event_charged_at_idx" on "usage_event" ("resolved_at") where "status" in ('CHARGED', 'COMMITTED')`,
+})
+@Check({ name: 'usage_event_provider_cost_source', expression: `provider_cost_source is null or provider_cost_source in ('EXPLICIT', 'COST_TABLE')` })
 @Check({ name: 'usage_event_key_length', expression: 'octet_length(idempotency_key) between 1 and 255' })
 @Check({ name: 'usage_event_held_nonneg', expression: 'held >= 0' })
 export class UsageEvent {
@@ -101,6 +106,14 @@ export class UsageEvent {
 
   @Property({ type: 'string', columnType: 'numeric', nullable: true })
   providerCost?: string | null;
+
+  /** Currency of providerCost (the cost table's; null for an explicit cost, which has none). */
+  @Property({ type: 'text', nullable: true })
+  providerCostCurrency?: string | null;
+
+  /** Where providerCost came from: EXPLICIT (the caller) or COST_TABLE (the rate in effect at write time). */
+  @Property({ type: 'text', nullable: true })
+  providerCostSource?: string | null;
 
   @Property({ type: 'json', nullable: true })
   properties?: Record<string, unknown> | null;

@@ -6,6 +6,7 @@ import { costOf, decideAccess, pricing } from '../access/can-access';
 import { available, buildPoolView, drawFrom, type PoolGrant, type PoolView } from '../access/pool';
 import { emptyPlan, type LedgerPlan, type Posting, type UsageInsert, type UsageUpdate } from '../ledger/ledger.apply';
 import { LedgerKind } from '../ledger/ledger.entities';
+import { modelOf, type CostSnapshot } from '../catalog/cost-table';
 
 /**
  * Plans a batch of usage operations of ONE customer against one snapshot of its state. Pure:
@@ -88,7 +89,24 @@ function keyReused(row: UsageRow): DomainError {
   );
 }
 
-export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
+/**
+ * The provider cost to record: the caller's (EXPLICIT), else quantity x the cost table's rate for
+ * the feature and model in effect now (COST_TABLE), else none. Only usage that happened has a cost.
+ */
+function providerCostOf(
+  explicit: Dec | null,
+  costs: CostSnapshot | null,
+  featureKey: string,
+  model: string | null,
+  quantity: Dec,
+  now: Date,
+): { amount: Dec | null; currency: string | null; source: 'EXPLICIT' | 'COST_TABLE' | null } {
+  if (explicit !== null) return { amount: explicit, currency: null, source: 'EXPLICIT' };
+  const c = costs?.costOf(featureKey, model, quantity, now) ?? null;
+  return c ? { amount: c.amount, currency: c.currency, source: 'COST_TABLE' } : { amount: null, currency: null, source: null };
+}
+
+export function planBatch(state: CustomerState, ops: UsageOp[], costs: CostSnapshot | null = null): BatchPlan {
   const plan = emptyPlan();
   const outcomes: OpOutcome[] = [];
   const views = new Map<string, PoolView>();
@@ -195,6 +213,8 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
       late: upd.late,
       balanceAfter: upd.balanceAfter === null ? null : fmt(upd.balanceAfter),
       providerCost: upd.providerCost === null ? row.providerCost : fmt(upd.providerCost),
+      providerCostCurrency: upd.providerCost === null ? row.providerCostCurrency : (upd.providerCostCurrency ?? null),
+      providerCostSource: upd.providerCost === null ? row.providerCostSource : (upd.providerCostSource ?? null),
       allowed: row.kind === 'RESERVE' && upd.status === 'COMMITTED' ? upd.uncollected.isZero() : row.allowed,
       reason:
         row.kind === 'RESERVE' && upd.status === 'COMMITTED'
@@ -296,7 +316,6 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
           rate: decision.pool ? pricing(feature).rate : null,
           properties: op.properties,
           actor: op.actor,
-          providerCost: op.type === 'consume' ? op.providerCost : null,
         };
         let charged = ZERO;
         let overage = ZERO;
@@ -319,6 +338,12 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
         }
         if (decision.pool) balance = available(viewOf(decision.pool));
         const status = !decision.allowed ? 'DENIED' : op.type === 'consume' ? 'CHARGED' : 'HELD';
+        // A consume's provider cost: explicit, or the cost table's when it was charged (a denied
+        // usage did not happen). A reservation gets its cost at commit.
+        const cost =
+          op.type !== 'consume'
+            ? providerCostOf(null, null, op.featureKey, null, op.quantity, now)
+            : providerCostOf(op.providerCost, decision.allowed ? costs : null, op.featureKey, modelOf(op.properties), op.quantity, now);
         const expiresAt =
           op.type === 'reserve' && decision.allowed ? new Date(now.getTime() + op.ttlSeconds * 1000) : null;
         const ins: UsageInsert = {
@@ -333,6 +358,9 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
           holds,
           expiresAt,
           balanceAfter: balance,
+          providerCost: cost.amount,
+          providerCostCurrency: cost.currency,
+          providerCostSource: cost.source,
         };
         const row: UsageRow = {
           id,
@@ -354,7 +382,10 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
           committedQuantity: null,
           late: false,
           balanceAfter: balance ? fmt(balance) : null,
-          providerCost: base.providerCost ? fmt(base.providerCost) : null,
+          providerCost: cost.amount ? fmt(cost.amount) : null,
+          providerCostCurrency: cost.currency,
+          providerCostSource: cost.source,
+          model: modelOf(op.properties),
           expiresAt,
           createdAt: now,
           resolvedAt: status === 'HELD' ? null : now,
@@ -391,6 +422,7 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
         const r = draw(view, cost, LedgerKind.CAPTURE, row.id, null, op.actor);
         const charged = cost.minus(r.shortfall);
         const balance = available(view);
+        const pc = providerCostOf(op.providerCost, costs, row.featureKey, row.model ?? modelOf(row.properties), op.quantity, now);
         const next = resolve(row, {
           status: 'COMMITTED',
           charged,
@@ -399,7 +431,9 @@ export function planBatch(state: CustomerState, ops: UsageOp[]): BatchPlan {
           committedQuantity: op.quantity,
           late,
           balanceAfter: balance,
-          providerCost: op.providerCost,
+          providerCost: pc.amount,
+          providerCostCurrency: pc.currency,
+          providerCostSource: pc.source,
         });
         // A commit of a lapsed hold (status EXPIRED) also moves it to COMMITTED.
         return { ok: true, row: next, replayed: false, balance, detail: late ? 'committed after the reservation expired' : null };

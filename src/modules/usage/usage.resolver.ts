@@ -39,6 +39,8 @@ function usageEventView(v: UsageEventView): UsageEventType {
     committedQuantity: r.committedQuantity === null ? null : dec(r.committedQuantity),
     late: r.late,
     providerCost: r.providerCost === null ? null : dec(r.providerCost),
+    providerCostCurrency: r.providerCostCurrency ?? null,
+    providerCostSource: r.providerCostSource ?? null,
     properties: r.properties ?? null,
     actor: r.actor ?? null,
     expiresAt: r.expiresAt,

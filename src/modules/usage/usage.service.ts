@@ -11,6 +11,8 @@ import type { CustomerState } from '../access/access.model';
 import type { Entry, StateCache } from '../access/state-cache';
 import type { LedgerEntryRow, LedgerService, NewGrant } from '../ledger/ledger.service';
 import { planBatch, poolsOf, virtualGrants, type OpOutcome, type UsageOp } from './usage.plan';
+import type { CostSnapshot, CostTable } from '../catalog/cost-table';
+import { decideAccess } from '../access/can-access';
 
 /**
  * consume, reserve, commit and release. Every operation of a customer goes through that
@@ -72,6 +74,30 @@ export interface ReserveResult {
   balance: Dec | null;
   replayed: boolean;
   detail: string | null;
+}
+
+/**
+ * A leak the service prevented, which leaves no other trace (a replay or a refused key reuse
+ * writes nothing): recorded for the leakage report (src/modules/revenue/leakage.service.ts).
+ * `units` are the pool units the request would have moved; when null, `quantity` × the
+ * feature's credit cost (or the reservation's rate) is recorded.
+ */
+export interface PreventedLeak {
+  customerId: string;
+  cause: 'DUPLICATE_REQUEST' | 'KEY_REUSE_REFUSED' | 'RACE_FOR_LAST_UNIT';
+  featureKey: string | null;
+  units: Dec | null;
+  quantity: Dec | null;
+  /** The usage event behind it (raw id): the one replayed, the reservation committed again, or the denial. */
+  usageId: string | null;
+  /** A reused key: the recorder finds the original usage event by it. */
+  idempotencyKey: string | null;
+  detail: Record<string, unknown>;
+}
+
+/** Where prevented leaks go. Must never throw: a failure to record one never fails the request. */
+export interface LeakageSink {
+  record(leak: PreventedLeak): Promise<void>;
 }
 
 export interface UsageEventView {
@@ -243,6 +269,7 @@ function heldRow(customerId: string, u: UsageInsert, now: Date): UsageRow {
     late: false,
     balanceAfter: u.balanceAfter === null ? null : fmt(u.balanceAfter),
     providerCost: u.providerCost === null ? null : fmt(u.providerCost),
+    model: typeof u.properties?.model === 'string' ? u.properties.model : null,
     expiresAt: u.expiresAt,
     createdAt: now,
     resolvedAt: null,
@@ -253,6 +280,8 @@ function heldRow(customerId: string, u: UsageInsert, now: Date): UsageRow {
 
 interface Pending {
   op: UsageOp;
+  /** The batch that was running for this customer when this operation arrived (it ran concurrently with it). */
+  concurrentWith?: RunningBatch;
   featureKeys: string[];
   key?: string;
   id?: string;
@@ -260,19 +289,31 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
+/** A batch in flight for one customer, and the state it first read (before its writes). */
+interface RunningBatch {
+  firstRead?: CustomerState;
+}
+
 export class UsageService {
   private readonly queues = new Map<string, Pending[]>();
+  private readonly running = new Map<string, RunningBatch>();
   private readonly entryOf = new WeakMap<CombinePlan, Entry>();
   /** Simple consume plans of different customers, written together (see apply-combiner.ts). */
   readonly combiner: ApplyCombiner;
   /** Statistics for the benchmark and tests. */
   readonly stats = { batches: 0, operations: 0, stalePlans: 0, materializations: 0, lapsedReleased: 0 };
+  /** Prevented leaks are recorded here (services.ts wires the leakage report's recorder). */
+  leakage: LeakageSink | null = null;
+  /** Outcomes denied for balance that the balance as first read would have allowed (see markRaces). */
+  private readonly raced = new WeakSet<OpOutcome>();
 
   constructor(
     private readonly db: Db,
     private readonly ledger: LedgerService,
     /** The per-customer state cache: consume plans from it, and every write updates it before answering. */
     private readonly cache: StateCache | null = null,
+    /** The cost table: a usage without an explicit providerCost gets its rate (docs/revenue-integrity.md#cost-table). */
+    private readonly costs: CostTable | null = null,
   ) {
     this.combiner = new ApplyCombiner(
       db,
@@ -298,7 +339,10 @@ export class UsageService {
       providerCost: validateCost(input.providerCost),
       actor,
     };
-    const o = await this.submit(input.customerId, { op, featureKeys: [input.feature], key: op.idempotencyKey });
+    const o = await this.noteRefusal(input.customerId, op, null, () =>
+      this.submit(input.customerId, { op, featureKeys: [input.feature], key: op.idempotencyKey }),
+    );
+    await this.noteOutcome(input.customerId, op, o);
     return consumeResultOf(input.feature, o);
   }
 
@@ -345,7 +389,10 @@ export class UsageService {
       properties: validateProperties(input.properties),
       actor,
     };
-    const o = await this.submit(input.customerId, { op, featureKeys: [input.feature], key: op.idempotencyKey });
+    const o = await this.noteRefusal(input.customerId, op, null, () =>
+      this.submit(input.customerId, { op, featureKeys: [input.feature], key: op.idempotencyKey }),
+    );
+    await this.noteOutcome(input.customerId, op, o);
     const row = o.row;
     // The reservation's own outcome: a later commit's shortfall does not change what reserve answered.
     const granted = row !== null && row.status !== 'DENIED';
@@ -368,7 +415,8 @@ export class UsageService {
       providerCost: validateCost(providerCost),
       actor,
     };
-    const o = await this.submit(customerId, { op, featureKeys: [], id });
+    const o = await this.noteRefusal(customerId, op, id, () => this.submit(customerId, { op, featureKeys: [], id }));
+    await this.noteOutcome(customerId, op, o);
     return { ...consumeResultOf(o.row?.featureKey ?? '', o), customerId };
   }
 
@@ -404,7 +452,8 @@ export class UsageService {
          'uncollected', e.uncollected::text, 'held', e.held::text, 'holds', e.holds,
          'committedQuantity', e.committed_quantity::text, 'late', e.late, 'balanceAfter', e.balance_after::text,
          'providerCost', e.provider_cost::text, 'expiresAt', e.expires_at, 'createdAt', e.created_at,
-         'resolvedAt', e.resolved_at, 'properties', e.properties, 'actor', e.actor) as row
+         'resolvedAt', e.resolved_at, 'properties', e.properties, 'actor', e.actor,
+         'providerCostCurrency', e.provider_cost_currency, 'providerCostSource', e.provider_cost_source) as row
          from usage_event e
         where e.customer_id = $1 and ($2::uuid is null or e.id = $2) and ($3::text is null or e.idempotency_key = $3)
         limit 1`,
@@ -416,6 +465,87 @@ export class UsageService {
     return { id: encodeUsageId(customerId, row.id), row, entries };
   }
 
+  // ---- prevented leaks (rare branches only; never on a first, successful request) ------------
+
+  /** A key reused with other parameters is refused: recorded, then the refusal is thrown as before. */
+  private async noteRefusal<T>(customerId: string, op: UsageOp, reservation: string | null, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (this.leakage && err instanceof DomainError && err.code === ErrorCode.IDEMPOTENCY_KEY_REUSED) {
+        const original = (err.details?.original ?? null) as { kind?: string; feature?: string; quantity?: string } | null;
+        const quantity = op.type === 'consume' || op.type === 'reserve' || op.type === 'commit' ? op.quantity : null;
+        await this.leakage.record({
+          customerId,
+          cause: 'KEY_REUSE_REFUSED',
+          featureKey: op.type === 'consume' || op.type === 'reserve' ? op.featureKey : null,
+          units: null,
+          quantity,
+          usageId: reservation,
+          idempotencyKey: op.type === 'consume' || op.type === 'reserve' ? op.idempotencyKey : null,
+          detail: {
+            operation: op.type,
+            ...(op.type === 'consume' || op.type === 'reserve' ? { idempotencyKey: op.idempotencyKey } : { reservation: encodeUsageId(customerId, reservation ?? '') }),
+            quantity: quantity?.toFixed() ?? null,
+            original: original ?? err.details ?? null,
+          },
+        });
+      }
+      throw err;
+    }
+  }
+
+  /** A replay answered from the key, or a denial that lost a race for the balance. */
+  private async noteOutcome(customerId: string, op: UsageOp, o: Extract<OpOutcome, { ok: true }>): Promise<void> {
+    if (!this.leakage || !o.row) return;
+    const row = o.row;
+    const usageId = row.id;
+    if (o.replayed) {
+      await this.leakage.record({
+        customerId,
+        cause: 'DUPLICATE_REQUEST',
+        featureKey: row.featureKey,
+        units: dec(row.charged).plus(row.status === 'HELD' ? dec(row.held) : 0),
+        quantity: null,
+        usageId,
+        idempotencyKey: null,
+        detail: { operation: op.type, idempotencyKey: row.idempotencyKey, status: row.status },
+      });
+    } else if (this.raced.has(o)) {
+      await this.leakage.record({
+        customerId,
+        cause: 'RACE_FOR_LAST_UNIT',
+        featureKey: row.featureKey,
+        units: dec(row.quantity).times(dec(row.rate ?? '1')),
+        quantity: dec(row.quantity),
+        usageId,
+        idempotencyKey: null,
+        detail: { operation: op.type, idempotencyKey: row.idempotencyKey, balanceAfter: row.balanceAfter },
+      });
+    }
+  }
+
+  /**
+   * The race for the last unit: a consume or reserve denied for INSUFFICIENT_BALANCE that the
+   * balance as this request's batch first read it would have allowed — concurrent operations
+   * (planned before it in the same batch, or written by another replica between the read and the
+   * locked write) took that balance — or by the batch that was running for the customer when it
+   * arrived (it queued behind it: the two were in flight together). A naive read-check-decrement
+   * counter would have let both through and gone negative. Pure, and only on denials.
+   */
+  private markRaces(customerId: string, firstRead: CustomerState, batch: Pending[], outcomes: OpOutcome[]): void {
+    const running = this.running.get(customerId);
+    if (running) running.firstRead ??= firstRead;
+    if (!this.leakage) return;
+    outcomes.forEach((o, i) => {
+      const op = batch[i].op;
+      if (!o.ok || !o.row || o.replayed || (op.type !== 'consume' && op.type !== 'reserve')) return;
+      if (o.row.status !== 'DENIED' || o.row.reason !== AccessReason.INSUFFICIENT_BALANCE) return;
+      const before = batch[i].concurrentWith?.firstRead;
+      if (decideAccess(firstRead, op.featureKey, op.quantity).allowed || (before && decideAccess(before, op.featureKey, op.quantity).allowed)) this.raced.add(o);
+    });
+  }
+
   // ---- the per-customer queue --------------------------------------------------------------
 
   private submit(customerId: string, p: Omit<Pending, 'resolve' | 'reject'>): Promise<Extract<OpOutcome, { ok: true }>> {
@@ -423,6 +553,7 @@ export class UsageService {
       const pending: Pending = { ...p, resolve, reject };
       const queue = this.queues.get(customerId);
       if (queue) {
+        pending.concurrentWith = this.running.get(customerId);
         queue.push(pending);
         return;
       }
@@ -438,6 +569,7 @@ export class UsageService {
     const queue = this.queues.get(customerId)!;
     while (queue.length > 0) {
       const batch = queue.splice(0, MAX_BATCH);
+      this.running.set(customerId, {});
       try {
         const outcomes = await this.runBatch(customerId, batch);
         batch.forEach((p, i) => p.resolve(outcomes[i]));
@@ -457,6 +589,7 @@ export class UsageService {
       }
     }
     this.queues.delete(customerId);
+    this.running.delete(customerId);
   }
 
   private async runBatch(customerId: string, batch: Pending[]): Promise<OpOutcome[]> {
@@ -475,15 +608,17 @@ export class UsageService {
     // commit/release plan from the entry only when it holds their reservations (made here).
     let cached = usageOnly ? await this.cache!.forWrite(customerId, featureKeys, ids) : null;
     let patched = false;
+    // The cost table as of now (in memory; after the barrier above in strict mode).
+    const costs = await this.costsFor(batch);
     if (cached) {
       // From the cache, no connection is needed to plan: a simple plan goes to the cross-customer
       // combiner (shared statement and commit); anything else takes the path below.
-      const fast = await this.combined(customerId, batch, cached);
+      const fast = await this.combined(customerId, batch, cached, costs);
       if (fast.outcomes) return fast.outcomes;
       if (!fast.reuse) cached = null;
     }
     try {
-      return await this.db.run((sql) => this.runPasses(sql, customerId, batch, featureKeys, keys, [...ids, ...holdIds], () => {
+      return await this.db.run((sql) => this.runPasses(sql, customerId, batch, featureKeys, keys, [...ids, ...holdIds], costs, () => {
         const c = cached;
         cached = null;
         return c;
@@ -494,12 +629,22 @@ export class UsageService {
   }
 
   /** A usage batch planned from the cached entry and written by the cross-customer combiner. */
-  private async combined(customerId: string, batch: Pending[], entry: Entry): Promise<{ outcomes?: OpOutcome[]; reuse: boolean }> {
+  /** The cost table, when an operation of the batch may need it (a consume or commit without an explicit providerCost). */
+  private async costsFor(batch: Pending[]): Promise<CostSnapshot | null> {
+    if (!this.costs) return null;
+    const needs = batch.some((p) => (p.op.type === 'consume' || p.op.type === 'commit') && p.op.providerCost === null);
+    if (!needs) return null;
+    const snap = await this.costs.current();
+    return snap.empty ? null : snap;
+  }
+
+  private async combined(customerId: string, batch: Pending[], entry: Entry, costs: CostSnapshot | null): Promise<{ outcomes?: OpOutcome[]; reuse: boolean }> {
     const state = this.cache!.stateOf(entry);
     if (virtualGrants(state, poolsOfBatch(state, batch)).length > 0) return { reuse: true }; // a period to write first
     const { plan, outcomes } = planBatch(
       state,
       batch.map((p) => p.op),
+      costs,
     );
     if (unstoredFromCache(batch, outcomes)) return { reuse: false };
     if (plan.inserts.length === 0 && plan.updates.length === 0 && plan.postings.length === 0) return { outcomes, reuse: false };
@@ -519,6 +664,7 @@ export class UsageService {
       return { reuse: false };
     }
     if (!this.patchEntry(customerId, entry, plan, o.remaining, state.now)) this.cache!.invalidate(customerId);
+    this.markRaces(customerId, state, batch, outcomes);
     return { outcomes, reuse: false };
   }
 
@@ -535,11 +681,13 @@ export class UsageService {
     featureKeys: string[],
     keys: string[],
     ids: string[],
+    costs: CostSnapshot | null,
     takeCached: () => Entry | null,
     onPatched: (ok: boolean) => void,
   ): Promise<OpOutcome[]> {
     let materialized = 0;
     let stale = 0;
+    let firstRead: CustomerState | null = null;
     const usageOnly = this.cache !== null && batch.every((p) => p.op.type !== 'maintain');
     for (let pass = 1; ; pass++) {
       let state: CustomerState;
@@ -583,13 +731,16 @@ export class UsageService {
       const { plan, outcomes } = planBatch(
         state,
         batch.map((p) => p.op),
+        costs,
       );
       if (fromCache && unstoredFromCache(batch, outcomes)) continue; // check the keys in the database
+      firstRead ??= state;
       const token = entry ? this.cache!.newToken() : null;
       if (entry && token) this.cache!.expect(entry, token);
       try {
         const result = await this.ledger.apply(sql, customerId, plan, null, token);
         if (entry && token) onPatched(this.patchEntry(customerId, entry, plan, result.grants, state.now));
+        this.markRaces(customerId, firstRead, batch, outcomes);
         return outcomes;
       } catch (err) {
         // Nothing was committed: no notification will come for the token. (Whether the

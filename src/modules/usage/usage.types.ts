@@ -97,6 +97,8 @@ export class UsageEventType {
   @Field(() => DecimalScalar, { nullable: true }) committedQuantity!: Dec | null;
   @Field(() => Boolean) late!: boolean;
   @Field(() => DecimalScalar, { nullable: true }) providerCost!: Dec | null;
+  @Field(() => String, { nullable: true, description: "Currency of providerCost (the cost table's rate); null for an explicit cost." }) providerCostCurrency!: string | null;
+  @Field(() => String, { nullable: true, description: 'EXPLICIT (given by the caller) or COST_TABLE (quantity x the rate in effect at write time); null: no cost recorded.' }) providerCostSource!: string | null;
   @Field(() => JSONScalar, { nullable: true }) properties!: unknown;
   @Field(() => String, { nullable: true }) actor!: string | null;
   @Field(() => DateTimeScalar, { nullable: true }) expiresAt!: Date | null;
