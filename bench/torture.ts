@@ -253,6 +253,10 @@ let services: Service[] = [];
 let stopping = false; // end of the run: no more random timeouts
 const RETRYABLE = new Set(['INTERNAL_SERVER_ERROR', 'SERVICE_UNAVAILABLE', 'RETRY_LATER', 'HTTP']);
 
+/** What the clients were told that the leakage report must account for. */
+const leakageSeen = { replays: 0 };
+const LEAKAGE = `query($from: DateTime!, $to: DateTime!) { leakageReport(from: $from, to: $to) { rows { cause status count } } }`;
+
 async function attempt(query: string, variables: Record<string, unknown>, timeoutMs: number, to: Service = services[0]): Promise<Attempt> {
   counts.requests += 1;
   to.stats.requests += 1;
@@ -277,6 +281,8 @@ async function attempt(query: string, variables: Record<string, unknown>, timeou
       return { kind: 'error', code: e.extensions?.code ?? 'UNKNOWN', message: e.message };
     }
     if (!body.data) return { kind: 'error', code: 'HTTP', message: `${res.status} without data` };
+    // Replays acknowledged to a client: the leakage report must count at least these (checked at the end).
+    for (const f of ['consume', 'reserve', 'commitReservation']) if (body.data[f]?.replayed === true) leakageSeen.replays += 1;
     return { kind: 'data', data: body.data };
   } catch (err) {
     if (ctl.signal.aborted) return { kind: 'timeout' };
@@ -1373,6 +1379,17 @@ async function check(env: Env): Promise<Check[]> {
     const live = add('accessChanged announces the last acknowledged write (probe customers, after every fault)');
     live.checked = liveCounts.finalChecked + liveViolations.length;
     live.violations.push(...liveViolations);
+    // 11. the leakage report accounts for what the clients saw, and its DETECTED checks find nothing
+    const leakage = add('leakage report: DUPLICATE_REQUEST >= replays acknowledged; DETECTED causes are 0');
+    const rep = await attempt(LEAKAGE, { from: new Date(t0 - 3_600_000).toISOString(), to: new Date(Date.now() + 3_600_000).toISOString() }, 60_000);
+    if (rep.kind !== 'data') leakage.violations.push(`leakageReport failed: ${JSON.stringify(rep)}`);
+    else {
+      const rows = rep.data.leakageReport.rows as Array<{ cause: string; status: string; count: number }>;
+      leakage.checked = rows.length + leakageSeen.replays;
+      const dup = rows.find((r) => r.cause === 'DUPLICATE_REQUEST')?.count ?? 0;
+      if (dup < leakageSeen.replays) leakage.violations.push(`DUPLICATE_REQUEST counts ${dup}, but ${leakageSeen.replays} replays were acknowledged to clients`);
+      for (const r of rows) if (r.status === 'DETECTED' && r.count !== 0) leakage.violations.push(`${r.cause} (DETECTED) counts ${r.count}`);
+    }
     const exits = add('the service never exited on its own');
     exits.checked = counts.serviceKills + 1;
     for (const s of services) if (s.stats.unexpectedExits > 0) exits.violations.push(`${s.name}: ${s.stats.unexpectedExits} unexpected exit(s) (see output above)`);
