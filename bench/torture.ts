@@ -256,6 +256,7 @@ const RETRYABLE = new Set(['INTERNAL_SERVER_ERROR', 'SERVICE_UNAVAILABLE', 'RETR
 /** What the clients were told that the leakage report must account for. */
 const leakageSeen = { replays: 0 };
 const LEAKAGE = `query($from: DateTime!, $to: DateTime!) { leakageReport(from: $from, to: $to) { rows { cause status count } } }`;
+const MARGIN = `query($from: DateTime!, $to: DateTime!, $after: String) { margin(from: $from, to: $to, groupBy: [CUSTOMER], first: 500, after: $after) { items { count providerCost currency } hasNextPage endCursor } }`;
 
 async function attempt(query: string, variables: Record<string, unknown>, timeoutMs: number, to: Service = services[0]): Promise<Attempt> {
   counts.requests += 1;
@@ -1390,6 +1391,34 @@ async function check(env: Env): Promise<Check[]> {
       if (dup < leakageSeen.replays) leakage.violations.push(`DUPLICATE_REQUEST counts ${dup}, but ${leakageSeen.replays} replays were acknowledged to clients`);
       for (const r of rows) if (r.status === 'DETECTED' && r.count !== 0) leakage.violations.push(`${r.cause} (DETECTED) counts ${r.count}`);
     }
+    // 12. margin is complete: every charged or committed usage of the run counted once, its provider cost once
+    const margin = add('margin (by customer, every page) counts each charged/committed usage once, with its provider cost');
+    const window = { from: new Date(t0 - 3_600_000).toISOString(), to: new Date(Date.now() + 3_600_000).toISOString() };
+    let count = 0;
+    const costs = new Map<string, number>();
+    let after: string | null = null;
+    for (let page = 0; page < 1000; page++) {
+      const r = await attempt(MARGIN, { ...window, after }, 60_000);
+      if (r.kind !== 'data') {
+        margin.violations.push(`margin failed: ${JSON.stringify(r)}`);
+        break;
+      }
+      const m = r.data.margin as { items: Array<{ count: number; providerCost: string; currency: string | null }>; hasNextPage: boolean; endCursor: string | null };
+      for (const i of m.items) {
+        count += i.count;
+        costs.set(i.currency ?? '', (costs.get(i.currency ?? '') ?? 0) + Number(i.providerCost));
+      }
+      if (!m.hasNextPage) break;
+      after = m.endCursor;
+    }
+    const truth = await db.query<{ n: number; cost: string | null }>(
+      `select count(*)::int as n, sum(provider_cost)::text as cost from usage_event where status in ('CHARGED', 'COMMITTED') and resolved_at >= $1 and resolved_at < $2`,
+      [window.from, window.to],
+    );
+    margin.checked = truth.rows[0].n;
+    if (count !== truth.rows[0].n) margin.violations.push(`margin counts ${count} usages, the database has ${truth.rows[0].n} charged or committed`);
+    const marginCost = [...costs.values()].reduce((a, b) => a + b, 0);
+    if (Math.abs(marginCost - Number(truth.rows[0].cost ?? 0)) > 1e-6) margin.violations.push(`margin's provider cost ${marginCost}, the usage events' ${truth.rows[0].cost}`);
     const exits = add('the service never exited on its own');
     exits.checked = counts.serviceKills + 1;
     for (const s of services) if (s.stats.unexpectedExits > 0) exits.violations.push(`${s.name}: ${s.stats.unexpectedExits} unexpected exit(s) (see output above)`);
