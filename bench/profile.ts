@@ -222,9 +222,11 @@ export async function explainConsume(pool: Pool, customerId: string, feature: st
     const load = captured.find((x) => x.name === 'access.load_state');
     const apply = captured.find((x) => x.name === 'ledger.apply');
     if (load) {
-      const [cid, features, keys, ids] = load.values as [string, string[], string[], string[]];
+      // Every parameter the statement takes, as literals (arrays of ids are uuid[], other arrays text[]).
       const lit = (v: string[], type: string) => `${c.escapeLiteral(`{${v.map((x) => `"${x}"`).join(',')}}`)}::${type}[]`;
-      const args = `(${c.escapeLiteral(cid)}, ${lit(features, 'text')}, ${lit(keys, 'text')}, ${lit(ids, 'uuid')})`;
+      const literal = (v: unknown, i: number): string =>
+        Array.isArray(v) ? lit(v as string[], i === 3 ? 'uuid' : 'text') : typeof v === 'boolean' ? String(v) : v === null ? 'null' : c.escapeLiteral(String(v));
+      const args = `(${(load.values as unknown[]).map(literal).join(', ')})`;
       await c.query(`prepare bench_load_state as ${load.text}`);
       for (let i = 0; i < 6; i++) await c.query(`execute bench_load_state${args}`);
       const { rows } = await c.query<{ 'QUERY PLAN': string }>(`explain (analyze, buffers) execute bench_load_state${args}`);
