@@ -1419,6 +1419,29 @@ async function check(env: Env): Promise<Check[]> {
     if (count !== truth.rows[0].n) margin.violations.push(`margin counts ${count} usages, the database has ${truth.rows[0].n} charged or committed`);
     const marginCost = [...costs.values()].reduce((a, b) => a + b, 0);
     if (Math.abs(marginCost - Number(truth.rows[0].cost ?? 0)) > 1e-6) margin.violations.push(`margin's provider cost ${marginCost}, the usage events' ${truth.rows[0].cost}`);
+    // 13. provider cost from the cost table: a rate of its history, in effect when the usage was written
+    const costCheck = add('cost-table cost: a rate already in effect when the usage was written, not replaced long before');
+    const history = (
+      await db.query<{ from: Date; cost: string }>(`select effective_from as from, unit_cost::text as cost from cost_rate where feature_key = 'text.generate' and model = '' order by effective_from`)
+    ).rows.map((r, i, all) => ({ from: r.from.getTime(), until: all[i + 1]?.from.getTime() ?? Number.POSITIVE_INFINITY, cost: Number(r.cost) }));
+    const priced = await db.query<{ customer_id: string; id: string; q: string; cost: string; at: Date }>(
+      `select customer_id, id, coalesce(committed_quantity, quantity)::text as q, provider_cost::text as cost, resolved_at as at
+         from usage_event where feature_key = 'text.generate' and provider_cost_source = 'COST_TABLE' and status in ('CHARGED', 'COMMITTED')`,
+    );
+    costCheck.checked = priced.rows.length;
+    for (const u of priced.rows) {
+      const at = u.at.getTime();
+      const q = Number(u.q);
+      const fits = history.filter((h) => h.from <= at && h.until > at - COST_STALE_MS && Math.abs(q * h.cost - Number(u.cost)) < 1e-9);
+      // How long the rate used had been replaced when the usage was written (0: current).
+      const age = Math.min(...fits.map((h) => Math.max(0, at - h.until)));
+      if (fits.length > 0 && age > costCounts.maxStaleMs) costCounts.maxStaleMs = age;
+      if (fits.length === 0) {
+        const used = history.filter((h) => Math.abs(q * h.cost - Number(u.cost)) < 1e-9).map((h) => new Date(h.from).toISOString());
+        costCheck.violations.push(`usage ${u.customer_id}/${u.id} at ${u.at.toISOString()}: provider cost ${u.cost} for ${u.q} matches no rate in effect then (rates with that cost took effect at ${used.join(', ') || 'never'})`);
+      }
+    }
+    if (costCounts.set === 0) costCheck.violations.push('the cost table never changed during the run');
     const exits = add('the service never exited on its own');
     exits.checked = counts.serviceKills + 1;
     for (const s of services) if (s.stats.unexpectedExits > 0) exits.violations.push(`${s.name}: ${s.stats.unexpectedExits} unexpected exit(s) (see output above)`);
@@ -1430,6 +1453,30 @@ async function check(env: Env): Promise<Check[]> {
 }
 
 // ---- main ------------------------------------------------------------------------------------
+
+// ---- cost-table churn: the cost of text.generate changes every few hundred ms ---------------------
+
+/*
+ * A usage without an explicit providerCost is charged quantity x the rate in effect when it is
+ * written, from each replica's in-memory copy of the cost table (invalidated by NOTIFY). While the
+ * replicas and PostgreSQL are killed, the rate of text.generate changes every 200-600 ms; at the
+ * end every such usage must carry a rate from the table's history that was already in effect when
+ * it was written (never a later one) and that had not been replaced more than COST_STALE_MS earlier.
+ */
+const SET_COST = `mutation($i: CostRateInput!) { setCostRate(input: $i) { unitCost effectiveFrom } }`;
+const COST_STALE_MS = 5_000; // a request is planned within moments of its arrival (strict mode: after the barrier)
+const costCounts = { set: 0, maxStaleMs: 0 };
+
+async function costChurnLoop(until: number): Promise<void> {
+  const rng = prng((SEED * 7_919 + 101) >>> 0);
+  while (Date.now() < until) {
+    const unitCost = (rng.int(1, 90) / 10_000).toFixed(4);
+    // Always through replica 0: the others learn of it only through the notification.
+    const { answer } = await sendClean(rng, SET_COST, { i: { feature: 'text.generate', currency: 'USD', unitCost } }, services[0]);
+    if (answer?.kind === 'data') costCounts.set += 1;
+    await sleep(rng.int(200, 600));
+  }
+}
 
 async function seedCustomers(rng: Rng): Promise<void> {
   const queue = Array.from({ length: CUSTOMERS }, (_, i) => i);
@@ -1493,6 +1540,7 @@ async function main(): Promise<number> {
     const clients = [
       ...Array.from({ length: CLIENTS }, (_, i) => clientLoop(i, until)),
       ...Array.from({ length: PROBERS }, (_, i) => proberLoop(i, until)),
+      costChurnLoop(until),
     ];
     await faulting;
     stopping = true; // the last operations retry without random timeouts
@@ -1535,6 +1583,7 @@ async function main(): Promise<number> {
         ['  item answers / items refused retryably (sent again)', `${batchCounts.itemAnswers} / ${batchCounts.itemRetryLater}`],
         ['probes: customers / writes / decisions judged', `${probeCounts.customers} / ${probeCounts.writes} / ${probeCounts.decisions}`],
         ['  probe customers given up (state not known exactly)', String(probeCounts.abandoned)],
+        ['cost-table changes (text.generate) / longest a replaced rate was still used (ms)', `${costCounts.set} / ${costCounts.maxStaleMs}`],
         ['live watchers / events (SUBSCRIBED, CHANGED, UNAVAILABLE, RESYNC)', `${liveCounts.watchers} / ${liveCounts.events} (${liveCounts.SUBSCRIBED}, ${liveCounts.CHANGED}, ${liveCounts.UNAVAILABLE}, ${liveCounts.RESYNC})`],
         ['operations never acknowledged', String(counts.lost)],
         ['service SIGKILLs survived', String(counts.serviceKills)],
