@@ -21,8 +21,9 @@ import type { Price } from '../catalog/prices';
  * Provider cost: usage_event.provider_cost (EXPLICIT or COST_TABLE, recorded at write time).
  *
  * One SQL aggregate over the period's usage (index usage_event_charged_at_idx) groups by the
- * requested dimensions and the currency, keyset-paged over the group key; the overage shares of
- * the page's groups are valued afterwards from their grants (a handful of rows).
+ * requested dimensions and the currency, keyset-paged over the group key; each grant drawn is valued
+ * once, each usage is one row (its entries aggregated), and the overage shares of the page's groups
+ * are valued afterwards from their grants (a handful of rows).
  */
 
 export enum MarginGroup {
@@ -60,12 +61,13 @@ export interface MarginArgs {
   after?: string | null;
 }
 
+/** Each dimension's column on a usage row (PLAN: the row source's plan, see margin()). */
 const DIMENSION_SQL: Record<MarginGroup, string> = {
-  [MarginGroup.CUSTOMER]: 'r.customer_id',
-  [MarginGroup.FEATURE]: 'r.feature_key',
-  [MarginGroup.MODEL]: 'r.model',
-  [MarginGroup.PLAN]: 'r.plan',
-  [MarginGroup.DAY]: 'r.day',
+  [MarginGroup.CUSTOMER]: 'customer_id',
+  [MarginGroup.FEATURE]: 'feature_key',
+  [MarginGroup.MODEL]: 'model',
+  [MarginGroup.PLAN]: 'plan',
+  [MarginGroup.DAY]: 'day',
 };
 
 /** Revenue shares are exact but for the overage allocation's division, kept to this many places. */
@@ -93,10 +95,12 @@ export class MarginService {
     if (customerId !== null) validateCustomerId(customerId);
     const after = args.after ? decodeCursor(args.after, groupBy) : null;
 
-    // The group key: the requested dimensions, then the currency ('' for none), all text.
-    const keys = [...groupBy.map((g) => DIMENSION_SQL[g]), 'r.currency'];
-    const keyList = keys.map((k, i) => `${k} as k${i}`).join(', ');
-    const keyRefs = keys.map((_, i) => `k${i}`);
+    // The group key: the requested dimensions, then the currency ('' for none), all text. Each row
+    // source below names its plan and currency; the other dimensions come from its usage.
+    const needs = new Set(groupBy);
+    const keysOf = (t: string, plan: string, currency: string) =>
+      [...groupBy.map((g) => (g === MarginGroup.PLAN ? plan : `${t}.${DIMENSION_SQL[g]}`)), currency].map((k, i) => `${k} as k${i}`).join(', ');
+    const keyRefs = [...groupBy, 'currency'].map((_, i) => `k${i}`);
     // The period and the customer are literals, not parameters: the connections plan parameterised
     // statements generically (plan_cache_mode=force_generic_plan), and a report over a range must be
     // planned for that range. Both are validated (a Date's ISO form; a customer id, quoted).
@@ -112,16 +116,14 @@ export class MarginService {
     }
     params.push(first + 1);
     const limit = `$${params.length}`;
+    // Only the dimensions asked for are carried per usage (ev is inlined: the others are not computed).
+    const dimCols = [MarginGroup.FEATURE, MarginGroup.MODEL, MarginGroup.DAY].filter((g) => needs.has(g)).map((g) => DIMENSION_SQL[g]);
+    const anyDims = dimCols.map((c) => `min(le.${c}) as ${c}, `).join('');
 
-    const rows = await this.db.query<{
-      keys: string[];
-      revenue: string;
-      cost: string;
-      cnt: number;
-      rules: string[];
-      overs: Array<[string, string, string]>;
-    }>(
-      `with ev as (
+    // One row per usage (`pu`, from its entries valued per grant): its cost and count, and when all its
+    // entries fall in one group with one rule (nearly always), its revenue too; the rest (a usage whose
+    // grants differ in plan, currency or rule) per entry; overage per entry, to be valued afterwards.
+    const sqlText = `with ev as (
          select e.customer_id, e.id, e.feature_key, coalesce(e.properties->>'model', '') as model,
                 to_char(e.resolved_at at time zone 'UTC', 'YYYY-MM-DD') as day,
                 e.provider_cost, e.provider_cost_currency
@@ -130,67 +132,89 @@ export class MarginService {
             and e.resolved_at >= ${lit(from.toISOString())}::timestamptz and e.resolved_at < ${lit(to.toISOString())}::timestamptz
             ${customerId === null ? '' : `and e.customer_id = ${lit(customerId)}`}
        ),
-       drawn as (
-         select l.customer_id, l.usage_event_id as usage_id, l.grant_id,
-                sum(-l.amount) as drawn,
-                sum(least(-l.amount, greatest(-l.balance_after, 0))) as over
-           from ledger_entry l join ev on l.customer_id = ev.customer_id and l.usage_event_id = ev.id
-          where l.kind in ('CONSUME', 'CAPTURE') and l.amount < 0
-          group by 1, 2, 3
+       -- each usage with each of its CONSUME/CAPTURE entries (none: one row, no grant): what the entry
+       -- drew, and the part of it that took the grant below zero (over)
+       le as materialized (
+         select ev.customer_id, ev.id as usage_id, ${dimCols.map((c) => `ev.${c}, `).join('')}ev.provider_cost, ev.provider_cost_currency as pcc,
+                l.grant_id, -l.amount as drawn, least(-l.amount, greatest(-l.balance_after, 0)) as over
+           from ev
+           left join ledger_entry l on l.customer_id = ev.customer_id and l.usage_event_id = ev.id
+                                   and l.kind in ('CONSUME', 'CAPTURE') and l.amount < 0
        ),
+       -- each grant drawn, valued once
        val as materialized (
          select gr.customer_id, gr.grant_id, v.unit_value, v.currency, v.rule,
                 coalesce(case when en.source = 'PLAN' then en.plan_key end,
                          (select e2.plan_key from entitlement e2
                            where e2.customer_id = gr.customer_id and e2.source = 'PLAN' and e2.plan_key is not null and e2.revoked_at is null
                            order by e2.valid_from desc limit 1), '') as plan
-           from (select distinct customer_id, grant_id from drawn) gr
+           from (select distinct customer_id, grant_id from le where grant_id is not null) gr
            join credit_grant cg on cg.customer_id = gr.customer_id and cg.id = gr.grant_id
            left join entitlement en on en.customer_id = cg.customer_id and en.id = cg.entitlement_id
            cross join lateral tollgate_credit_value(gr.customer_id, gr.grant_id) v
        ),
-       parts as (
-         select d.customer_id, d.usage_id, d.grant_id, d.drawn, d.over, v.unit_value, v.currency, v.rule, v.plan
-           from drawn d join val v on v.customer_id = d.customer_id and v.grant_id = d.grant_id
+       pu as materialized (
+         select u.*,
+                u.plan_lo is not null and u.plan_lo = u.plan_hi and (u.cur_lo is null or (u.cur_lo = u.cur_hi and not u.cur_null))
+                  and (u.rule_lo is null or u.rule_lo = u.rule_hi) as one,
+                u.pcc is null or u.cur_lo is null or u.pcc = u.cur_lo as same
+           from (select le.customer_id, le.usage_id, ${anyDims}min(le.provider_cost) as provider_cost, min(le.pcc) as pcc,
+                        min(v.plan) as plan_lo, max(v.plan) as plan_hi, min(v.currency) as cur_lo, max(v.currency) as cur_hi,
+                        coalesce(bool_or(v.grant_id is not null and v.currency is null), false) as cur_null,
+                        min(v.rule) filter (where le.drawn > le.over) as rule_lo, max(v.rule) filter (where le.drawn > le.over) as rule_hi,
+                        sum((le.drawn - le.over) * v.unit_value) as revenue
+                   from le left join val v on v.customer_id = le.customer_id and v.grant_id = le.grant_id
+                  group by le.customer_id, le.usage_id) u
        ),
-       usage_main as (
-         select p.customer_id, p.usage_id, min(p.plan) as plan, min(p.currency) as currency
-           from parts p group by 1, 2
-       ),
+       mixed as materialized (select u.customer_id, u.usage_id from pu u where u.plan_lo is not null and not u.one),
        r as (
-         -- each usage once: its provider cost and count, in its cost's currency (or its revenue's)
-         select ev.customer_id, ev.feature_key, ev.model, ev.day, coalesce(um.plan, '') as plan,
-                coalesce(ev.provider_cost_currency, um.currency, '') as currency,
-                0::numeric as revenue, coalesce(ev.provider_cost, 0) as cost, 1 as cnt,
-                null::uuid as grant_id, 0::numeric as over, null::text as rule
-           from ev left join usage_main um on um.customer_id = ev.customer_id and um.usage_id = ev.id
+         -- each usage once: its provider cost and count, in its cost's currency (or its revenue's), and
+         -- its revenue when that falls in the same group
+         select ${keysOf('u', `coalesce(u.plan_lo, '')`, `coalesce(u.pcc, u.cur_lo, '')`)},
+                case when u.one and u.same then u.revenue else 0 end as revenue, coalesce(u.provider_cost, 0) as cost, 1 as cnt,
+                case when u.one and u.same then u.rule_lo end as rule, null::text as oc, null::uuid as og, 0::numeric as over
+           from pu u
          union all
-         -- what it drew from each grant: credits within the allowance x the grant's credit value
-         select ev.customer_id, ev.feature_key, ev.model, ev.day, p.plan,
-                coalesce(p.currency, ev.provider_cost_currency, '') as currency,
-                (p.drawn - p.over) * p.unit_value, 0, 0,
-                p.grant_id, p.over, case when p.drawn > p.over then p.rule end
-           from parts p join ev on ev.customer_id = p.customer_id and ev.id = p.usage_id
+         -- its revenue in its grants' currency when that differs from its cost's
+         select ${keysOf('u', 'u.plan_lo', 'u.cur_lo')}, u.revenue, 0, 0, u.rule_lo, null, null, 0
+           from pu u where u.one and not u.same
+         union all
+         -- a usage whose entries fall in several groups: each entry, credits within the allowance x the grant's credit value
+         select ${keysOf('p', 'v.plan', `coalesce(v.currency, p.pcc, '')`)}, (p.drawn - p.over) * v.unit_value, 0, 0,
+                case when p.drawn > p.over then v.rule end, null, null, 0
+           from le p join val v on v.customer_id = p.customer_id and v.grant_id = p.grant_id
+           join mixed m on m.customer_id = p.customer_id and m.usage_id = p.usage_id
+         union all
+         -- overage, with its grant
+         select ${keysOf('p', 'v.plan', `coalesce(v.currency, p.pcc, '')`)}, 0, 0, 0, null, p.customer_id, p.grant_id, p.over
+           from le p join val v on v.customer_id = p.customer_id and v.grant_id = p.grant_id
+          where p.over > 0
        ),
-       per_grant as (
-         select ${keyList}, r.customer_id as c, r.grant_id as g,
-                sum(r.revenue) as revenue, sum(r.cost) as cost, sum(r.cnt) as cnt, sum(r.over) as over,
-                max(r.rule) as rule -- one per grant (its valuation)
-           from r group by ${keys.map((_, i) => i + 1).join(', ')}, r.customer_id, r.grant_id
+       per_rule as (
+         select ${keyRefs.join(', ')}, rule, oc, og, sum(revenue) as revenue, sum(cost) as cost, sum(cnt) as cnt, sum(over) as over
+           from r group by ${keyRefs.join(', ')}, rule, oc, og
        ),
        groups as (
          select ${keyRefs.join(', ')}, sum(revenue) as revenue, sum(cost) as cost, sum(cnt)::int as cnt,
                 coalesce(array_agg(distinct rule) filter (where rule is not null), '{}') as rules,
-                coalesce(jsonb_agg(jsonb_build_array(c, g::text, over::text)) filter (where over > 0), '[]') as overs
-           from per_grant
+                coalesce(jsonb_agg(jsonb_build_array(oc, og::text, over::text)) filter (where og is not null), '[]') as overs
+           from per_rule
           group by ${keyRefs.join(', ')}
        )
        select array[${keyRefs.map((k) => `${k}::text`).join(', ')}] as keys, trim_scale(revenue)::text as revenue, trim_scale(cost)::text as cost, cnt, rules, overs
          from groups ${having}
         order by ${keyRefs.join(', ')}
-        limit ${limit}`,
-      params,
-    );
+        limit ${limit}`;
+    type Row = { keys: string[]; revenue: string; cost: string; cnt: number; rules: string[]; overs: Array<[string, string, string]> };
+    // At 1M usages the statement keeps two 1M-row CTEs (le, pu) and sorts or hashes them: with the
+    // default work_mem they spill to disk (about 10% slower), so it gets more, for this transaction
+    // only. One customer's usage is small: no transaction (its three round trips cost more).
+    const rows = customerId !== null
+      ? await this.db.query<Row>(sqlText, params)
+      : await this.db.transaction(async ({ sql }) => {
+          await sql.query(`set local work_mem = '128MB'`);
+          return sql.query<Row>(sqlText, params);
+        });
 
     const hasNextPage = rows.length > first;
     const page = rows.slice(0, first);
