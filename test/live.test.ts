@@ -1,6 +1,7 @@
 import { createClient } from 'graphql-sse';
 import { createApp, type App } from '../src/app';
 import { ADMIN_KEY, startTestApp, testConfig, type TestApp } from './support/app';
+import { until } from './support/net';
 
 /**
  * `accessChanged` over Server-Sent Events (/graphql/stream): the first event is SUBSCRIBED with the
@@ -69,10 +70,6 @@ const consume = (key: string, quantity = 1, base = t.address): Promise<any> =>
     body: JSON.stringify({ query: `mutation($k: String!, $q: Decimal!) { consume(input: { customerId: "live", feature: "text.generate", quantity: $q, idempotencyKey: $k }) { allowed } }`, variables: { k: key, q: quantity } }),
   }).then((r) => r.json());
 
-/** Waits (bounded by the test timeout) until `cond` holds: synchronisation on a condition, not a delay. */
-async function until(cond: () => boolean): Promise<void> {
-  while (!cond()) await new Promise((r) => setImmediate(r));
-}
 
 test('the first event is SUBSCRIBED with the current decisions; a consume is announced with the new balance', async () => {
   const sub = subscribe(t.address, ADMIN_KEY);

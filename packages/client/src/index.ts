@@ -16,7 +16,7 @@ export type { AccessReason, AccessChangeCause } from './generated/graphql';
 export { HoldNotResolved, TollgateDenied, TollgateError } from './errors';
 import { describe, HoldNotResolved, TollgateDenied, TollgateError } from './errors';
 import { DecisionCache, type CacheOptions, type CacheStats } from './cache';
-import { LiveUpdates, type LiveOptions, type WatchHandlers } from './live';
+import { graphqlEndpoint, LiveUpdates, type LiveOptions, type WatchHandlers } from './live';
 export type { CacheOptions, CacheStats } from './cache';
 export type { AccessEvent, WatchHandlers } from './live';
 
@@ -151,8 +151,7 @@ export class TollgateClient {
   private streamToken: string | undefined;
 
   constructor(private readonly options: TollgateClientOptions) {
-    const base = options.url.replace(/\/+$/, '');
-    this.endpoint = base.endsWith('/graphql') ? base : `${base}/graphql`;
+    this.endpoint = graphqlEndpoint(options.url);
     this.timeoutMs = options.timeoutMs ?? 5000;
     this.retries = options.retries ?? 5;
     this.baseMs = options.backoff?.baseMs ?? 100;

@@ -41,10 +41,15 @@ export interface WatchHandlers {
   onError?(err: TollgateError): void;
 }
 
+/** The /graphql endpoint of a service URL (its base URL or the endpoint itself). */
+export function graphqlEndpoint(url: string): string {
+  const base = url.replace(/\/+$/, '');
+  return base.endsWith('/graphql') ? base : `${base}/graphql`;
+}
+
 /** The stream endpoint of a service URL (base URL or /graphql endpoint). */
 export function streamUrl(url: string): string {
-  const base = url.replace(/\/+$/, '');
-  return `${base.endsWith('/graphql') ? base : `${base}/graphql`}/stream`;
+  return `${graphqlEndpoint(url)}/stream`;
 }
 
 export class LiveUpdates {

@@ -1,9 +1,8 @@
 import type { LanguageModelV3CallOptions, LanguageModelV3GenerateResult, LanguageModelV3StreamPart, LanguageModelV3Usage } from '@ai-sdk/provider';
 import { APICallError, generateText, streamText, wrapLanguageModel } from 'ai';
 import { MockLanguageModelV3 } from 'ai/test';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { startTestApp, type TestApp } from '../../../test/support/app';
+import { faultyProxy } from '../../../test/support/net';
 import { startService } from '../../../test/support/service';
 import { TollgateClient, TollgateDenied, TollgateError } from '../src';
 import { promptChars, tollgateMiddleware, type Settlement, type TollgateMiddlewareOptions } from '../src/ai-sdk';
@@ -419,42 +418,6 @@ describe('releases, denials, replays', () => {
 
 // ---- faults between the middleware and Tollgate ----------------------------------------------
 
-type Fault = 'pass' | 'drop' | 'slow' | 'refuse';
-
-/** A proxy in front of the test server; `plan(n)` decides what happens to the n-th request (1-based). */
-async function faultyProxy(plan: (n: number) => Fault, slowMs = 800) {
-  let n = 0;
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', async () => {
-      const fault = plan(++n);
-      if (fault === 'refuse') return req.socket.destroy();
-      const upstream = await fetch(`${t.address}/graphql`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: String(req.headers.authorization ?? '') },
-        body: Buffer.concat(chunks),
-      });
-      const text = await upstream.text();
-      // The server has answered (and charged): now lose or delay the answer.
-      if (fault === 'drop') return req.socket.destroy();
-      const send = () => res.writeHead(upstream.status, { 'content-type': 'application/json' }).end(text);
-      if (fault === 'slow') setTimeout(send, slowMs).unref();
-      else send();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    requests: () => n,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
-
 describe('faults between the middleware and Tollgate', () => {
   // Request 1 is the reserve, request 2 the commit.
   test.each([
@@ -463,7 +426,7 @@ describe('faults between the middleware and Tollgate', () => {
     ['streamText', 'drop' as const],
     ['streamText', 'slow' as const],
   ])('%s: a commit whose answer is %s (after the server committed) is retried with the same reservation: charged once', async (api, fault) => {
-    const proxy = await faultyProxy((n) => (n === 2 ? fault : 'pass'));
+    const proxy = await faultyProxy(t.address, (n) => (n === 2 ? fault : 'pass'), 800);
     const client = new TollgateClient({ url: proxy.url, apiKey: serverKey, timeoutMs: 300, retries: 3, backoff: { baseMs: 1, maxMs: 5 } });
     const mw = middleware({}, client);
     if (api === 'generateText') {
@@ -482,7 +445,7 @@ describe('faults between the middleware and Tollgate', () => {
   });
 
   test('Tollgate unreachable for the first commit attempts of a stream: retried until it answers, charged once', async () => {
-    const proxy = await faultyProxy((n) => (n === 2 || n === 3 ? 'refuse' : 'pass'));
+    const proxy = await faultyProxy(t.address, (n) => (n === 2 || n === 3 ? 'refuse' : 'pass'), 800);
     const client = new TollgateClient({ url: proxy.url, apiKey: serverKey, retries: 3, backoff: { baseMs: 1, maxMs: 5 } });
     const r = streamText({ model: wrapLanguageModel({ model: streaming(['ok'], 'finish', { usage: usage(12, 30) }).model, middleware: middleware({}, client) }), prompt: PROMPT });
     expect(await r.text).toBe('ok');
@@ -494,7 +457,7 @@ describe('faults between the middleware and Tollgate', () => {
 
   test('a commit that is never acknowledged fails the stream with HoldNotResolved and reports the pending commit; retrying it charges once', async () => {
     // Request 1 (the reserve) passes; every answer to a commit is lost after the server committed.
-    const proxy = await faultyProxy((n) => (n === 1 ? 'pass' : 'drop'));
+    const proxy = await faultyProxy(t.address, (n) => (n === 1 ? 'pass' : 'drop'), 800);
     const client = new TollgateClient({ url: proxy.url, apiKey: serverKey, retries: 2, backoff: { baseMs: 1, maxMs: 5 } });
     const r = streamText({ model: wrapLanguageModel({ model: streaming(['ok'], 'finish', { usage: usage(12, 30) }).model, middleware: middleware({}, client) }), prompt: PROMPT, onError: () => undefined });
     const text = Promise.resolve(r.text).catch((e: unknown) => e);

@@ -1,7 +1,6 @@
-import net from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { createApp, type App } from '../../../src/app';
 import { ADMIN_KEY, startTestApp, testConfig, type TestApp } from '../../../test/support/app';
+import { tcpProxy, until } from '../../../test/support/net';
 import { TollgateClient, type AccessEvent } from '../src';
 
 /**
@@ -35,35 +34,7 @@ afterEach(async () => {
   expect(await t.app.services.ledger.verify()).toEqual([]);
 });
 
-/** Waits (bounded by the test timeout) until `cond` holds: synchronisation on a condition, not a delay. */
-async function until(cond: () => boolean): Promise<void> {
-  while (!cond()) await new Promise((r) => setTimeout(r, 1));
-}
 
-/** A TCP proxy in front of the test server that can cut every open connection. */
-async function cuttableProxy() {
-  const sockets = new Set<net.Socket>();
-  const port = Number(new URL(t.address).port);
-  const server = net.createServer((client) => {
-    const upstream = net.connect(port, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    const gone = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('error', gone).on('close', gone);
-    upstream.on('error', gone).on('close', gone);
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    cut: () => sockets.forEach((s) => s.destroy()),
-    close: () => new Promise<void>((resolve) => (sockets.forEach((s) => s.destroy()), server.close(() => resolve()))),
-  };
-}
 
 async function grantVia(url: string, amount: number, k: string): Promise<void> {
   const res = await fetch(`${url}/graphql`, {
@@ -131,7 +102,7 @@ test("this client's own consume drops the cached decision at once (no waiting fo
 });
 
 test('while the stream is down nothing is served from memory; after it reconnects, caching resumes', async () => {
-  const proxy = await cuttableProxy();
+  const proxy = await tcpProxy(t.address);
   const tg = new TollgateClient({ url: proxy.url, apiKey: key, cache: true });
   try {
     await tg.warm('cc');

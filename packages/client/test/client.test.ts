@@ -1,7 +1,6 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { freePort } from '../../../bench/harness';
 import { startTestApp, type TestApp } from '../../../test/support/app';
+import { faultyProxy } from '../../../test/support/net';
 import { HoldNotResolved, TollgateClient, TollgateDenied, TollgateError } from '../src';
 
 /**
@@ -31,42 +30,6 @@ afterEach(async () => {
   expect(await t.app.services.ledger.verify()).toEqual([]);
 });
 
-type Fault = 'pass' | 'drop' | 'slow' | 'refuse';
-
-/** A proxy in front of the test server; `plan(n)` decides what happens to the n-th request (1-based). */
-async function faultyProxy(plan: (n: number) => Fault, slowMs = 600) {
-  let n = 0;
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', async () => {
-      const fault = plan(++n);
-      if (fault === 'refuse') return req.socket.destroy();
-      const upstream = await fetch(`${t.address}/graphql`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: String(req.headers.authorization ?? '') },
-        body: Buffer.concat(chunks),
-      });
-      const text = await upstream.text();
-      // The server has answered (and charged): now lose or delay the answer.
-      if (fault === 'drop') return req.socket.destroy();
-      const send = () => res.writeHead(upstream.status, { 'content-type': 'application/json' }).end(text);
-      if (fault === 'slow') setTimeout(send, slowMs).unref();
-      else send();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return {
-    url,
-    requests: () => n,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 const charges = async (customerId = 'cl') =>
   (await t.sql<{ n: number }>(`select count(*)::int as n from ledger_entry where customer_id = $1 and kind in ('CONSUME', 'CAPTURE')`, [customerId]))[0].n;
@@ -89,7 +52,7 @@ describe('@tollgate/client', () => {
   });
 
   test('a response lost after the server charged is retried with the same key: charged once', async () => {
-    const proxy = await faultyProxy((n) => (n <= 2 ? 'drop' : 'pass'));
+    const proxy = await faultyProxy(t.address, (n) => (n <= 2 ? 'drop' : 'pass'), 600);
     const tg = new TollgateClient({ url: proxy.url, apiKey: serverKey, retries: 5, ...fast });
     const r = await tg.consume({ customerId: 'cl', feature: 'text.generate', quantity: 3, idempotencyKey: 'lost' });
     expect(r).toMatchObject({ allowed: true, charged: '3', balance: '97', replayed: true });
@@ -99,7 +62,7 @@ describe('@tollgate/client', () => {
   });
 
   test('an answer slower than timeoutMs is abandoned and retried with the same key: charged once', async () => {
-    const proxy = await faultyProxy((n) => (n === 1 ? 'slow' : 'pass'), 800);
+    const proxy = await faultyProxy(t.address, (n) => (n === 1 ? 'slow' : 'pass'), 800);
     const tg = new TollgateClient({ url: proxy.url, apiKey: serverKey, timeoutMs: 200, retries: 3, ...fast });
     const r = await tg.consume({ customerId: 'cl', feature: 'text.generate', idempotencyKey: 'slow' });
     expect(r).toMatchObject({ allowed: true, replayed: true, balance: '99' });
@@ -108,7 +71,7 @@ describe('@tollgate/client', () => {
   });
 
   test('a consume or reserve without an idempotency key is refused before anything is sent', async () => {
-    const proxy = await faultyProxy(() => 'pass');
+    const proxy = await faultyProxy(t.address, () => 'pass', 600);
     const tg = new TollgateClient({ url: proxy.url, apiKey: serverKey });
     await expect(tg.consume({ customerId: 'cl', feature: 'text.generate', idempotencyKey: '' })).rejects.toMatchObject({ code: 'MISSING_IDEMPOTENCY_KEY' });
     await expect(tg.reserve({ customerId: 'cl', feature: 'text.generate', estimate: 5 } as never)).rejects.toBeInstanceOf(TollgateError);
@@ -164,7 +127,7 @@ describe('@tollgate/client', () => {
   test('a commit that is never acknowledged throws HoldNotResolved naming the lapse; retrying it later charges once', async () => {
     const direct = new TollgateClient({ url: t.address, apiKey: serverKey });
     const r = await direct.reserve({ customerId: 'cl', feature: 'text.generate', estimate: 4, idempotencyKey: 'h' });
-    const proxy = await faultyProxy(() => 'drop');
+    const proxy = await faultyProxy(t.address, () => 'drop', 600);
     const cut = new TollgateClient({ url: proxy.url, apiKey: serverKey, retries: 2, ...fast });
     const err = await cut.commit(r.reservation!.id, 4).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(HoldNotResolved);

@@ -1,7 +1,9 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { AddressInfo } from 'node:net';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { startTestApp, type TestApp } from '../../../test/support/app';
+import { closedPort } from '../../../test/support/net';
+import { Wire } from './wire';
 import { TollgateClient } from '../src';
 import { meter, metered, requireAccess } from '../src/express';
 
@@ -10,42 +12,12 @@ import { meter, metered, requireAccess } from '../src/express';
  * HTTP requests: statuses, bodies, what runs, and what the ledger charges.
  */
 
-/** The Tollgate client's transport: real requests to the service, watched, and cut on demand. */
-class Wire {
-  /** Operations (`CommitReservation`, ...) that fail as if the network were down. */
-  readonly cut = new Set<string>();
-  private waiting: Array<{ op: string; done: () => void }> = [];
-
-  readonly fetch: typeof fetch = async (input, init) => {
-    const op = /(?:query|mutation)\s+(\w+)/.exec(JSON.parse(String(init?.body)).query)?.[1] ?? '?';
-    if (this.cut.has(op)) throw new TypeError('fetch failed');
-    const res = await fetch(input, init);
-    for (const w of this.waiting.filter((w) => w.op === op)) w.done();
-    this.waiting = this.waiting.filter((w) => w.op !== op);
-    return res;
-  };
-
-  /** Resolves once the service has answered the next `op`. */
-  answered(op: string): Promise<void> {
-    return new Promise((done) => this.waiting.push({ op, done }));
-  }
-}
-
 let t: TestApp;
 let server: Server;
 let base: string;
 const wire = new Wire();
 let calls = 0;
 let started: () => void = () => undefined;
-
-/** A port nothing listens on: a Tollgate that cannot be reached. */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 beforeAll(async () => {
   t = await startTestApp();

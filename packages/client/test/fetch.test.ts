@@ -1,5 +1,5 @@
-import { createServer } from 'node:net';
 import { startTestApp, type TestApp } from '../../../test/support/app';
+import { closedPort } from '../../../test/support/net';
 import { TollgateClient } from '../src';
 import { meter, requireAccess } from '../src/fetch';
 
@@ -90,14 +90,6 @@ test('meter: charges what the route used, once per request id; a 5xx or a throw 
   expect(calls).toBe(1);
 });
 
-/** A port nothing listens on: a Tollgate that cannot be reached. */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 test('meter: the same request id after it finished answers 409 without running the route again (charged once)', async () => {
   let calls = 0;

@@ -1,8 +1,7 @@
-import net from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { createElement, StrictMode, useEffect, type ReactElement } from 'react';
 import { act, create, type ReactTestRenderer } from 'react-test-renderer';
 import { startTestApp, type TestApp } from '../../../test/support/app';
+import { tcpProxy, until } from '../../../test/support/net';
 import { TollgateClient, TollgateError } from '../src';
 import { TollgateProvider, useAccess, type AccessState } from '../src/react';
 
@@ -52,14 +51,6 @@ afterEach(async () => {
   expect(unexpectedErrors.splice(0)).toEqual([]);
 });
 
-/** Waits until `cond` holds: a condition, not a delay (bounded, to fail with a message rather than the test timeout). */
-async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within 20 s: ${cond.toString()}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
 
 /**
  * Waits until the rendered output satisfies `cond`. Each turn lets the network deliver inside an
@@ -199,38 +190,6 @@ class Wire {
   }
 }
 
-/** A TCP proxy in front of the test server: `down()` cuts every connection and refuses new ones until `up()`. */
-async function proxy() {
-  const sockets = new Set<net.Socket>();
-  const port = Number(new URL(t.address).port);
-  let down = false;
-  const srv = net.createServer((client) => {
-    if (down) return void client.destroy();
-    const upstream = net.connect(port, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    const gone = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('error', gone).on('close', gone);
-    upstream.on('error', gone).on('close', gone);
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`,
-    down: () => {
-      down = true;
-      sockets.forEach((s) => s.destroy());
-    },
-    up: () => {
-      down = false;
-    },
-    close: () => new Promise<void>((resolve) => (sockets.forEach((s) => s.destroy()), srv.close(() => resolve()))),
-  };
-}
 
 /** Resolves once the service refuses `token` (it expired): a condition on the service, not a delay. */
 async function expired(token: string): Promise<void> {
@@ -387,7 +346,7 @@ test("the access query's answer arriving after a live event does not replace the
 });
 
 test('while the stream is down nothing is shown as live; after the reconnect, the decisions it read replace what was shown', async () => {
-  const px = await proxy();
+  const px = await tcpProxy(t.address);
   try {
     const probe: Probe = { history: [] };
     const wire = new Wire();
@@ -453,7 +412,7 @@ test('an expired token is fetched again through getToken when the access query i
 });
 
 test('an expired token is fetched again through getToken when the stream reconnects', async () => {
-  const px = await proxy();
+  const px = await tcpProxy(t.address);
   try {
     const probe: Probe = { history: [] };
     const wire = new Wire();
