@@ -254,9 +254,12 @@ describe('§4 plan and seat changes mid-period', () => {
 
   test('an upgrade delivered before the subscription it upgrades ends with the same balances as in order', async () => {
     const start = now() - 12 * DAY;
+    // One moment for both streams' upgrade: the proration is by the event's time, so two streams built
+    // a second apart would differ by that second (this test once flaked on exactly that).
+    const upgradedAt = now() - 3600;
     const stream = (c: string, s: string) => [
       event('customer.subscription.created', sub(s, c, { price: 'price_pro_monthly', start }), { created: start, id: `evt_${s}_1` }),
-      event('customer.subscription.updated', sub(s, c, { price: 'price_team_monthly', quantity: 3, start }), { created: now() - 3600, id: `evt_${s}_2` }),
+      event('customer.subscription.updated', sub(s, c, { price: 'price_team_monthly', quantity: 3, start }), { created: upgradedAt, id: `evt_${s}_2` }),
     ];
     const [a1, a2] = stream('inorder', 'sub_io');
     await post(a1);
