@@ -123,7 +123,7 @@ export async function seedScale(pool: Pool, customers: number, entries: number):
     await c.query(`create temp table bench_scale_events on commit drop as
       select s.customer_id, s.grant_id, gen_random_uuid() as id, n,
              s.remaining - n as balance_after,
-             date_trunc('milliseconds', now() - ($1::int - n + 1) * interval '1 minute') as at
+             date_trunc('milliseconds', now() - ($1::int - n + 1) * (interval '30 days' / $1::int)) as at
         from bench_scale s cross join generate_series(1, $1::int) n`, [per]);
     await c.query(`insert into usage_event (customer_id, id, idempotency_key, kind, feature_key, pool_key, quantity, rate, status,
                                             allowed, reason, charged, overage, uncollected, held, holds, expires_at, balance_after,
@@ -137,6 +137,7 @@ export async function seedScale(pool: Pool, customers: number, entries: number):
         from bench_scale_events order by customer_id, grant_id, n`, [POOL]);
     await c.query(`update credit_grant g set remaining = g.remaining - $1::int, consumed = g.consumed + $1::int
         from bench_scale s where g.customer_id = s.customer_id and g.id = s.grant_id`, [per]);
+    await rebuildMarginRollup(c);
     // The replication role skipped the state-notify triggers too: tell every replica's state
     // cache, in this transaction, that everything changed (as a catalog change does).
     await c.query(`select pg_notify('tollgate_state', '/*')`);
@@ -183,6 +184,24 @@ export async function seedBillingUsage(pool: Pool, customer: string, events: num
       [customer, POOL, grant.id, each]);
     await c.query(`update credit_grant set remaining = remaining - $3::numeric * $4, consumed = consumed + $3::numeric * $4
                     where customer_id = $1 and id = $2`, [customer, grant.id, each, events]);
+    await rebuildMarginRollup(c);
   });
   await pool.query('analyze usage_event, ledger_entry, credit_grant');
+}
+
+/**
+ * The margin rollup of every customer with seeded usage, recomputed from its usage and ledger
+ * (tollgate_margin_rows, what verify() checks it against): seeded rows bypass ledger.apply, which
+ * keeps the rollup on write. Returns the seconds it took.
+ */
+export async function rebuildMarginRollup(c: Pick<Pool, 'query'>): Promise<number> {
+  const t0 = Date.now();
+  await c.query(`create temp table if not exists bench_rollup_customers (customer_id text primary key)`);
+  await c.query(`truncate bench_rollup_customers`);
+  await c.query(`insert into bench_rollup_customers select distinct customer_id from usage_event where actor = 'system:bench-seed'`);
+  await c.query(`delete from margin_rollup m using bench_rollup_customers b where m.customer_id = b.customer_id`);
+  // One pass over all usage (per customer, the function's `p_customer is null or ...` would not use the index).
+  await c.query(`insert into margin_rollup
+      select r.* from tollgate_margin_rows('-infinity', 'infinity', null) r where r.customer_id in (select customer_id from bench_rollup_customers)`);
+  return (Date.now() - t0) / 1000;
 }

@@ -10,6 +10,11 @@ import { Migration20261201151142_lean_write_path } from './Migration202612011511
 import { Migration20261201172950_revenue_integrity } from './Migration20261201172950_revenue_integrity';
 import { Migration20261201173438_leakage } from './Migration20261201173438_leakage';
 import { Migration20261201173610_cost_at_write } from './Migration20261201173610_cost_at_write';
+import { Migration20261201192000_margin_rollup } from './Migration20261201192000_margin_rollup';
+import { Migration20261201192504_margin_guard } from './Migration20261201192504_margin_guard';
+import { Migration20261201193857_alert_thresholds } from './Migration20261201193857_alert_thresholds';
+import { Migration20261201194500_webhooks } from './Migration20261201194500_webhooks';
+import { Migration20261201201000_balance_alerts } from './Migration20261201201000_balance_alerts';
 
 /**
  * Every migration, in order. `npm run migration:create` adds new ones here; CI fails when a
@@ -27,4 +32,9 @@ export const migrationsList: MigrationObject[] = [
   { name: 'Migration20261201172950_revenue_integrity', class: Migration20261201172950_revenue_integrity },
   { name: 'Migration20261201173438_leakage', class: Migration20261201173438_leakage },
   { name: 'Migration20261201173610_cost_at_write', class: Migration20261201173610_cost_at_write },
+  { name: 'Migration20261201192000_margin_rollup', class: Migration20261201192000_margin_rollup },
+  { name: 'Migration20261201192504_margin_guard', class: Migration20261201192504_margin_guard },
+  { name: 'Migration20261201193857_alert_thresholds', class: Migration20261201193857_alert_thresholds },
+  { name: 'Migration20261201194500_webhooks', class: Migration20261201194500_webhooks },
+  { name: 'Migration20261201201000_balance_alerts', class: Migration20261201201000_balance_alerts },
 ];

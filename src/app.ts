@@ -6,6 +6,7 @@ import { Listener } from './db/listener';
 import { Db } from './db/sql';
 import { createHttpServer, type HttpServer } from './http/server';
 import { Sweeper } from './modules/usage/sweeper';
+import { WebhookWorker } from './modules/webhooks/webhook-worker';
 import { createServices, type Services } from './services';
 
 export interface App {
@@ -16,6 +17,8 @@ export interface App {
   http: HttpServer;
   sweeper: Sweeper;
   listener: Listener;
+  /** The outbound-webhook delivery worker (null when TOLLGATE_WEBHOOKS=false). */
+  webhookWorker: WebhookWorker | null;
   close(): Promise<void>;
 }
 
@@ -39,6 +42,20 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
       () => services.billing.finalizeDue(),
       () => services.billing.syncInvoices(),
     ]);
+    const log = http.fastify.log;
+    const webhookWorker = config.webhooks.enabled
+      ? new WebhookWorker(db, {
+          allowHttp: config.webhooks.allowHttp,
+          allowPrivate: config.webhooks.allowPrivate,
+          schedule: config.webhooks.schedule,
+          timeoutMs: config.webhooks.timeoutMs,
+          leaseSeconds: config.webhooks.leaseSeconds,
+          batch: 50,
+          pollMs: config.webhooks.pollMs,
+          onError: (err, what) => log.error({ err }, `${what} failed`),
+          onFailure: (f) => log.warn({ webhook: f }, `webhook delivery failed (${f.eventType} to endpoint ${f.endpointId}, attempt ${f.attempt}): ${f.statusCode ?? f.error}`),
+        })
+      : null;
     // Catch up on payment events a previous process left waiting although they can be applied.
     await services.payments.processResolvable().catch((err) => http.fastify.log.error({ err }, 'payments catch-up failed'));
     // One LISTEN connection: API key revocations clear the key cache; customer state changes made
@@ -48,6 +65,7 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
       channels: {
         tollgate_auth: () => services.auth.invalidate(),
         tollgate_costs: () => services.costs.invalidate(),
+        tollgate_webhooks: () => webhookWorker?.poke(),
         tollgate_state: (payload) => {
           if (payload.endsWith('/*')) services.costs.invalidate();
           cache.notified(payload);
@@ -72,6 +90,7 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
     // Strict reads wait for the barrier anyway; otherwise writes do, so that this process sees its own.
     if (!config.stateCacheStrict && config.stateCacheMax > 0) db.afterCommit = () => listener.sync();
     await listener.start();
+    webhookWorker?.start();
     let closed = false;
     return {
       config,
@@ -81,9 +100,11 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
       http,
       sweeper,
       listener,
+      webhookWorker,
       async close() {
         if (closed) return;
         closed = true;
+        await webhookWorker?.stop();
         await sweeper.stop();
         await http.fastify.close();
         await listener.stop();

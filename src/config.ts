@@ -84,6 +84,13 @@ const EnvSchema = z.object({
   TOLLGATE_STATE_CACHE_STRICT: bool(true),
   TOLLGATE_SUBSCRIPTIONS_MAX: int(10_000, 0, 1_000_000),
   TOLLGATE_LIVE_MIN_INTERVAL_MS: int(100, 0, 60_000),
+  TOLLGATE_WEBHOOK_ALLOW_HTTP: bool(false),
+  TOLLGATE_WEBHOOK_ALLOW_PRIVATE: bool(false),
+  TOLLGATE_WEBHOOK_TIMEOUT_MS: int(15_000, 100, 120_000),
+  TOLLGATE_WEBHOOK_RETRY_SCHEDULE: optionalString,
+  TOLLGATE_WEBHOOK_LEASE: duration('60s'),
+  TOLLGATE_WEBHOOK_POLL_MS: int(1000, 10, 600_000),
+  TOLLGATE_WEBHOOKS: bool(true),
   STRIPE_WEBHOOK_SECRET: optionalString,
   STRIPE_SECRET_KEY: optionalString,
   STRIPE_API_BASE: optionalString,
@@ -124,9 +131,24 @@ export type Config = {
   /** At most one `accessChanged` event per subscriber per this many ms (later changes are coalesced). */
   liveMinIntervalMs: number;
   stripe: { webhookSecrets: string[]; secretKey: string | undefined; apiBase: string | undefined };
+  /** Outbound webhooks (docs/webhooks.md). */
+  webhooks: {
+    /** Run the delivery worker in this process. */
+    enabled: boolean;
+    allowHttp: boolean;
+    allowPrivate: boolean;
+    timeoutMs: number;
+    /** Seconds between attempts (the Standard Webhooks schedule by default). */
+    schedule: number[];
+    leaseSeconds: number;
+    pollMs: number;
+  };
 };
 
 export class ConfigError extends Error {}
+
+/** The Standard Webhooks retry schedule (seconds after each failed attempt): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h. */
+export const STANDARD_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000];
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const parsed = EnvSchema.safeParse(env);
@@ -176,6 +198,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stateCacheStrict: e.TOLLGATE_STATE_CACHE_STRICT,
     subscriptionsMax: e.TOLLGATE_SUBSCRIPTIONS_MAX,
     liveMinIntervalMs: e.TOLLGATE_LIVE_MIN_INTERVAL_MS,
+    webhooks: {
+      enabled: e.TOLLGATE_WEBHOOKS,
+      allowHttp: e.TOLLGATE_WEBHOOK_ALLOW_HTTP,
+      allowPrivate: e.TOLLGATE_WEBHOOK_ALLOW_PRIVATE,
+      timeoutMs: e.TOLLGATE_WEBHOOK_TIMEOUT_MS,
+      schedule: retrySchedule(e.TOLLGATE_WEBHOOK_RETRY_SCHEDULE),
+      leaseSeconds: e.TOLLGATE_WEBHOOK_LEASE,
+      pollMs: e.TOLLGATE_WEBHOOK_POLL_MS,
+    },
     stripe: {
       webhookSecrets: (e.STRIPE_WEBHOOK_SECRET ?? '')
         .split(',')
@@ -185,4 +216,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       apiBase: e.STRIPE_API_BASE,
     },
   };
+}
+
+/** TOLLGATE_WEBHOOK_RETRY_SCHEDULE: seconds between attempts, comma-separated (default: the Standard Webhooks schedule). */
+function retrySchedule(v: string | undefined): number[] {
+  if (v === undefined) return [...STANDARD_SCHEDULE];
+  const parts = v.split(',').map((x) => Number(x.trim()));
+  if (parts.length === 0 || parts.length > 20 || parts.some((n) => !Number.isFinite(n) || n < 0 || n > 86_400)) {
+    throw new ConfigError('Invalid environment:\n  TOLLGATE_WEBHOOK_RETRY_SCHEDULE: 1 to 20 comma-separated numbers of seconds (0-86400)');
+  }
+  return parts;
 }

@@ -17,6 +17,7 @@ import { AccessChanges } from './modules/access/access-changes';
 import { LeakageService } from './modules/revenue/leakage.service';
 import { CostTable } from './modules/catalog/cost-table';
 import { MarginService } from './modules/revenue/margin.service';
+import { WebhooksService } from './modules/webhooks/webhooks.service';
 
 /** Every service, wired once per process. Stateless but for caches and the usage queues. */
 export interface Services {
@@ -41,6 +42,8 @@ export interface Services {
   accessChanges: AccessChanges;
   /** The leakage report; records what the usage and payments services prevent (app.ts wires usage to it). */
   leakage: LeakageService;
+  /** Outbound webhook endpoints and deliveries (the worker is started by app.ts). */
+  webhooks: WebhooksService;
 }
 
 export function createServices(db: Db, config: Config): Services {
@@ -77,7 +80,12 @@ export function createServices(db: Db, config: Config): Services {
     stateCache,
     leakage,
     accessChanges: new AccessChanges({ max: config.subscriptionsMax, minIntervalMs: config.liveMinIntervalMs }),
+    webhooks: new WebhooksService(db, { allowHttp: config.webhooks.allowHttp, allowPrivate: config.webhooks.allowPrivate }),
   };
+  leakage.onDetected = (row, dedupeKey) =>
+    services.webhooks.emit('leakage.detected', null, {
+      cause: row.cause, count: row.count, units: row.units.toFixed(), amount: row.amount.toFixed(), currency: row.currency, examples: row.examples.slice(0, 20),
+    }, dedupeKey);
   services.usage.leakage = leakage;
   return services;
 }

@@ -218,6 +218,48 @@ describe('revenue and margin', () => {
     ]);
   });
 
+  test('whole UTC days come from the margin rollup (kept on write), partial days from the ledger: the same numbers, and verify finds a rollup that drifts', async () => {
+    await fixtures();
+    const day0 = new Date(Math.floor(Date.now() / 86_400_000) * 86_400_000);
+    const wholeDays = { f: new Date(day0.getTime() - 86_400_000).toISOString(), t: new Date(day0.getTime() + 2 * 86_400_000).toISOString() };
+    const shifted = { f: new Date(day0.getTime() - 86_400_000 + 1).toISOString(), t: new Date(day0.getTime() + 2 * 86_400_000 - 1).toISOString() };
+    // ... and a range that ends ahead of the clock reads its last (partial) day from the rollup too
+    const untilSoon = () => ({ f: new Date(day0.getTime() - 86_400_000).toISOString(), t: new Date(Date.now() + 60_000).toISOString() });
+    for (const g of [['CUSTOMER'], ['FEATURE', 'PLAN', 'DAY'], ['MODEL', 'CUSTOMER']]) {
+      const fromLedger = (await t.ok(MARGIN, { ...range(), g })).margin;
+      expect((await t.ok(MARGIN, { ...wholeDays, g })).margin).toEqual(fromLedger);
+      expect((await t.ok(MARGIN, { ...shifted, g })).margin).toEqual(fromLedger);
+      expect((await t.ok(MARGIN, { ...untilSoon(), g })).margin).toEqual(fromLedger);
+    }
+    // The whole-day read really is the rollup: drift it by SQL and only that read changes, and
+    // verifyLedger names the row.
+    await t.sql(`update margin_rollup set usages = usages + 1 where customer_id = 'm3'`);
+    const count = async (r: { f: string; t: string }) => (await t.ok(MARGIN, { ...r, g: ['CUSTOMER'], c: 'm3' })).margin.items[0].count;
+    expect([await count(range()), await count(wholeDays), await count(untilSoon())]).toEqual([1, 2, 2]);
+    expect(await t.app.services.ledger.verify('m3')).toEqual([
+      expect.objectContaining({ customerId: 'm3', field: expect.stringMatching(/^margin_rollup /), materialized: '2/0.006/3/0', fromLedger: '1/0.006/3/0' }),
+    ]);
+    await t.sql(`update margin_rollup set usages = usages - 1 where customer_id = 'm3'`);
+    expect(await t.app.services.ledger.verify()).toEqual([]);
+  });
+
+  test('the rollup stays exact under parallel consumes, reservations and commits of one customer and of many', async () => {
+    await t.ok(`mutation { assignPlan(customerId: "par", plan: "pro") { id } }`);
+    const ops: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 40; i++) ops.push(consume('par', i % 2 ? 'text.generate' : 'image.generate', 1, `p${i}`));
+    for (let i = 0; i < 20; i++) ops.push(consume(`par-${i % 5}`, 'text.generate', 1, `q${i}`).catch(() => undefined));
+    for (let i = 0; i < 10; i++) {
+      ops.push((async () => {
+        const r = await t.ok(`mutation($i: ReserveInput!) { reserve(input: $i) { reservation { id } } }`, { i: { customerId: 'par', feature: 'image.generate', quantity: 2, idempotencyKey: `r${i}` } });
+        await t.ok(`mutation($id: ID!) { commitReservation(id: $id, quantity: 1) { charged } }`, { id: r.reserve.reservation.id });
+      })());
+    }
+    await Promise.all(ops);
+    const [{ usages }] = await t.sql<{ usages: number }>(`select sum(usages)::int as usages from margin_rollup where customer_id = 'par'`);
+    expect(usages).toBe(50);
+    expect(await t.app.services.ledger.verify()).toEqual([]);
+  });
+
   test('usage outside [from, to) is not counted; bad arguments are BAD_USER_INPUT', async () => {
     await fixtures();
     // the customer id is quoted into the statement: a quote is just a character of an id
@@ -247,5 +289,59 @@ describe('revenue and margin', () => {
     expect(s.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
     const l = await t.gql(`{ costRates { feature } }`, {}, server);
     expect(l.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+  });
+});
+
+describe('the margin guard', () => {
+  const CAN = `query($c: ID!, $f: String!) { canAccess(customerId: $c, feature: $f) { allowed reason flags detail } }`;
+  const plan = (key: string, extra: string) =>
+    t.ok(`mutation { upsertPlan(input: { key: "${key}", name: "G", currency: "USD", basePrice: 10,
+      entitlements: [{ feature: "credits", allowance: 1000, resetPeriod: MONTH, ${extra} }] }) { key entitlements { minMarginPercent denyBelowMargin } } }`);
+  // the plan's credits are worth 10 / 1000 = $0.01 each (PLAN_PRICE); text.generate draws 1 per unit
+  const use = (c: string, key: string, providerCost: string) => consume(c, 'text.generate', 10, key, { providerCost });
+
+  test('below minMarginPercent, decisions carry MARGIN_BELOW_TARGET and still allow; above it, or for another customer, they do not', async () => {
+    const p = await plan('guarded', 'minMarginPercent: 50');
+    expect(p.upsertPlan.entitlements).toEqual([{ minMarginPercent: '50', denyBelowMargin: false }]);
+    await t.ok(`mutation { assignPlan(customerId: "g1", plan: "guarded") { id } }`);
+    await t.ok(`mutation { assignPlan(customerId: "g2", plan: "guarded") { id } }`);
+    expect((await t.ok(CAN, { c: 'g1', f: 'text.generate' })).canAccess).toMatchObject({ allowed: true, flags: [] });
+    expect((await use('g1', 'a', '0.02')).allowed).toBe(true); // revenue 0.10, cost 0.02: 80 %
+    expect((await t.ok(CAN, { c: 'g1', f: 'text.generate' })).canAccess).toMatchObject({ allowed: true, flags: [] });
+    const dip = await t.ok(`mutation($i: ConsumeInput!) { consume(input: $i) { allowed flags } }`,
+      { i: { customerId: 'g1', feature: 'text.generate', quantity: 10, idempotencyKey: 'b', providerCost: '0.1' } });
+    expect(dip.consume).toEqual({ allowed: true, flags: [] }); // decided on the 80 % before it: now 0.20 vs 0.12, 40 %
+    const after = (await t.ok(CAN, { c: 'g1', f: 'text.generate' })).canAccess;
+    expect(after).toMatchObject({ allowed: true, reason: 'ENTITLED', flags: ['MARGIN_BELOW_TARGET'] });
+    expect(after.detail).toContain('(40%: revenue 0.2, provider cost 0.12) is below the plan\'s minimum of 50%');
+    const next = await t.ok(`mutation($i: ConsumeInput!) { consume(input: $i) { allowed charged flags } }`,
+      { i: { customerId: 'g1', feature: 'text.generate', quantity: 10, idempotencyKey: 'c', providerCost: '0' } });
+    expect(next.consume).toEqual({ allowed: true, charged: '10', flags: ['MARGIN_BELOW_TARGET'] });
+    // 0.30 vs 0.12 is 60 %: back above, no flag; the other customer was never flagged
+    expect((await t.ok(CAN, { c: 'g1', f: 'text.generate' })).canAccess).toMatchObject({ flags: [] });
+    expect((await t.ok(CAN, { c: 'g2', f: 'text.generate' })).canAccess).toMatchObject({ allowed: true, flags: [] });
+  });
+
+  test('a plan that opts in denies with MARGIN_LIMIT below it: nothing charged, the denial recorded', async () => {
+    await plan('strict', 'minMarginPercent: 50, denyBelowMargin: true');
+    await t.ok(`mutation { assignPlan(customerId: "g3", plan: "strict") { id } }`);
+    await use('g3', 'a', '0.09'); // 10 %
+    expect((await t.ok(CAN, { c: 'g3', f: 'text.generate' })).canAccess).toMatchObject({ allowed: false, reason: 'MARGIN_LIMIT', flags: ['MARGIN_BELOW_TARGET'] });
+    const denied = await t.ok(`mutation($i: ConsumeInput!) { consume(input: $i) { allowed reason charged balance flags } }`,
+      { i: { customerId: 'g3', feature: 'text.generate', quantity: 1, idempotencyKey: 'b' } });
+    expect(denied.consume).toEqual({ allowed: false, reason: 'MARGIN_LIMIT', charged: '0', balance: '990', flags: ['MARGIN_BELOW_TARGET'] });
+    const [ev] = await t.sql<{ status: string; reason: string }>(`select status, reason from usage_event where customer_id = 'g3' and idempotency_key = 'b'`);
+    expect(ev).toEqual({ status: 'DENIED', reason: 'MARGIN_LIMIT' });
+    expect(await t.app.services.ledger.verify()).toEqual([]);
+  });
+
+  test('bad guard terms are BAD_USER_INPUT and write nothing', async () => {
+    for (const extra of ['minMarginPercent: 101', 'denyBelowMargin: true', 'minMarginPercent: -1000001', 'minMarginPercent: "12.34567"']) {
+      const r = await t.gql(`mutation { upsertPlan(input: { key: "bad", name: "B", entitlements: [{ feature: "credits", allowance: 10, ${extra} }] }) { key } }`);
+      expect([extra, r.errors?.[0]?.extensions?.code]).toEqual([extra, 'BAD_USER_INPUT']);
+    }
+    const onBoolean = await t.gql(`mutation { upsertPlan(input: { key: "bad", name: "B", entitlements: [{ feature: "video", minMarginPercent: 10 }] }) { key } }`);
+    expect(onBoolean.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(await t.sql(`select key from plan where key = 'bad'`)).toEqual([]);
   });
 });

@@ -1,7 +1,7 @@
 import { composeInvoice } from '../src/modules/billing/invoice.compose';
 import { BilledBy, InvoiceLineKind } from '../src/modules/billing/billing.entities';
 import { roundMoney } from '../src/modules/billing/money';
-import { rate } from '../src/modules/billing/rating';
+import { rate } from '../src/modules/catalog/rating';
 import { currencyExponent, PriceModel, validatePrice, type Price } from '../src/modules/catalog/prices';
 import { dec } from '../src/shared/decimal';
 

@@ -51,6 +51,9 @@ let counter = 0;
 const fixtures = { invoiceId: '', usageLineId: '' };
 
 const q = (query: string, variables?: Record<string, unknown>) => async () => ({ query, variables });
+/** A fresh webhook endpoint (its worker's sends to the discard port fail, harmlessly). */
+const matrixEndpoint = async () =>
+  (await t.sql<{ id: string }>(`insert into webhook_endpoint (url, event_types, secret) values ('http://127.0.0.1:9/matrix', '{invoice.finalized}', 'whsec_bWF0cml4bWF0cml4bWF0cml4bWF0cml4bWF0cml4MTI=') returning id::text`))[0].id;
 
 async function freshEntitlement(): Promise<string> {
   const r = await t.ok(`mutation { grantEntitlement(input: { customerId: "carol", feature: "video" }) { id } }`);
@@ -185,6 +188,44 @@ const OPS: Record<string, Op> = {
     type: 'Mutation',
     access: 'ADMIN',
     build: q(`mutation { upsertPlan(input: { key: "matrix-plan", name: "Matrix", entitlements: [{ feature: "video" }] }) { key } }`),
+  },
+  webhookEndpoints: { type: 'Query', access: 'ADMIN', build: q(`query { webhookEndpoints { id url } }`) },
+  webhookDeliveries: { type: 'Query', access: 'ADMIN', build: q(`query { webhookDeliveries { items { id status } } }`) },
+  balanceAlerts: { type: 'Query', access: 'SERVER', build: q(`query($c: ID!) { balanceAlerts(customerId: $c) { feature } }`, { c: ALICE }) },
+  createWebhookEndpoint: {
+    type: 'Mutation',
+    access: 'ADMIN',
+    build: q(`mutation { createWebhookEndpoint(input: { url: "http://127.0.0.1:9/matrix", eventTypes: ["invoice.finalized"] }) { endpoint { id } secret } }`),
+  },
+  updateWebhookEndpoint: {
+    type: 'Mutation',
+    access: 'ADMIN',
+    build: async () => ({ query: `mutation($id: ID!) { updateWebhookEndpoint(id: $id, input: { description: "m" }) { id } }`, variables: { id: await matrixEndpoint() } }),
+  },
+  rotateWebhookSecret: {
+    type: 'Mutation',
+    access: 'ADMIN',
+    build: async () => ({ query: `mutation($id: ID!) { rotateWebhookSecret(id: $id) { secret } }`, variables: { id: await matrixEndpoint() } }),
+  },
+  deleteWebhookEndpoint: {
+    type: 'Mutation',
+    access: 'ADMIN',
+    build: async () => ({ query: `mutation($id: ID!) { deleteWebhookEndpoint(id: $id) }`, variables: { id: await matrixEndpoint() } }),
+  },
+  replayWebhookDelivery: {
+    type: 'Mutation',
+    access: 'ADMIN',
+    build: async () => {
+      const endpoint = await matrixEndpoint();
+      await t.sql(`select tollgate_emit('invoice.finalized', null, '{}'::jsonb, null)`);
+      const [d] = await t.sql<{ id: string }>(`select id::text from webhook_delivery where endpoint_id = $1 order by created_at desc limit 1`, [endpoint]);
+      return { query: `mutation($id: ID!) { replayWebhookDelivery(id: $id) { id } }`, variables: { id: d.id } };
+    },
+  },
+  setBalanceAlerts: {
+    type: 'Mutation',
+    access: 'SERVER',
+    build: q(`mutation($c: ID!) { setBalanceAlerts(customerId: $c, feature: "credits", percentages: [90]) { feature } }`, { c: ALICE }),
   },
   setCostRate: {
     type: 'Mutation',

@@ -12,6 +12,7 @@ import { PaymentsResolver } from '../modules/payments/payments.resolver';
 import { BillingResolver } from '../modules/billing/billing.resolver';
 import { LeakageResolver } from '../modules/revenue/leakage.resolver';
 import { RevenueResolver } from '../modules/revenue/revenue.resolver';
+import { WebhooksResolver } from '../modules/webhooks/webhooks.resolver';
 import { authChecker } from './auth-checker';
 import { validateArgument } from './validate';
 import { DateTimeScalar, DecimalScalar } from './scalars';
@@ -28,6 +29,7 @@ export const resolvers = [
   BillingResolver,
   LeakageResolver,
   RevenueResolver,
+  WebhooksResolver,
 ] as const;
 
 let cached: GraphQLSchema | undefined;

@@ -67,11 +67,11 @@ export const ALLOWED: AllowedStatement[] = [
   },
   {
     id: 'margin-report',
-    match: /^with ev as \( select e\.customer_id, e\.id, e\.feature_key, coalesce\(e\.properties->>'model', ''\) as model, to_char\(e\.resolved_at at time zone 'UTC', 'YYYY-MM-DD'\) as day,/,
+    match: /^with tail as materialized \(select '[0-9TZ:.-]+'::timestamptz > clock_timestamp\(\) as future\), roll as materialized \( (?:select customer_id, day, feature_key, model, grant_id, cost_currency, usages, provider_cost, drawn, over from margin_rollup where day >= |select \* from tollgate_margin_rows\(|select r\.\* from \(select customer_id, day, )/,
     from: 'src/modules/revenue/margin.service.ts',
     reason: 'the margin report (issue 14): revenue, provider cost and margin of every customer\'s usage in a period, grouped (CUSTOMER, FEATURE, MODEL, PLAN, DAY); with customerId it is one customer\'s',
     citus: 'rewrite',
-    how: 'every join is on customer_id and the first GROUP BY includes customer_id, but tollgate_credit_value reads distributed tables from inside a function, which Citus cannot push down: inline the valuation as colocated joins, let each shard aggregate by (group key, customer, grant) and the coordinator merge the groups and apply the keyset',
+    how: 'the rollup rows (and the partial days, from tollgate_margin_rows) are per customer and every join is on customer_id, but tollgate_credit_value and tollgate_margin_rows read distributed tables from inside a function, which Citus cannot push down: inline both as colocated joins, let each shard aggregate by (group key, customer, grant) and the coordinator merge the groups and apply the keyset',
     todo: 'TODO(revenue): inline the valuation for Citus',
   },
   {
@@ -99,6 +99,14 @@ export const ALLOWED: AllowedStatement[] = [
     reason: 'a one-off data fix in Migration20261201122958_money_path (grant amounts made equal to their GRANT + ADJUST entries), over all customers',
     citus: 'multi-shard',
     how: 'a multi-shard UPDATE joined on customer_id with a subquery grouped by customer_id: pushed down to every shard (co-located). In practice it runs before the tables are distributed.',
+  },
+  {
+    id: 'migration-margin-rollup-backfill',
+    match: /^insert into margin_rollup select \* from tollgate_margin_rows\('-infinity', 'infinity', null\);?$/,
+    from: 'src/db/migrate.ts',
+    reason: 'a one-off backfill in Migration20261201192000_margin_rollup: the rollup of every usage settled before it existed, over all customers',
+    citus: 'rewrite',
+    how: 'tollgate_margin_rows reads distributed tables from inside a function; on Citus run it per customer (the function takes the customer), or inline its body, which is colocated joins grouped by customer_id. In practice it runs before the tables are distributed.',
   },
   {
     id: 'customers-by-ids',

@@ -38,6 +38,9 @@ export const TABLES: Record<string, Placement> = {
   invoice_line_sync: byCustomer('outbox: one finalized line to push to the provider'),
   invoice_sync: byCustomer('outbox: the provider invoice for a customer without a subscription'),
   leakage_event: byCustomer('append-only record of prevented leaks (replays, refused key reuse, races for the last unit)'),
+  balance_alert: byCustomer('a customer\'s own balance-alert levels per pool (setBalanceAlerts)'),
+  balance_alert_fired: byCustomer('which balance-alert level fired and has not re-armed, per period grant or pool; written by the credit_grant trigger'),
+  margin_rollup: byCustomer('the margin report\'s units per customer, day, feature, model and grant, upserted by ledger.apply'),
 
   feature: catalog('catalog'),
   plan: catalog('catalog'),
@@ -46,6 +49,7 @@ export const TABLES: Record<string, Placement> = {
   credit_pack: catalog('catalog'),
   cost_rate: catalog('catalog: the cost table (provider cost per unit, per model, from a date)'),
   provider_price: catalog('catalog: which plan or pack a provider price sells'),
+  webhook_endpoint: catalog('outbound webhook endpoints (operators\' configuration): read by the outbox function in every transaction that emits'),
   api_key: catalog('operators\' API keys (ADMIN/SERVER), read by every request\'s authentication'),
   setting: catalog('service settings (the customer-token secret)'),
 
@@ -55,6 +59,9 @@ export const TABLES: Record<string, Placement> = {
   provider_purchase: provider('what a one-off payment bought, keyed (provider, payment intent): refunds and disputes find it by the provider\'s ids'),
   provider_invoice: provider('the payment behind each subscription invoice, keyed (provider, payment intent)', { provider_invoice_customer_id_fkey: NO_FK_TO_DISTRIBUTED }),
   payment_event_duplicate: provider('one row per repeated delivery of a stored provider event, keyed (provider, event id) like payment_event'),
+  webhook_event: provider('the outbound-webhook outbox (docs/webhooks.md), keyed by its webhook-id; on Citus it must become distributed by customer_id, since the triggers that write it run on the shards (TODO(webhooks))'),
+  webhook_delivery: provider('one outbox event to one endpoint, claimed by the delivery worker with FOR UPDATE SKIP LOCKED'),
+  webhook_attempt: provider('every delivery attempt, with its status code or error'),
   billing_mismatch: provider('what reconciliation against the provider\'s invoices found, unique per (provider, provider invoice, kind, line)'),
 
   mikro_orm_migrations: { kind: 'internal', why: 'migration bookkeeping; migrations run on the coordinator' },

@@ -53,6 +53,9 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
     TOLLGATE_SWEEP_INTERVAL: '0s',
     TOLLGATE_AUTH_CACHE_TTL: '0s',
     DB_POOL_MAX: '12',
+    // the tests' webhook receivers are plain HTTP servers on loopback
+    TOLLGATE_WEBHOOK_ALLOW_HTTP: 'true',
+    TOLLGATE_WEBHOOK_ALLOW_PRIVATE: 'true',
     ...overrides,
   });
 }
@@ -130,7 +133,7 @@ export async function startTestApp(overrides: Record<string, string> = {}): Prom
         truncate ledger_entry, entitlement_change, usage_event, credit_grant, entitlement, customer, cost_rate,
                  provider_price, plan_entitlement, plan, credit_pack, feature, invoice, invoice_line, plan_price_version,
                  payment_event, provider_customer, provider_subscription, provider_purchase, provider_invoice,
-                 invoice_line_sync, invoice_sync, billing_mismatch, leakage_event, payment_event_duplicate cascade;
+                 invoice_line_sync, invoice_sync, billing_mismatch, leakage_event, payment_event_duplicate, margin_rollup, balance_alert, balance_alert_fired, webhook_attempt, webhook_delivery, webhook_event, webhook_endpoint cascade;
         alter table ledger_entry enable trigger user;
         alter table entitlement_change enable trigger user;
         alter table invoice enable trigger user;

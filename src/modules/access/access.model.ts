@@ -15,6 +15,8 @@ export enum AccessReason {
   INSUFFICIENT_BALANCE = 'INSUFFICIENT_BALANCE',
   UNKNOWN_CUSTOMER = 'UNKNOWN_CUSTOMER',
   UNKNOWN_FEATURE = 'UNKNOWN_FEATURE',
+  /** The period's margin on the feature is below the plan's minMarginPercent, and the plan denies then. */
+  MARGIN_LIMIT = 'MARGIN_LIMIT',
   /** consumeBatch only: this item was refused (see its error); nothing was charged. */
   REFUSED = 'REFUSED',
 }
@@ -45,6 +47,8 @@ export interface EntitlementRow {
   overageLimit: string | null;
   value: unknown;
   rolloverCap: string | null;
+  /** The plan's margin guard for this feature (docs/revenue-integrity.md#margin-guard), when it has one. */
+  marginGuard?: { minPercent: string; deny: boolean } | null;
   priority: number;
   revokedAt: Date | null;
   revokeReason: string | null;
@@ -68,6 +72,19 @@ export interface GrantRow {
   floor: string | null;
   revokedAt: Date | null;
   createdAt: Date;
+  /**
+   * A grant of a margin-guarded plan entitlement: what its period's usage earned and cost so far,
+   * from the margin rollup (credits within the allowance, their value, the plan's price of the
+   * overage, provider cost in the plan's currency).
+   */
+  margin?: GrantMargin | null;
+}
+
+export interface GrantMargin {
+  drawnIn: string;
+  cost: string;
+  unitValue: string | null;
+  price: unknown;
 }
 
 /** A consume or reservation as stored (its idempotency key's outcome). */

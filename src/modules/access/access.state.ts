@@ -66,7 +66,11 @@ const LOAD_STATE = statement(
          'planKey', e.plan_key, 'validFrom', e.valid_from, 'validUntil', e.valid_until, 'periodAnchor', e.period_anchor,
          'allowance', e.allowance::text, 'resetPeriod', e.reset_period, 'overage', e.overage,
          'overageLimit', e.overage_limit::text, 'value', e.value, 'rolloverCap', e.rollover_cap::text,
-         'priority', e.priority, 'createdAt', e.created_at, 'updatedAt', e.updated_at)), '[]')
+         'priority', e.priority, 'createdAt', e.created_at, 'updatedAt', e.updated_at,
+         'marginGuard', (select json_build_object('minPercent', pe.min_margin_percent::text, 'deny', pe.deny_below_margin)
+                           from plan_entitlement pe
+                          where e.source = 'PLAN' and pe.plan_key = e.plan_key and pe.feature_key = e.feature_key
+                            and pe.min_margin_percent is not null))), '[]')
         from entitlement e
        where e.customer_id = $1 and e.feature_key in (select key from related)
          and e.revoked_at is null and (e.valid_until is null or e.valid_until > now())) as entitlements,
@@ -83,7 +87,20 @@ const LOAD_STATE = statement(
          'periodStart', g.period_start, 'expiresAt', g.expires_at, 'priority', g.priority,
          'amount', g.amount::text, 'remaining', g.remaining::text, 'held', g.held::text,
          'consumed', g.consumed::text, 'writtenOff', g.written_off::text, 'floor', g.floor::text,
-         'revokedAt', g.revoked_at, 'createdAt', g.created_at)), '[]')
+         'revokedAt', g.revoked_at, 'createdAt', g.created_at,
+         -- the margin guard's figures, for grants of guarded plan entitlements only (docs/revenue-integrity.md#margin-guard)
+         'margin', (select json_build_object(
+             'drawnIn', (select coalesce(sum(m.drawn - m.over), 0)::text from margin_rollup m
+                          where m.customer_id = g.customer_id and m.grant_id = g.id),
+             'cost', (select coalesce(sum(m.provider_cost), 0)::text from margin_rollup m
+                       where m.customer_id = g.customer_id and m.grant_id = g.id and m.cost_currency in ('', coalesce(p.currency, ''))),
+             'unitValue', (select v.unit_value::text from tollgate_credit_value(g.customer_id, g.id) v),
+             'price', (select x.prices -> g.feature_key from plan_price_version x
+                        where x.plan_key = e.plan_key and x.effective_from <= g.period_start order by x.effective_from desc limit 1))
+            from entitlement e
+            join plan_entitlement pe on pe.plan_key = e.plan_key and pe.feature_key = e.feature_key
+            left join plan p on p.key = e.plan_key
+           where e.customer_id = g.customer_id and e.id = g.entitlement_id and e.source = 'PLAN' and pe.min_margin_percent is not null))), '[]')
         from credit_grant g
        where g.customer_id = $1 and g.feature_key in (select key from related)
          and ((g.revoked_at is null
@@ -137,6 +154,7 @@ export function parseEntitlement(customerId: string, r: Record<string, unknown>)
     overageLimit: (r.overageLimit as string | null) ?? null,
     value: r.value ?? null,
     rolloverCap: (r.rolloverCap as string | null) ?? null,
+    marginGuard: (r.marginGuard as EntitlementRow['marginGuard']) ?? null,
     priority: r.priority as number,
     revokedAt: toDate(r.revokedAt),
     revokeReason: (r.revokeReason as string | null) ?? null,
@@ -162,6 +180,7 @@ function parseGrant(r: Record<string, unknown>): GrantRow {
     floor: (r.floor as string | null) ?? null,
     revokedAt: toDate(r.revokedAt),
     createdAt: toDate(r.createdAt)!,
+    margin: (r.margin as GrantRow['margin']) ?? null,
   };
 }
 

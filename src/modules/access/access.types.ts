@@ -6,6 +6,7 @@ import { EntitlementType } from '../entitlements/entitlements.types';
 import { EntitlementSource } from '../entitlements/entitlement.entity';
 import { AccessReason } from './access.model';
 import { AccessChangeCause } from './access-changes';
+import { DecisionFlag } from './can-access';
 
 @ObjectType('AccessDecision')
 export class AccessDecisionType {
@@ -21,6 +22,7 @@ export class AccessDecisionType {
   @Field(() => DecimalScalar, { nullable: true, description: 'Used of it this period.' }) used!: Dec | null;
   @Field(() => DateTimeScalar, { nullable: true, description: 'When the allowance next resets.' }) resetsAt!: Date | null;
   @Field(() => String, { nullable: true }) detail!: string | null;
+  @Field(() => [DecisionFlag], { description: 'Signals beside the decision: MARGIN_BELOW_TARGET when the period margin is below the plan\'s minMarginPercent (docs/revenue-integrity.md#margin-guard).' }) flags!: DecisionFlag[];
 }
 
 @ObjectType('GrantBalance')

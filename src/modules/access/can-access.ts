@@ -1,4 +1,6 @@
-import { ceilTo, dec, ZERO, type Dec } from '../../shared/decimal';
+import { ceilTo, D, dec, ZERO, type Dec } from '../../shared/decimal';
+import type { Price } from '../catalog/prices';
+import { rate } from '../catalog/rating';
 import { FeatureType, ResetPeriod } from '../catalog/catalog.entities';
 import { AccessReason, type CustomerState, type EntitlementRow, type FeatureInfo } from './access.model';
 import { available, buildPoolView, capacity, isActive, type PoolView } from './pool';
@@ -30,6 +32,13 @@ export interface AccessDecision {
   resetsAt: Date | null;
   /** Human-readable detail of a denial (e.g. which gating feature is missing). */
   detail: string | null;
+  /** Signals beside the decision: MARGIN_BELOW_TARGET (docs/revenue-integrity.md#margin-guard). */
+  flags: DecisionFlag[];
+}
+
+export enum DecisionFlag {
+  /** The customer's period margin on the feature is below the plan's minMarginPercent. */
+  MARGIN_BELOW_TARGET = 'MARGIN_BELOW_TARGET',
 }
 
 function deny(feature: string, reason: AccessReason, detail: string | null = null): AccessDecision {
@@ -46,6 +55,7 @@ function deny(feature: string, reason: AccessReason, detail: string | null = nul
     used: null,
     resetsAt: null,
     detail,
+    flags: [],
   };
 }
 
@@ -161,7 +171,7 @@ export function decideAccess(
   const cost = costOf(quantity, rate, pool.precision);
   const cap = capacity(view);
   const allowed = cap === null || cost.lte(cap);
-  return {
+  const decision: AccessDecision = {
     allowed,
     reason: allowed ? AccessReason.ENTITLED : AccessReason.INSUFFICIENT_BALANCE,
     feature: featureKey,
@@ -171,5 +181,46 @@ export function decideAccess(
     balance: available(view),
     ...periodFigures(view),
     detail: null,
+    flags: [],
   };
+  const below = marginBelowTarget(state, view);
+  if (below) {
+    decision.flags = [DecisionFlag.MARGIN_BELOW_TARGET];
+    if (below.deny && decision.allowed) {
+      decision.allowed = false;
+      decision.reason = AccessReason.MARGIN_LIMIT;
+    }
+    decision.detail = below.detail;
+  }
+  return decision;
+}
+
+/**
+ * The margin guard (docs/revenue-integrity.md#margin-guard): for each active plan entitlement to the
+ * pool with a minMarginPercent, its current period grant's margin so far — revenue (credits drawn
+ * within the allowance x the grant's credit value, plus the plan's price of the period's overage)
+ * minus provider cost — against the minimum. A period with cost and no revenue is below any minimum;
+ * one with neither is not judged. Decided from the loaded state (the rollup as of the last write).
+ */
+export function marginBelowTarget(state: CustomerState, view: PoolView): { deny: boolean; detail: string } | null {
+  for (const e of view.entitlements) {
+    const guard = e.marginGuard;
+    if (!guard) continue;
+    const now = state.now.getTime();
+    const g = state.grants.find((x) => x.entitlementId === e.id && x.margin && !x.revokedAt && x.periodStart.getTime() <= now && (x.expiresAt === null || x.expiresAt.getTime() > now));
+    if (!g || !g.margin) continue;
+    const m = g.margin;
+    const billable = D.max(dec(g.consumed).plus(dec(g.writtenOff)).minus(dec(g.amount)), ZERO);
+    const overage = m.price && billable.gt(0) ? rate(m.price as Price, billable).amount : ZERO;
+    const revenue = dec(m.drawnIn).times(m.unitValue === null ? ZERO : dec(m.unitValue)).plus(overage);
+    const cost = dec(m.cost);
+    if (revenue.isZero() && cost.isZero()) continue;
+    const percent = revenue.gt(0) ? revenue.minus(cost).div(revenue).times(100) : null;
+    const min = dec(guard.minPercent);
+    if (percent === null || percent.lt(min)) {
+      const shown = percent === null ? 'no revenue' : `${percent.toDecimalPlaces(2, D.ROUND_HALF_UP).toFixed()}%`;
+      return { deny: guard.deny, detail: `the period's margin on '${e.featureKey}' (${shown}: revenue ${revenue.toFixed()}, provider cost ${cost.toFixed()}) is below the plan's minimum of ${min.toFixed()}%` };
+    }
+  }
+  return null;
 }

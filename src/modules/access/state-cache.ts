@@ -219,13 +219,16 @@ export class StateCache {
     entry.pending -= 1;
     if (this.entries.get(entry.customerId) !== entry) return false;
     let found = 0;
+    let guarded = false;
     const next = entry.state.grants.map((g) => {
       const d = grants.get(g.id);
       if (!d) return g;
       found += 1;
+      // a margin-guarded grant's figures come from the rollup the write just changed: reload it
+      if (g.margin) guarded = true;
       return { ...g, remaining: d.remaining, held: add(g.held, d.held), consumed: add(g.consumed, d.consumed), writtenOff: add(g.writtenOff, d.writtenOff), amount: add(g.amount, d.amount) };
     });
-    if (found !== grants.size) {
+    if (found !== grants.size || guarded) {
       this.invalidate(entry.customerId);
       return false;
     }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Db, Sql } from '../../db/sql';
 import { D, dec, fmt, ZERO, type Dec } from '../../shared/decimal';
-import { rate } from './rating';
+import { rate } from '../catalog/rating';
 import { badInput, conflict, DomainError, notFound } from '../../shared/errors';
 import { BillingInterval, type Price } from '../catalog/prices';
 import { ResetPeriod } from '../catalog/catalog.entities';

@@ -2,7 +2,7 @@ import { D, ZERO, type Dec } from '../../shared/decimal';
 import type { Price } from '../catalog/prices';
 import { BilledBy, InvoiceLineKind } from './billing.entities';
 import { roundMoney } from './money';
-import { rate, type TierLine } from './rating';
+import { rate, type TierLine } from '../catalog/rating';
 
 /**
  * An invoice from what a period holds, as a pure function: the preview and finalization call

@@ -142,7 +142,7 @@ export class Plan {
 @Entity({ tableName: 'plan_entitlement' })
 export class PlanEntitlement {
   [PrimaryKeyProp]?: ['plan', 'feature'];
-  [OptionalProps]?: 'perSeat' | 'position';
+  [OptionalProps]?: 'perSeat' | 'position' | 'denyBelowMargin';
 
   @ManyToOne({ entity: () => Plan, primary: true, fieldName: 'plan_key', deleteRule: 'cascade' })
   plan!: Plan;
@@ -176,6 +176,18 @@ export class PlanEntitlement {
   /** Multiply the allowance by the subscription quantity (seats). */
   @Property({ type: 'boolean', default: false })
   perSeat: boolean = false;
+
+  /** Margin guard (docs/revenue-integrity.md#margin-guard): the least period margin, in percent. */
+  @Property({ type: 'string', columnType: 'numeric', nullable: true })
+  minMarginPercent?: string | null;
+
+  /** Margin guard: deny (MARGIN_LIMIT) instead of only flagging when the margin is below it. */
+  @Property({ type: 'boolean', default: false })
+  denyBelowMargin: boolean = false;
+
+  /** Balance alerts (docs/webhooks.md#thresholds): percentages of the period allowance used, ascending. */
+  @Property({ type: 'json', nullable: true })
+  alertThresholds?: number[] | null;
 
   @Property({ type: 'integer', default: 0 })
   position: number = 0;

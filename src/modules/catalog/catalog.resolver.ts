@@ -44,6 +44,9 @@ export function planView(p: Plan): PlanType {
         value: pe.value ?? null,
         rolloverCap: pe.rolloverCap ?? null,
         perSeat: pe.perSeat,
+        minMarginPercent: pe.minMarginPercent ?? null,
+        denyBelowMargin: pe.denyBelowMargin,
+        alertThresholds: pe.alertThresholds ?? null,
         price: pe.price ? { model: pe.price.model, unitAmount: pe.price.unitAmount ?? null, packageSize: pe.price.packageSize ?? null, tiers: pe.price.tiers ?? null } : null,
       })),
   };

@@ -48,6 +48,12 @@ export interface PlanEntitlementSpec {
   rolloverCap?: DecimalInput | null;
   perSeat?: boolean | null;
   price?: PriceSpec | null;
+  /** Margin guard: the least margin of a period, in percent (at most 100). */
+  minMarginPercent?: DecimalInput | null;
+  /** Margin guard: deny with MARGIN_LIMIT below it (default: only flag MARGIN_BELOW_TARGET). */
+  denyBelowMargin?: boolean | null;
+  /** Balance alerts: percentages (1-1000) of the period allowance used that fire balance.threshold_crossed. */
+  alertThresholds?: number[] | null;
 }
 
 export type PriceSpec = Parameters<typeof validatePrice>[0];
@@ -203,6 +209,17 @@ export function validateTerms(feature: Feature, spec: Omit<PlanEntitlementSpec, 
       };
     }
   }
+}
+
+/** Alert percentages: integers 1-1000 (above 100: overage used), distinct, at most 20; returned ascending. */
+export function alertPercentages(values: unknown, field: string): number[] {
+  if (!Array.isArray(values) || values.length > 20) throw badInput(`${field} must be a list of at most 20 percentages`, { field });
+  for (const v of values) {
+    if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > 1000) throw badInput(`${field}: ${String(v)} is not a whole percentage between 1 and 1000`, { field });
+  }
+  const sorted = [...new Set(values as number[])].sort((a, b) => a - b);
+  if (sorted.length !== values.length) throw badInput(`${field} lists a percentage twice`, { field });
+  return sorted;
 }
 
 export class CatalogService {
@@ -400,7 +417,7 @@ export class CatalogService {
     const minimumSpend = decimalField(spec.minimumSpend ?? null, 'minimumSpend', { min: 0 });
     const interval = spec.billingInterval ?? BillingInterval.MONTH;
     if (!Object.values(BillingInterval).includes(interval)) throw badInput(`billingInterval must be one of ${Object.values(BillingInterval).join(', ')}`, { field: 'billingInterval' });
-    const rows: Array<{ feature: Feature; terms: EntitlementTerms; perSeat: boolean; price: Price | null }> = [];
+    const rows: Array<{ feature: Feature; terms: EntitlementTerms; perSeat: boolean; price: Price | null; minMarginPercent: string | null; denyBelowMargin: boolean; alertThresholds: number[] | null }> = [];
     for (const e of spec.entitlements) {
       const featureKey = slug(e.feature, 'entitlements.feature');
       if (seen.has(featureKey)) throw badInput(`feature '${featureKey}' appears twice in plan '${key}'`);
@@ -419,7 +436,16 @@ export class CatalogService {
           throw badInput(`a priced entitlement must reset every billing period: '${featureKey}' resets ${terms.resetPeriod ?? 'NEVER'}, the plan bills every ${interval}`, { feature: featureKey });
         }
       }
-      rows.push({ feature, terms, perSeat: Boolean(e.perSeat), price });
+      // The margin guard needs a balance whose usage has a revenue and a cost: a metered feature or pool.
+      const minMargin = decimalField(e.minMarginPercent ?? null, `entitlement '${featureKey}'.minMarginPercent`, { min: -1_000_000, scale: 4 });
+      if (minMargin && minMargin.gt(100)) throw badInput(`entitlement '${featureKey}'.minMarginPercent must be at most 100`, { feature: featureKey });
+      if (minMargin && feature.type !== FeatureType.METERED) throw badInput(`minMarginPercent applies to METERED features and pools only ('${featureKey}' is ${feature.type})`, { feature: featureKey });
+      if (e.denyBelowMargin && !minMargin) throw badInput(`entitlement '${featureKey}': denyBelowMargin needs a minMarginPercent`, { feature: featureKey });
+      const alertThresholds = e.alertThresholds == null ? null : alertPercentages(e.alertThresholds, `entitlement '${featureKey}'.alertThresholds`);
+      if (alertThresholds && (feature.type !== FeatureType.METERED || !terms.resetPeriod || terms.resetPeriod === ResetPeriod.NEVER)) {
+        throw badInput(`alertThresholds apply to METERED features and pools with a reset period ('${featureKey}')`, { feature: featureKey });
+      }
+      rows.push({ feature, terms, perSeat: Boolean(e.perSeat), price, minMarginPercent: minMargin ? fmt(minMargin) : null, denyBelowMargin: Boolean(e.denyBelowMargin), alertThresholds });
     }
     if (currency === null && (basePrice.gt(0) || minimumSpend !== null || rows.some((r) => r.price))) {
       throw badInput('a plan with a basePrice, a minimumSpend or a price needs a currency', { field: 'currency' });
@@ -445,6 +471,9 @@ export class CatalogService {
           ...r.terms,
           perSeat: r.perSeat,
           price: r.price,
+          minMarginPercent: r.minMarginPercent,
+          denyBelowMargin: r.denyBelowMargin,
+          alertThresholds: r.alertThresholds,
           position,
         }),
       );

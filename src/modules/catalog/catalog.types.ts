@@ -73,6 +73,9 @@ export class PlanEntitlementType {
   @Field(() => DecimalScalar, { nullable: true }) rolloverCap!: Dec | string | null;
   @Field(() => Boolean) perSeat!: boolean;
   @Field(() => PriceType, { nullable: true, description: 'Price of the billable quantity (METERED).' }) price!: PriceType | null;
+  @Field(() => DecimalScalar, { nullable: true, description: 'Margin guard: the least margin of a period, in percent; below it decisions carry MARGIN_BELOW_TARGET (docs/revenue-integrity.md#margin-guard).' }) minMarginPercent!: Dec | string | null;
+  @Field(() => Boolean, { description: 'Margin guard: deny with MARGIN_LIMIT below minMarginPercent instead of only flagging.' }) denyBelowMargin!: boolean;
+  @Field(() => [Int], { nullable: true, description: 'Balance alerts: percentages of the period allowance used, ascending.' }) alertThresholds!: number[] | null;
 }
 
 @ObjectType('Plan')
@@ -130,6 +133,9 @@ export class PlanEntitlementInput {
   @Field(() => DecimalScalar, { nullable: true }) rolloverCap?: Dec | null;
   @Field(() => Boolean, { nullable: true }) perSeat?: boolean | null;
   @Field(() => PriceInput, { nullable: true }) price?: PriceInput | null;
+  @Field(() => DecimalScalar, { nullable: true, description: 'Margin guard: the least margin of a period, in percent (at most 100).' }) minMarginPercent?: Dec | null;
+  @Field(() => Boolean, { nullable: true, description: 'Margin guard: deny with MARGIN_LIMIT below minMarginPercent (default false: only flag).' }) denyBelowMargin?: boolean | null;
+  @Field(() => [Int], { nullable: true, description: 'Balance alerts: percentages of the period allowance used (1-1000) at which balance.threshold_crossed fires, once per crossing per period (docs/webhooks.md#thresholds).' }) alertThresholds?: number[] | null;
 }
 
 @InputType()

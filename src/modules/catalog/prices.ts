@@ -5,7 +5,7 @@ import { badInput } from '../../shared/errors';
 /**
  * Prices in the catalog: what a plan charges (its currency, base price per billing period,
  * minimum spend) and, per METERED plan entitlement, the price of its billable quantity. Billing
- * rates them (billing/rating.ts); the catalog only validates and stores them. docs/billing.md
+ * rates them (rating.ts, beside them: billing rates invoices with it, the margin guard a period). docs/billing.md
  */
 
 export enum BillingInterval {

@@ -100,6 +100,30 @@ export class StalePlanError extends Error {
   }
 }
 
+/**
+ * The margin rollup's upsert (migration margin_rollup), shared by the write statements: from
+ * `settled` (the usages this statement settles: customer_id, id, feature_key, model, provider_cost,
+ * cost_currency) and `drawn` (their CONSUME/CAPTURE draws: customer_id, usage_event_id, grant_id,
+ * drawn, over, rn = 1 on the first). Rows are inserted in key order after every grant lock is held
+ * (the sort reads all of entries first), so concurrent statements take these row locks in one
+ * order and cannot deadlock on them.
+ */
+const ROLLUP_UPSERT = `rolled as (
+     insert into margin_rollup as m (customer_id, day, feature_key, model, grant_id, cost_currency, usages, provider_cost, drawn, over)
+     select s.customer_id, (now() at time zone 'UTC')::date, s.feature_key, s.model,
+            coalesce(d.grant_id, '00000000-0000-0000-0000-000000000000'::uuid), s.cost_currency,
+            count(*) filter (where d.rn is null or d.rn = 1),
+            coalesce(sum(s.provider_cost) filter (where d.rn is null or d.rn = 1), 0),
+            coalesce(sum(d.drawn), 0), coalesce(sum(d.over), 0)
+       from settled s left join drawn d on d.customer_id = s.customer_id and d.usage_event_id = s.id
+      group by 1, 2, 3, 4, 5, 6
+      order by 1, 2, 3, 4, 5, 6
+     on conflict (customer_id, day, feature_key, model, grant_id, cost_currency) do update
+        set usages = m.usages + excluded.usages, provider_cost = m.provider_cost + excluded.provider_cost,
+            drawn = m.drawn + excluded.drawn, over = m.over + excluded.over
+     returning 1
+   )`;
+
 const APPLY = statement(
   'ledger.apply',
   `with
@@ -117,7 +141,8 @@ const APPLY = statement(
                    $17::timestamptz[], $18::numeric[], $19::numeric[], $20::jsonb[], $21::text[], $54::text[], $55::text[])
             as u(id, key, kind, feature_key, pool_key, quantity, rate, status, allowed, reason, charged, overage,
                  uncollected, held, holds, expires_at, balance_after, provider_cost, properties, actor, pc_currency, pc_source)
-     returning id
+     returning id, customer_id, status, feature_key, coalesce(properties->>'model', '') as model, provider_cost,
+               coalesce(provider_cost_currency, '') as cost_currency
    ),
    resolved_events as (
      update usage_event e
@@ -135,7 +160,8 @@ const APPLY = statement(
       where e.customer_id = $1 and e.id = v.id and e.status = any(string_to_array(v.expected, ','))
         -- a refund may have taken back part of a hold since the plan read it (payments)
         and (v.expected_held is null or e.held = v.expected_held)
-     returning e.id
+     returning e.id, e.customer_id, e.status, e.feature_key, coalesce(e.properties->>'model', '') as model, e.provider_cost,
+               coalesce(e.provider_cost_currency, '') as cost_currency
    ),
    deltas as (
      select * from unnest($32::uuid[], $33::numeric[], $34::numeric[], $35::numeric[], $36::numeric[], $37::boolean[],
@@ -175,8 +201,30 @@ const APPLY = statement(
             p.usage_event_id, p.idempotency_key, p.actor, p.metadata, now()
        from postings p join updated u on u.id = p.grant_id
       order by p.seq
-     returning id
-   )
+     returning id, customer_id, grant_id, kind, amount, balance_after, usage_event_id
+   ),
+   -- The margin rollup (migration margin_rollup; tollgate_margin_rows() is the same computation over
+   -- stored rows): each usage settled here (CHARGED or COMMITTED) counts once, on the grant of its
+   -- first draw, with what each of its CONSUME/CAPTURE entries drew (this statement's, and any
+   -- written before it: a lapsed hold's capture) and the part that went below zero.
+   settled as (
+     select n.customer_id, n.id, n.feature_key, n.model, n.provider_cost, n.cost_currency, false as resolved
+       from new_events n where n.status = 'CHARGED'
+     union all
+     select r.customer_id, r.id, r.feature_key, r.model, r.provider_cost, r.cost_currency, true
+       from resolved_events r where r.status = 'COMMITTED'
+   ),
+   drawn as (
+     select x.customer_id, x.usage_event_id, x.grant_id, -x.amount as drawn, least(-x.amount, greatest(-x.balance_after, 0)) as over,
+            row_number() over (partition by x.customer_id, x.usage_event_id order by x.id) as rn
+       from (select n.id, n.customer_id, n.usage_event_id, n.grant_id, n.kind, n.amount, n.balance_after from entries n
+             union all
+             select l.id, l.customer_id, l.usage_event_id, l.grant_id, l.kind, l.amount, l.balance_after
+               from settled s join ledger_entry l on l.customer_id = s.customer_id and l.usage_event_id = s.id
+              where s.resolved) x
+      where x.kind in ('CONSUME', 'CAPTURE') and x.amount < 0
+   ),
+   ${ROLLUP_UPSERT}
    select (select count(*) from new_events)::int as inserted,
           (select count(*) from resolved_events)::int as resolved,
           (select count(*) from entries)::int as entries,
@@ -414,7 +462,8 @@ const APPLY_SIMPLE_MANY = statement(
                    $28::text[], $29::text[])
             as u(customer_id, id, key, feature_key, pool_key, quantity, rate, status, allowed, reason, charged, overage,
                  balance_after, provider_cost, properties, actor, pc_currency, pc_source)
-     returning 1
+     returning customer_id, id, status, feature_key, coalesce(properties->>'model', '') as model, provider_cost,
+               coalesce(provider_cost_currency, '') as cost_currency
    ),
    deltas as (
      select * from unnest($17::text[], $18::uuid[], $19::numeric[], $20::numeric[]) as d(customer_id, grant_id, debit, expect_remaining)
@@ -447,8 +496,16 @@ const APPLY_SIMPLE_MANY = statement(
             p.usage_event_id, p.idempotency_key, p.actor, null, now()
        from postings p join updated u on u.id = p.grant_id
       order by p.seq
-     returning 1
-   )
+     returning customer_id, usage_event_id, grant_id, amount, balance_after
+   ),
+   -- the margin rollup, as in ledger.apply: here every usage drew from at most one grant
+   settled as (select n.customer_id, n.id, n.feature_key, n.model, n.provider_cost, n.cost_currency from new_events n where n.status = 'CHARGED'),
+   drawn as (
+     select x.customer_id, x.usage_event_id, x.grant_id, sum(-x.amount) as drawn,
+            sum(least(-x.amount, greatest(-x.balance_after, 0))) as over, 1 as rn
+       from entries x group by 1, 2, 3
+   ),
+   ${ROLLUP_UPSERT}
    select case when (select count(*) from new_events) <> cardinality($2::uuid[])
                  or (select count(*) from updated) <> cardinality($18::uuid[])
                  or (select count(*) from entries) <> cardinality($21::uuid[])

@@ -376,6 +376,21 @@ export class LedgerService {
            from usage_event u
           where u.status = 'HELD' and ($1::text is null or u.customer_id = $1)
             and u.held <> coalesce((select sum((h->>'amount')::numeric) from jsonb_array_elements(coalesce(u.holds, '[]')) h), 0)
+         union all
+         -- the margin rollup, maintained on write, against the same rows computed from the usage and
+         -- the ledger (tollgate_margin_rows, migration margin_rollup)
+         select coalesce(m.customer_id, r.customer_id), coalesce(m.grant_id, r.grant_id)::text,
+                'margin_rollup ' || coalesce(m.day, r.day) || ' ' || coalesce(m.feature_key, r.feature_key) || ' '
+                  || coalesce(m.model, r.model) || ' ' || coalesce(m.cost_currency, r.cost_currency) || ' usages/provider_cost/drawn/over',
+                coalesce(m.usages || '/' || trim_scale(m.provider_cost) || '/' || trim_scale(m.drawn) || '/' || trim_scale(m.over), 'missing'),
+                coalesce(r.usages || '/' || trim_scale(r.provider_cost) || '/' || trim_scale(r.drawn) || '/' || trim_scale(r.over), 'missing')
+           from (select * from margin_rollup where ($1::text is null or customer_id = $1)
+                    and (usages <> 0 or provider_cost <> 0 or drawn <> 0 or over <> 0)) m
+           full join tollgate_margin_rows('-infinity', 'infinity', $1::text) r
+             on r.customer_id = m.customer_id and r.day = m.day and r.feature_key = m.feature_key and r.model = m.model
+            and r.grant_id = m.grant_id and r.cost_currency = m.cost_currency
+          where m.customer_id is null or r.customer_id is null or m.usages <> r.usages or m.provider_cost <> r.provider_cost
+             or m.drawn <> r.drawn or m.over <> r.over
        )
        select * from diffs order by customer_id, grant_id, field limit 1000`,
       [customerId ?? null],

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Db } from '../../db/sql';
 import { dec, ZERO, type Dec } from '../../shared/decimal';
 import { badInput } from '../../shared/errors';
@@ -5,7 +6,7 @@ import { encodeInvoiceId, encodeUsageId } from '../../shared/ids';
 import type { Price } from '../catalog/prices';
 import type { BillingService } from '../billing/billing.service';
 import { roundMoney } from '../billing/money';
-import { rate } from '../billing/rating';
+import { rate } from '../catalog/rating';
 import type { LeakageSink, PreventedLeak } from '../usage/usage.service';
 import { LeakageCause, LeakageExampleKind, LeakageStatus } from './leakage.types';
 
@@ -157,6 +158,21 @@ export class LeakageService implements LeakageSink {
 
   // ---- the report --------------------------------------------------------------------------
 
+  /**
+   * Emits leakage.detected for what a report found DETECTED (docs/webhooks.md#events): one event per
+   * cause and set of examples, however often a report sees the same ones (a dedupe key).
+   */
+  onDetected: ((row: LeakageRow, dedupeKey: string) => Promise<void>) | null = null;
+
+  private async announce(rows: LeakageRow[]): Promise<void> {
+    if (!this.onDetected) return;
+    for (const row of rows) {
+      if (row.status !== LeakageStatus.DETECTED || row.count === 0) continue;
+      const key = createHash('sha256').update(`${row.cause}\u0000${row.currency ?? ''}\u0000${row.examples.map((e) => JSON.stringify(e)).sort().join('\u0000')}`).digest('hex');
+      await this.onDetected(row, `leakage:${key}`).catch((err) => this.onError(err, `leakage.detected for ${row.cause}`));
+    }
+  }
+
   async report(args: { from: Date; to: Date; customerId?: string | null }): Promise<LeakageReport> {
     const { from, to } = args;
     const customerId = args.customerId ?? null;
@@ -174,7 +190,9 @@ export class LeakageService implements LeakageSink {
         this.accessNotRevoked(to, customerId),
       ])
     ).flat();
-    return { from, to, customerId, rows: assemble(groups) };
+    const rows = assemble(groups);
+    await this.announce(rows);
+    return { from, to, customerId, rows };
   }
 
   /**

@@ -2,7 +2,7 @@ import type { Db } from '../../db/sql';
 import { D, dec, ZERO, type Dec } from '../../shared/decimal';
 import { badInput } from '../../shared/errors';
 import { validateCustomerId } from '../entitlements/entitlements.service';
-import { rate } from '../billing/rating';
+import { rate } from '../catalog/rating';
 import type { Price } from '../catalog/prices';
 
 /**
@@ -67,8 +67,11 @@ const DIMENSION_SQL: Record<MarginGroup, string> = {
   [MarginGroup.FEATURE]: 'feature_key',
   [MarginGroup.MODEL]: 'model',
   [MarginGroup.PLAN]: 'plan',
-  [MarginGroup.DAY]: 'day',
+  [MarginGroup.DAY]: 'day_text',
 };
+
+/** The rollup's grant for usage that drew from no grant. */
+const NIL_GRANT = '00000000-0000-0000-0000-000000000000';
 
 /** Revenue shares are exact but for the overage allocation's division, kept to this many places. */
 const SHARE_SCALE = 12;
@@ -97,7 +100,6 @@ export class MarginService {
 
     // The group key: the requested dimensions, then the currency ('' for none), all text. Each row
     // source below names its plan and currency; the other dimensions come from its usage.
-    const needs = new Set(groupBy);
     const keysOf = (t: string, plan: string, currency: string) =>
       [...groupBy.map((g) => (g === MarginGroup.PLAN ? plan : `${t}.${DIMENSION_SQL[g]}`)), currency].map((k, i) => `${k} as k${i}`).join(', ');
     const keyRefs = [...groupBy, 'currency'].map((_, i) => `k${i}`);
@@ -116,79 +118,71 @@ export class MarginService {
     }
     params.push(first + 1);
     const limit = `$${params.length}`;
-    // Only the dimensions asked for are carried per usage (ev is inlined: the others are not computed).
-    const dimCols = [MarginGroup.FEATURE, MarginGroup.MODEL, MarginGroup.DAY].filter((g) => needs.has(g)).map((g) => DIMENSION_SQL[g]);
-    const anyDims = dimCols.map((c) => `min(le.${c}) as ${c}, `).join('');
-
-    // One row per usage (`pu`, from its entries valued per grant): its cost and count, and when all its
-    // entries fall in one group with one rule (nearly always), its revenue too; the rest (a usage whose
-    // grants differ in plan, currency or rule) per entry; overage per entry, to be valued afterwards.
-    const sqlText = `with ev as (
-         select e.customer_id, e.id, e.feature_key, coalesce(e.properties->>'model', '') as model,
-                to_char(e.resolved_at at time zone 'UTC', 'YYYY-MM-DD') as day,
-                e.provider_cost, e.provider_cost_currency
-           from usage_event e
-          where e.status in ('CHARGED', 'COMMITTED')
-            and e.resolved_at >= ${lit(from.toISOString())}::timestamptz and e.resolved_at < ${lit(to.toISOString())}::timestamptz
-            ${customerId === null ? '' : `and e.customer_id = ${lit(customerId)}`}
+    // The range in whole UTC days is read from the rollup (maintained on write); the partial days at
+    // its ends from the usage and the ledger, by the same computation (tollgate_margin_rows).
+    const dayMs = 86_400_000;
+    const firstWhole = new Date(Math.ceil(from.getTime() / dayMs) * dayMs);
+    const endWhole = new Date(Math.floor(to.getTime() / dayMs) * dayMs);
+    const cust = customerId === null ? 'null' : lit(customerId);
+    const raw = (a: Date, b: Date) => `select * from tollgate_margin_rows(${lit(a.toISOString())}::timestamptz, ${lit(b.toISOString())}::timestamptz, ${cust}::text)`;
+    const rollup = (cond: string) =>
+      `select customer_id, day, feature_key, model, grant_id, cost_currency, usages, provider_cost, drawn, over
+             from margin_rollup
+            where ${cond}${customerId === null ? '' : ` and customer_id = ${cust}`}`;
+    const day = (d: Date) => `${lit(d.toISOString().slice(0, 10))}::date`;
+    const sources: string[] = [];
+    if (firstWhole.getTime() < endWhole.getTime()) {
+      sources.push(rollup(`day >= ${day(firstWhole)} and day < ${day(endWhole)}`));
+      if (from.getTime() < firstWhole.getTime()) sources.push(raw(from, firstWhole));
+    }
+    const tailFrom = firstWhole.getTime() < endWhole.getTime() ? endWhole : from;
+    if (tailFrom.getTime() < to.getTime()) {
+      // The last day, when \`to\` is still ahead of the clock read after this statement's snapshot
+      // (\`tail\`, evaluated once): no usage it can see settled at or after \`to\` (each settles at its
+      // transaction's start, before it committed), so the day's rollup rows are exactly the usage in
+      // [its start, to) — when that start is a day boundary; otherwise, and when \`to\` is past, the ledger.
+      if (tailFrom.getTime() === endWhole.getTime()) {
+        sources.push(`select r.* from (${rollup(`day = ${day(endWhole)}`)}) r, tail where tail.future`);
+        sources.push(`select r.* from tail, lateral (${raw(endWhole, to)}) r where not tail.future`);
+      } else {
+        sources.push(raw(tailFrom, to));
+      }
+    }
+    // Units per (customer, day, feature, model, grant, cost currency); each grant valued once; the
+    // usage's count and cost, in its cost's currency (or its grant's), on the grant of its first draw;
+    // credits within the allowance x the grant's credit value, in the grant's currency (or the
+    // cost's); overage with its grant, valued afterwards.
+    const sqlText = `with tail as materialized (select ${lit(to.toISOString())}::timestamptz > clock_timestamp() as future),
+       roll as materialized (
+         ${sources.join('\n         union all\n         ')}
        ),
-       -- each usage with each of its CONSUME/CAPTURE entries (none: one row, no grant): what the entry
-       -- drew, and the part of it that took the grant below zero (over)
-       le as materialized (
-         select ev.customer_id, ev.id as usage_id, ${dimCols.map((c) => `ev.${c}, `).join('')}ev.provider_cost, ev.provider_cost_currency as pcc,
-                l.grant_id, -l.amount as drawn, least(-l.amount, greatest(-l.balance_after, 0)) as over
-           from ev
-           left join ledger_entry l on l.customer_id = ev.customer_id and l.usage_event_id = ev.id
-                                   and l.kind in ('CONSUME', 'CAPTURE') and l.amount < 0
-       ),
-       -- each grant drawn, valued once
        val as materialized (
          select gr.customer_id, gr.grant_id, v.unit_value, v.currency, v.rule,
                 coalesce(case when en.source = 'PLAN' then en.plan_key end,
                          (select e2.plan_key from entitlement e2
                            where e2.customer_id = gr.customer_id and e2.source = 'PLAN' and e2.plan_key is not null and e2.revoked_at is null
                            order by e2.valid_from desc limit 1), '') as plan
-           from (select distinct customer_id, grant_id from le where grant_id is not null) gr
+           from (select distinct customer_id, grant_id from roll where grant_id <> '${NIL_GRANT}') gr
            join credit_grant cg on cg.customer_id = gr.customer_id and cg.id = gr.grant_id
            left join entitlement en on en.customer_id = cg.customer_id and en.id = cg.entitlement_id
            cross join lateral tollgate_credit_value(gr.customer_id, gr.grant_id) v
        ),
-       pu as materialized (
-         select u.*,
-                u.plan_lo is not null and u.plan_lo = u.plan_hi and (u.cur_lo is null or (u.cur_lo = u.cur_hi and not u.cur_null))
-                  and (u.rule_lo is null or u.rule_lo = u.rule_hi) as one,
-                u.pcc is null or u.cur_lo is null or u.pcc = u.cur_lo as same
-           from (select le.customer_id, le.usage_id, ${anyDims}min(le.provider_cost) as provider_cost, min(le.pcc) as pcc,
-                        min(v.plan) as plan_lo, max(v.plan) as plan_hi, min(v.currency) as cur_lo, max(v.currency) as cur_hi,
-                        coalesce(bool_or(v.grant_id is not null and v.currency is null), false) as cur_null,
-                        min(v.rule) filter (where le.drawn > le.over) as rule_lo, max(v.rule) filter (where le.drawn > le.over) as rule_hi,
-                        sum((le.drawn - le.over) * v.unit_value) as revenue
-                   from le left join val v on v.customer_id = le.customer_id and v.grant_id = le.grant_id
-                  group by le.customer_id, le.usage_id) u
+       rv as (
+         select ro.*, coalesce(v.plan, '') as plan, v.unit_value, v.currency, v.rule, ro.day::text as day_text
+           from roll ro left join val v on v.customer_id = ro.customer_id and v.grant_id = ro.grant_id
        ),
-       mixed as materialized (select u.customer_id, u.usage_id from pu u where u.plan_lo is not null and not u.one),
        r as (
-         -- each usage once: its provider cost and count, in its cost's currency (or its revenue's), and
-         -- its revenue when that falls in the same group
-         select ${keysOf('u', `coalesce(u.plan_lo, '')`, `coalesce(u.pcc, u.cur_lo, '')`)},
-                case when u.one and u.same then u.revenue else 0 end as revenue, coalesce(u.provider_cost, 0) as cost, 1 as cnt,
-                case when u.one and u.same then u.rule_lo end as rule, null::text as oc, null::uuid as og, 0::numeric as over
-           from pu u
+         select ${keysOf('u', 'u.plan', `coalesce(nullif(u.cost_currency, ''), u.currency, '')`)},
+                0::numeric as revenue, u.provider_cost as cost, u.usages as cnt, null::text as rule, null::text as oc, null::uuid as og, 0::numeric as over
+           from rv u where u.usages <> 0 or u.provider_cost <> 0
          union all
-         -- its revenue in its grants' currency when that differs from its cost's
-         select ${keysOf('u', 'u.plan_lo', 'u.cur_lo')}, u.revenue, 0, 0, u.rule_lo, null, null, 0
-           from pu u where u.one and not u.same
+         select ${keysOf('u', 'u.plan', `coalesce(u.currency, nullif(u.cost_currency, ''), '')`)},
+                (u.drawn - u.over) * u.unit_value, 0, 0, u.rule, null, null, 0
+           from rv u where u.unit_value is not null and u.drawn > u.over
          union all
-         -- a usage whose entries fall in several groups: each entry, credits within the allowance x the grant's credit value
-         select ${keysOf('p', 'v.plan', `coalesce(v.currency, p.pcc, '')`)}, (p.drawn - p.over) * v.unit_value, 0, 0,
-                case when p.drawn > p.over then v.rule end, null, null, 0
-           from le p join val v on v.customer_id = p.customer_id and v.grant_id = p.grant_id
-           join mixed m on m.customer_id = p.customer_id and m.usage_id = p.usage_id
-         union all
-         -- overage, with its grant
-         select ${keysOf('p', 'v.plan', `coalesce(v.currency, p.pcc, '')`)}, 0, 0, 0, null, p.customer_id, p.grant_id, p.over
-           from le p join val v on v.customer_id = p.customer_id and v.grant_id = p.grant_id
-          where p.over > 0
+         select ${keysOf('u', 'u.plan', `coalesce(u.currency, nullif(u.cost_currency, ''), '')`)},
+                0, 0, 0, null, u.customer_id, u.grant_id, u.over
+           from rv u where u.unit_value is not null and u.over > 0
        ),
        per_rule as (
          select ${keyRefs.join(', ')}, rule, oc, og, sum(revenue) as revenue, sum(cost) as cost, sum(cnt) as cnt, sum(over) as over

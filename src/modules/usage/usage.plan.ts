@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { dec, fmt, ZERO, type Dec } from '../../shared/decimal';
 import { badInput, conflict, DomainError, ErrorCode } from '../../shared/errors';
 import { AccessReason, type CustomerState, type UsageRow } from '../access/access.model';
-import { costOf, decideAccess, pricing } from '../access/can-access';
+import { costOf, decideAccess, pricing, type DecisionFlag } from '../access/can-access';
 import { available, buildPoolView, drawFrom, type PoolGrant, type PoolView } from '../access/pool';
 import { emptyPlan, type LedgerPlan, type Posting, type UsageInsert, type UsageUpdate } from '../ledger/ledger.apply';
 import { LedgerKind } from '../ledger/ledger.entities';
@@ -40,7 +40,7 @@ export type UsageOp =
   | { type: 'maintain'; holdIds: string[]; actor: string };
 
 export type OpOutcome =
-  | { ok: true; row: UsageRow | null; replayed: boolean; balance: Dec | null; detail: string | null; reason?: AccessReason }
+  | { ok: true; row: UsageRow | null; replayed: boolean; balance: Dec | null; detail: string | null; reason?: AccessReason; flags?: DecisionFlag[] }
   | { ok: false; error: DomainError };
 
 export interface BatchPlan {
@@ -391,7 +391,7 @@ export function planBatch(state: CustomerState, ops: UsageOp[], costs: CostSnaps
           resolvedAt: status === 'HELD' ? null : now,
         };
         addRow(row, ins);
-        return { ok: true, row, replayed: false, balance, detail: decision.detail };
+        return { ok: true, row, replayed: false, balance, detail: decision.detail, flags: decision.flags };
       }
 
       case 'commit': {

@@ -1,3 +1,4 @@
+import type { DecisionFlag } from '../access/can-access';
 import { randomUUID } from 'node:crypto';
 import type { Db, Sql } from '../../db/sql';
 import { dec, fmt, type Dec } from '../../shared/decimal';
@@ -53,6 +54,8 @@ export interface ConsumeResult {
   replayed: boolean;
   late: boolean;
   detail: string | null;
+  /** Signals beside the decision (MARGIN_BELOW_TARGET); not stored, so a replay has none. */
+  flags: DecisionFlag[];
 }
 
 export interface Reservation {
@@ -175,6 +178,7 @@ function consumeResultOf(feature: string, o: Extract<OpOutcome, { ok: true }>): 
       replayed: false,
       late: false,
       detail: o.detail,
+      flags: o.flags ?? [],
     };
   }
   return {
@@ -189,6 +193,7 @@ function consumeResultOf(feature: string, o: Extract<OpOutcome, { ok: true }>): 
     replayed: o.replayed,
     late: row.late,
     detail: o.detail,
+    flags: o.flags ?? [],
   };
 }
 
@@ -205,6 +210,7 @@ function refusedResult(feature: string): ConsumeResult {
     replayed: false,
     late: false,
     detail: null,
+    flags: [],
   };
 }
 

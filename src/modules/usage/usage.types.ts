@@ -1,3 +1,4 @@
+import { DecisionFlag } from '../access/can-access';
 import { MaxLength } from 'class-validator';
 import { Field, ID, InputType, Int, ObjectType } from 'type-graphql';
 import { ReservationStatus, UsageStatus } from '../../graphql/enums';
@@ -45,6 +46,7 @@ export class ConsumeResultType {
   @Field(() => Boolean) replayed!: boolean;
   @Field(() => Boolean, { description: 'Commit only: the reservation had expired.' }) late!: boolean;
   @Field(() => String, { nullable: true }) detail!: string | null;
+  @Field(() => [DecisionFlag], { description: 'Signals beside the decision (MARGIN_BELOW_TARGET: the margin guard); a replay carries none.' }) flags!: DecisionFlag[];
   @Field(() => ItemErrorType, { nullable: true, description: 'consumeBatch only: set when the item was refused (reason REFUSED).' }) error?: ItemErrorType | null;
 }
 

@@ -15,6 +15,7 @@ export type AccessReason =
   | 'ENTITLED'
   | 'EXPIRED'
   | 'INSUFFICIENT_BALANCE'
+  | 'MARGIN_LIMIT'
   | 'NOT_STARTED'
   | 'NO_ENTITLEMENT'
   | 'REFUSED'

@@ -1,5 +1,5 @@
 import { D, dec, ZERO, type Dec } from '../../shared/decimal';
-import { PriceModel, type Price } from '../catalog/prices';
+import { PriceModel, type Price } from './prices';
 
 /**
  * Rating is a pure function: a price and a quantity in, the exact amount and its tier breakdown
