@@ -34,7 +34,11 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
     const services = createServices(db, config);
     await services.auth.init();
     if (config.adminKey) await services.auth.ensureEnvAdminKey(config.adminKey);
-    const http = await createHttpServer(config, orm, services, { logger: opts.logger });
+    let sweeperRef: Sweeper | null = null;
+    const http = await createHttpServer(config, orm, services, {
+      logger: opts.logger,
+      sweeperLagSeconds: () => (sweeperRef?.lastPassAt ? (Date.now() - sweeperRef.lastPassAt) / 1000 : null),
+    });
     services.leakage.onError = (err, what) => http.fastify.log.error({ err }, `leakage: could not record ${what}`);
     const sweeper = new Sweeper(db, services.usage, (err) => http.fastify.log.error({ err }, 'sweeper failed'), [
       () => services.payments.processResolvable(),
@@ -53,9 +57,11 @@ export async function createApp(config: Config, url: string, opts: { logger?: bo
           batch: 50,
           pollMs: config.webhooks.pollMs,
           onError: (err, what) => log.error({ err }, `${what} failed`),
+          onOutcome: (outcome) => http.metrics.webhookDeliveries.inc({ outcome }),
           onFailure: (f) => log.warn({ webhook: f }, `webhook delivery failed (${f.eventType} to endpoint ${f.endpointId}, attempt ${f.attempt}): ${f.statusCode ?? f.error}`),
         })
       : null;
+    sweeperRef = sweeper;
     // Catch up on payment events a previous process left waiting although they can be applied.
     await services.payments.processResolvable().catch((err) => http.fastify.log.error({ err }, 'payments catch-up failed'));
     // One LISTEN connection: API key revocations clear the key cache; customer state changes made

@@ -91,6 +91,7 @@ const EnvSchema = z.object({
   TOLLGATE_WEBHOOK_LEASE: duration('60s'),
   TOLLGATE_WEBHOOK_POLL_MS: int(1000, 10, 600_000),
   TOLLGATE_WEBHOOKS: bool(true),
+  TOLLGATE_METRICS_TOKEN: optionalString,
   STRIPE_WEBHOOK_SECRET: optionalString,
   STRIPE_SECRET_KEY: optionalString,
   STRIPE_API_BASE: optionalString,
@@ -131,6 +132,8 @@ export type Config = {
   /** At most one `accessChanged` event per subscriber per this many ms (later changes are coalesced). */
   liveMinIntervalMs: number;
   stripe: { webhookSecrets: string[]; secretKey: string | undefined; apiBase: string | undefined };
+  /** GET /metrics requires `Authorization: Bearer <token>` when set. */
+  metricsToken: string | undefined;
   /** Outbound webhooks (docs/webhooks.md). */
   webhooks: {
     /** Run the delivery worker in this process. */
@@ -198,6 +201,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stateCacheStrict: e.TOLLGATE_STATE_CACHE_STRICT,
     subscriptionsMax: e.TOLLGATE_SUBSCRIPTIONS_MAX,
     liveMinIntervalMs: e.TOLLGATE_LIVE_MIN_INTERVAL_MS,
+    metricsToken: e.TOLLGATE_METRICS_TOKEN,
     webhooks: {
       enabled: e.TOLLGATE_WEBHOOKS,
       allowHttp: e.TOLLGATE_WEBHOOK_ALLOW_HTTP,

@@ -1,8 +1,9 @@
+import { Metrics } from '../observability/metrics';
 import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
 import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
 import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import fastifyApollo, { fastifyApolloDrainPlugin } from '@as-integrations/fastify';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { GraphQLError } from 'graphql';
 import type { Config } from '../config';
@@ -60,6 +61,7 @@ const subscriptionsElsewhere: ApolloServerPlugin<Context> = {
 export interface HttpServer {
   fastify: FastifyInstance;
   apollo: ApolloServer<Context>;
+  metrics: Metrics;
 }
 
 /**
@@ -67,7 +69,12 @@ export interface HttpServer {
  * registered by the payments module). Request ids: `x-request-id` is honoured when well-formed,
  * generated otherwise, logged with every line and echoed on the response.
  */
-export async function createHttpServer(config: Config, orm: Orm, services: Services, opts: { logger?: boolean | object } = {}): Promise<HttpServer> {
+export async function createHttpServer(
+  config: Config,
+  orm: Orm,
+  services: Services,
+  opts: { logger?: boolean | object; sweeperLagSeconds?: () => number | null } = {},
+): Promise<HttpServer> {
   const fastify = Fastify({
     logger: opts.logger ?? { level: config.logLevel },
     bodyLimit: config.limits.bodyLimit,
@@ -96,6 +103,21 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
   });
 
   const schema = await getSchema();
+  const metrics = new Metrics(schema, {
+    queueDepth: () => services.usage.queueDepth,
+    usageStats: () => services.usage.stats,
+    cacheStats: () => services.stateCache.stats,
+    dbPool: () => {
+      const pool = (orm.em.getConnection() as unknown as { getKnex(): { client: { pool?: { numUsed(): number; numFree(): number; numPendingAcquires(): number } } } }).getKnex().client.pool;
+      return pool ? { used: pool.numUsed(), free: pool.numFree(), pending: pool.numPendingAcquires() } : null;
+    },
+    sweeperLagSeconds: () => opts.sweeperLagSeconds?.() ?? null,
+    outbox: async () => ({
+      backlog: await services.webhooks.backlog(),
+      events: await services.webhooks.eventCounts(),
+    }),
+  });
+  services.usage.observer = metrics;
   // GraphQL Armor: depth, alias and directive limits, and no "Did you mean ..." with introspection
   // off. The cost limit (limits.ts) and the token limit (parseOptions) are not Armor's: see armor.ts.
   const armor = createArmor(config);
@@ -111,6 +133,7 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
     parseOptions: { maxTokens: config.limits.maxTokens },
     plugins: [
       fastifyApolloDrainPlugin(fastify),
+      metrics.plugin(),
       subscriptionsElsewhere,
       costLimitPlugin(schema, config.limits.maxCost),
       // Apollo installs cache-control by default; it wraps every field resolver (willResolveField)
@@ -173,9 +196,21 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
     formatError,
     onClose: () => services.accessChanges.close(),
   });
-  await registerWebhooks(fastify, services);
+  await registerWebhooks(fastify, services, (type, status) => metrics.paymentEvents.inc({ type: type.slice(0, 64), status }));
 
   fastify.get('/healthz', async () => ({ status: 'ok' }));
+  // Prometheus metrics; with TOLLGATE_METRICS_TOKEN set, only for `Authorization: Bearer <token>`
+  // (compared in constant time).
+  const metricsToken = config.metricsToken ? createHash('sha256').update(config.metricsToken).digest() : null;
+  fastify.get('/metrics', async (request, reply) => {
+    if (metricsToken) {
+      const given = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1] ?? '';
+      if (!timingSafeEqual(createHash('sha256').update(given).digest(), metricsToken)) {
+        return reply.code(401).header('www-authenticate', 'Bearer').send({ errors: [{ message: 'Missing or invalid metrics token', extensions: { code: 'UNAUTHENTICATED' } }] });
+      }
+    }
+    return reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
   fastify.get('/readyz', async (_request, reply) => {
     try {
       await services.db.query('select 1');
@@ -188,5 +223,5 @@ export async function createHttpServer(config: Config, orm: Orm, services: Servi
     }
   });
 
-  return { fastify, apollo };
+  return { fastify, apollo, metrics };
 }

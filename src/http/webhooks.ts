@@ -8,7 +8,7 @@ import type { Services } from '../services';
  * ignored types; 500 when applying failed (the event is stored as FAILED and the provider's retry
  * re-applies it safely).
  */
-export async function registerWebhooks(fastify: FastifyInstance, services: Services): Promise<void> {
+export async function registerWebhooks(fastify: FastifyInstance, services: Services, onEvent?: (type: string, status: string) => void): Promise<void> {
   await fastify.register(async (scope) => {
     scope.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
     scope.removeContentTypeParser('application/json');
@@ -31,6 +31,7 @@ export async function registerWebhooks(fastify: FastifyInstance, services: Servi
       }
       try {
         const { event: stored, duplicate } = await services.payments.receive(provider.name, event);
+        onEvent?.(stored.type, duplicate ? 'DUPLICATE' : stored.status);
         const code = stored.status === 'FAILED' ? 500 : 200;
         return reply.code(code).send({ received: true, duplicate, status: stored.status, detail: stored.detail, error: stored.error });
       } catch (err) {

@@ -13,6 +13,8 @@ export type SweepTask = () => Promise<unknown>;
 export class Sweeper {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<unknown> | undefined;
+  /** When the last pass finished (metrics: the sweeper's lag). */
+  lastPassAt: number | null = null;
 
   constructor(
     private readonly db: Db,
@@ -55,6 +57,7 @@ export class Sweeper {
     );
     for (const r of rows) await this.usage.maintain(r.customer_id, r.pools, r.holds);
     for (const task of this.tasks) await task();
+    this.lastPassAt = Date.now();
     return rows.length;
   }
 }

@@ -24,6 +24,12 @@ import { decideAccess } from '../access/can-access';
  * re-read and re-planned (docs/metering.md).
  */
 
+/** What an answered operation tells the metrics (and the denial log). */
+export interface UsageObserver {
+  released?(): void;
+  answered(a: { operation: 'consume' | 'reserve' | 'commit'; outcome: 'charged' | 'held' | 'denied' | 'replayed'; reason: string; pool: string | null; charged: Dec | null; customerId: string; feature: string }): void;
+}
+
 export interface ConsumeInput {
   customerId: string;
   feature: string;
@@ -308,6 +314,14 @@ export class UsageService {
   readonly combiner: ApplyCombiner;
   /** Statistics for the benchmark and tests. */
   readonly stats = { batches: 0, operations: 0, stalePlans: 0, materializations: 0, lapsedReleased: 0 };
+  /** Told every answered consume, reserve and commit (metrics; src/observability/metrics.ts). */
+  observer: UsageObserver | null = null;
+  /** Operations waiting in the per-customer queues (metrics). */
+  get queueDepth(): number {
+    let n = 0;
+    for (const q of this.queues.values()) n += q.length;
+    return n;
+  }
   /** Prevented leaks are recorded here (services.ts wires the leakage report's recorder). */
   leakage: LeakageSink | null = null;
   /** Outcomes denied for balance that the balance as first read would have allowed (see markRaces). */
@@ -429,6 +443,7 @@ export class UsageService {
   async release(publicId: string, actor: string): Promise<Reservation> {
     const { customerId, id } = decodeUsageId(publicId);
     const o = await this.submit(customerId, { op: { type: 'release', id, actor }, featureKeys: [], id });
+    if (!o.replayed) this.observer?.released?.();
     return reservationOf(o.row!);
   }
 
@@ -503,6 +518,18 @@ export class UsageService {
 
   /** A replay answered from the key, or a denial that lost a race for the balance. */
   private async noteOutcome(customerId: string, op: UsageOp, o: Extract<OpOutcome, { ok: true }>): Promise<void> {
+    if (this.observer && op.type !== 'release' && op.type !== 'maintain') {
+      const row = o.row;
+      this.observer.answered({
+        operation: op.type,
+        outcome: o.replayed ? 'replayed' : row && row.allowed && row.status !== 'DENIED' ? (op.type === 'reserve' ? 'held' : 'charged') : 'denied',
+        reason: row?.reason ?? o.reason ?? 'NO_ENTITLEMENT',
+        pool: row?.poolKey ?? null,
+        charged: !o.replayed && row && op.type !== 'reserve' ? dec(row.charged) : null,
+        customerId,
+        feature: row?.featureKey ?? ('featureKey' in op ? op.featureKey : ''),
+      });
+    }
     if (!this.leakage || !o.row) return;
     const row = o.row;
     const usageId = row.id;

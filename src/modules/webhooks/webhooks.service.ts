@@ -271,6 +271,11 @@ export class WebhooksService {
     );
   }
 
+  /** Events in the outbox per type (metrics). */
+  eventCounts(): Promise<Array<{ type: string; n: number }>> {
+    return this.db.query<{ type: string; n: number }>(`select type, count(*)::int as n from webhook_event group by type order by type`);
+  }
+
   /** Deliveries not yet delivered or given up (the outbox backlog, for metrics). */
   async backlog(): Promise<number> {
     const [{ n }] = await this.db.query<{ n: number }>(`select count(*)::int as n from webhook_delivery where status in ('PENDING', 'SENDING')`);
