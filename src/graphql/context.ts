@@ -1,3 +1,4 @@
+import type { FastifyBaseLogger } from 'fastify';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Principal } from '../modules/auth/auth.service';
 import type { Services } from '../services';
@@ -10,4 +11,6 @@ export interface Context {
   loaders: Loaders;
   services: Services;
   requestId: string;
+  /** The service's logger, bound to this request's id (`reqId`). */
+  log: FastifyBaseLogger;
 }

@@ -65,6 +65,19 @@ export interface HttpServer {
 }
 
 /**
+ * Logs: JSON lines in production (and whenever stdout is not a terminal); in development on a
+ * terminal, readable lines through pino-pretty. Credentials never reach them: request lines carry
+ * no headers, and the fields that could hold one are redacted wherever they appear.
+ */
+export function loggerOptions(config: Config): object {
+  const redact = { paths: ['req.headers.authorization', 'headers.authorization', '*.authorization', '*.secret', '*.token', '*.apiKey', '*.password'], censor: '[redacted]' };
+  const pretty = config.env === 'development' && process.stdout.isTTY === true;
+  return pretty
+    ? { level: config.logLevel, redact, transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true } } }
+    : { level: config.logLevel, redact };
+}
+
+/**
  * Fastify with Apollo at /graphql and plain routes beside it (/healthz, /readyz; webhooks are
  * registered by the payments module). Request ids: `x-request-id` is honoured when well-formed,
  * generated otherwise, logged with every line and echoed on the response.
@@ -76,7 +89,7 @@ export async function createHttpServer(
   opts: { logger?: boolean | object; sweeperLagSeconds?: () => number | null } = {},
 ): Promise<HttpServer> {
   const fastify = Fastify({
-    logger: opts.logger ?? { level: config.logLevel },
+    logger: opts.logger ?? loggerOptions(config),
     bodyLimit: config.limits.bodyLimit,
     requestIdHeader: false,
     genReqId: (req) => {
@@ -164,7 +177,11 @@ export async function createHttpServer(
     // The EntityManager fork and the loaders are made on first use: most requests need neither.
     let em: Context['em'] | undefined;
     let loaders: Context['loaders'] | undefined;
+    let log: Context['log'] | undefined;
     return {
+      get log() {
+        return (log ??= fastify.log.child({ reqId: requestId }));
+      },
       get em() {
         return (em ??= orm.em.fork() as Context['em']);
       },

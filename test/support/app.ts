@@ -63,7 +63,7 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
 let fileCounter = 0;
 
 /** One app per test file, on its own database copied from the migrated template. */
-export async function startTestApp(overrides: Record<string, string> = {}): Promise<TestApp> {
+export async function startTestApp(overrides: Record<string, string> = {}, opts: { logger?: object | false } = {}): Promise<TestApp> {
   const adminUrl = process.env.TOLLGATE_TEST_ADMIN_URL;
   if (!adminUrl) throw new Error('TOLLGATE_TEST_ADMIN_URL is not set: run through jest (globalSetup)');
   const dbName = `tollgate_test_w${process.env.JEST_WORKER_ID ?? '0'}_${process.pid}_${fileCounter++}`;
@@ -89,7 +89,7 @@ export async function startTestApp(overrides: Record<string, string> = {}): Prom
   await admin.end();
   const url = withDatabase(adminUrl, dbName);
   const config = testConfig(overrides);
-  const app = await createApp(config, url, { logger: false, migrate: false });
+  const app = await createApp(config, url, { logger: opts.logger ?? false, migrate: false });
   const direct = new Client({ connectionString: url, application_name: TEST_APPLICATION_NAME });
   direct.on('error', () => undefined); // the database is dropped under it at close
   await direct.connect();

@@ -61,12 +61,20 @@ function itemInputError(err: unknown): DomainError {
   throw err;
 }
 
+/** Every denial is logged with the customer, the reason and the request id (never the key or the token). */
+function logDenial(ctx: Context, operation: string, customerId: string, r: { allowed: boolean; reason: string; feature: string; replayed?: boolean; detail?: string | null }): void {
+  if (r.allowed || r.replayed) return;
+  ctx.log.info({ operation, customerId, feature: r.feature, reason: r.reason, requestId: ctx.requestId, detail: r.detail ?? undefined }, `${operation} denied: ${r.reason}`);
+}
+
 @Resolver()
 export class UsageResolver {
   @Authorized(SERVER_ROLES)
   @Mutation(() => ConsumeResultType, { description: 'Charges one use, exactly once per idempotency key, atomically.' })
   async consume(@Arg('input', () => ConsumeInput) input: ConsumeInput, @Ctx() ctx: Context): Promise<ConsumeResultType> {
-    return ctx.services.usage.consume(input, actorString(ctx));
+    const r = await ctx.services.usage.consume(input, actorString(ctx));
+    logDenial(ctx, 'consume', input.customerId, r);
+    return r;
   }
 
   @Authorized(SERVER_ROLES)
@@ -81,6 +89,7 @@ export class UsageResolver {
     if (inputs.length > MAX_CONSUME_BATCH) throw badInput(`at most ${MAX_CONSUME_BATCH} items per consumeBatch`, { field: 'inputs' });
     const invalid = await Promise.all(inputs.map((i) => validateArgument(i).then(() => null, (e: unknown) => itemInputError(e))));
     const results = await ctx.services.usage.consumeBatch(inputs, actorString(ctx), invalid);
+    results.forEach((r, i) => logDenial(ctx, 'consumeBatch', inputs[i].customerId, r));
     return results.map((r) => ({ ...r, error: r.error ? { code: r.error.code, message: r.error.message } : null }));
   }
 
@@ -88,6 +97,7 @@ export class UsageResolver {
   @Mutation(() => ReserveResultType, { description: 'Holds an estimate for a call whose cost is known afterwards.' })
   async reserve(@Arg('input', () => ReserveInput) input: ReserveInput, @Ctx() ctx: Context): Promise<ReserveResultType> {
     const r = await ctx.services.usage.reserve(input, actorString(ctx));
+    logDenial(ctx, 'reserve', input.customerId, { ...r, feature: input.feature });
     return { ...r, reservation: r.reservation ? reservationView(r.reservation) : null };
   }
 
@@ -99,7 +109,9 @@ export class UsageResolver {
     @Arg('providerCost', () => DecimalScalar, { nullable: true }) providerCost: Dec | null,
     @Ctx() ctx: Context,
   ): Promise<ConsumeResultType> {
-    return ctx.services.usage.commit(id, quantity, providerCost, actorString(ctx));
+    const r = await ctx.services.usage.commit(id, quantity, providerCost, actorString(ctx));
+    logDenial(ctx, 'commit', r.customerId, r);
+    return r;
   }
 
   @Authorized(SERVER_ROLES)
