@@ -7,6 +7,7 @@ import { openDatabase, type DatabaseHandle } from './db/database';
 import { rootDir } from './db/orm';
 import { Role } from './modules/auth/auth.entities';
 import { readCatalogFile } from './modules/catalog/catalog.file';
+import { startTracing, stopTracing } from './observability/tracing';
 import { ActorType } from './modules/entitlements/entitlement.entity';
 
 /**
@@ -17,6 +18,8 @@ const say = (line: string) => process.stdout.write(`${line}\n`);
 
 async function main() {
   const config = loadConfig();
+  // OpenTelemetry, when OTEL_EXPORTER_OTLP_ENDPOINT is set (docs/observability.md#traces).
+  const tracing = await startTracing();
   const database = await openDatabase(config, (line) => {
     if (config.logLevel === 'debug') say(line);
   });
@@ -31,6 +34,7 @@ async function main() {
     say(`Database: ${database.embedded ? `embedded PostgreSQL, data in ${path.relative(process.cwd(), config.dataDir) || config.dataDir}` : 'DATABASE_URL'}`);
     say(adminNote);
     say('Authenticate with:  -H "Authorization: Bearer <key>"');
+    say(`Metrics: ${address}/metrics${config.metricsToken ? ' (Bearer TOLLGATE_METRICS_TOKEN)' : ''}${tracing ? `; traces to ${process.env.OTEL_EXPORTER_OTLP_ENDPOINT}` : ''}`);
     say('');
   } catch (err) {
     await app?.close().catch(() => undefined);
@@ -81,6 +85,7 @@ function installShutdown(app: App, database: DatabaseHandle) {
       code = 1;
     }
     await database.close().catch(() => (code = 1));
+    await stopTracing().catch(() => undefined); // flushes the spans not yet exported
     process.exit(code);
   };
   process.on('SIGINT', () => void stop('SIGINT'));

@@ -1,5 +1,6 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Knex } from '@mikro-orm/knex';
+import { tracedStatement, tracingEnabled } from '../observability/tracing';
 import { types as pgTypes, type ClientBase, type CustomTypesConfig, type QueryResult } from 'pg';
 import { pgErrorCode } from '../shared/db-errors';
 import type { Orm } from './orm';
@@ -52,6 +53,11 @@ class ClientSql implements Sql {
   constructor(private readonly client: ClientBase) {}
 
   async query<R>(stmt: Statement | string, values: unknown[] = []): Promise<R[]> {
+    if (tracingEnabled()) return tracedStatement(typeof stmt === 'string' ? 'sql' : stmt.name, () => this.send<R>(stmt, values));
+    return this.send<R>(stmt, values);
+  }
+
+  private async send<R>(stmt: Statement | string, values: unknown[]): Promise<R[]> {
     const result: QueryResult =
       typeof stmt === 'string'
         ? await this.client.query({ text: stmt, values, types: sqlTypes })

@@ -1,4 +1,6 @@
 import { Metrics } from '../observability/metrics';
+import { requestSpan, tracingEnabled } from '../observability/tracing';
+import { SpanStatusCode, type Span } from '@opentelemetry/api';
 import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
 import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
 import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
@@ -100,6 +102,22 @@ export async function createHttpServer(
   fastify.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
+  // Tracing (off unless configured): the rest of the request runs inside its span's context.
+  if (tracingEnabled()) {
+    const spans = new WeakMap<object, Span>();
+    fastify.addHook('onRequest', (request, _reply, done) => {
+      const { span, run } = requestSpan(request.method, request.url.split('?')[0], request.id);
+      spans.set(request, span);
+      run(done);
+    });
+    fastify.addHook('onResponse', async (request, reply) => {
+      const span = spans.get(request);
+      if (!span) return;
+      span.setAttribute('http.response.status_code', reply.statusCode);
+      if (reply.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+      span.end();
+    });
+  }
   // Requests refused before GraphQL runs (a body that is not JSON, too large, of another media
   // type) answer in GraphQL's error shape with a stable code, like every other refusal.
   fastify.setErrorHandler((error: { code?: string; statusCode?: number; message: string }, request, reply) => {

@@ -2,6 +2,7 @@ import type { ApolloServerPlugin } from '@apollo/server';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DocumentNode, GraphQLSchema, OperationDefinitionNode } from 'graphql';
 import type { UsageObserver } from '../modules/usage/usage.service';
+import { annotateGraphql } from './tracing';
 
 /**
  * Prometheus metrics (`GET /metrics`, prom-client; docs/observability.md). Label values are
@@ -157,6 +158,9 @@ export class Metrics implements UsageObserver {
       async requestDidStart() {
         const end = process.hrtime.bigint();
         return {
+          async didResolveOperation(ctx) {
+            annotateGraphql(ctx.operation?.operation, ctx.operationName ?? undefined);
+          },
           async willSendResponse(ctx) {
             const labels = self.labels(ctx.document, ctx.operationName ?? ctx.request.operationName);
             const body = ctx.response.body;
