@@ -1,4 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Webhook } from 'standardwebhooks';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -153,6 +156,13 @@ class Service {
         TOLLGATE_DEMO_CATALOG: 'true',
         TOLLGATE_SWEEP_INTERVAL: '3s',
         LOG_LEVEL: 'warn',
+        // outbound webhooks to the run's receiver on loopback, retried quickly
+        TOLLGATE_WEBHOOK_ALLOW_HTTP: 'true',
+        TOLLGATE_WEBHOOK_ALLOW_PRIVATE: 'true',
+        TOLLGATE_WEBHOOK_RETRY_SCHEDULE: '0.2,0.5,1,1,1,1,1,1,1,1,1,1',
+        TOLLGATE_WEBHOOK_LEASE: '3s',
+        TOLLGATE_WEBHOOK_POLL_MS: '200',
+        TOLLGATE_WEBHOOK_TIMEOUT_MS: '5000',
         ...SERVICE_ENV,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -249,8 +259,45 @@ type Attempt =
   | { kind: 'timeout' }
   | { kind: 'network'; message: string };
 
+const webhookCounts = { events: 0, received: 0, retried: 0 };
 let services: Service[] = [];
 let stopping = false; // end of the run: no more random timeouts
+
+/**
+ * The run's webhook receiver (docs/webhooks.md): a real HTTP server on loopback subscribed to every
+ * event type. During the run it fails a fifth of the attempts (500) and is slow on some, so the
+ * retries and the lease are exercised while the services are SIGKILLed; at the end it answers 200
+ * until the outbox is drained, and the check compares what it got with the outbox.
+ */
+const receiver = {
+  secret: '',
+  endpointCreatedAt: '' as string,
+  got: [] as Array<{ id: string; body: string; ts: string; sig: string }>,
+  failing: true,
+  rng: null as Rng | null,
+  server: null as http.Server | null,
+  url: '',
+};
+async function startReceiver(rng: Rng): Promise<void> {
+  receiver.rng = rng;
+  receiver.server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      receiver.got.push({ id: String(req.headers['webhook-id']), body, ts: String(req.headers['webhook-timestamp']), sig: String(req.headers['webhook-signature']) });
+      const r = receiver.rng!.next();
+      if (receiver.failing && r < 0.2) {
+        res.writeHead(500).end();
+      } else if (receiver.failing && r < 0.25) {
+        setTimeout(() => res.writeHead(200).end(), 300); // slow: a kill may land mid-delivery
+      } else {
+        res.writeHead(200).end();
+      }
+    });
+  });
+  await new Promise<void>((resolve) => receiver.server!.listen(0, '127.0.0.1', resolve));
+  receiver.url = `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`;
+}
 const RETRYABLE = new Set(['INTERNAL_SERVER_ERROR', 'SERVICE_UNAVAILABLE', 'RETRY_LATER', 'HTTP']);
 
 /** What the clients were told that the leakage report must account for. */
@@ -1442,6 +1489,38 @@ async function check(env: Env): Promise<Check[]> {
       }
     }
     if (costCounts.set === 0) costCheck.violations.push('the cost table never changed during the run');
+    // Outbound webhooks: the outbox has one event per entitlement change (same transaction), every
+    // delivery succeeded in the end, the receiver got each event (deduped by webhook-id) with a valid
+    // signature, and nothing it got is unknown to the outbox.
+    const outbox = add('every entitlement change has its outbox event; every event reached the receiver, signed, once per webhook-id after dedupe');
+    {
+      const changes = (await db.query(`select count(*)::int as n from entitlement_change where created_at >= $1`, [receiver.endpointCreatedAt])).rows[0].n as number;
+      const entEvents = (await db.query(`select count(*)::int as n from webhook_event where type like 'entitlement.%' and created_at >= $1`, [receiver.endpointCreatedAt])).rows[0].n as number;
+      if (changes !== entEvents) outbox.violations.push(`${changes} entitlement changes since the endpoint was created, ${entEvents} entitlement events`);
+      const deliveries = (await db.query(`select d.event_id, d.status, d.attempts from webhook_delivery d`)).rows as Array<{ event_id: string; status: string; attempts: number }>;
+      const got = new Set(receiver.got.map((g) => g.id));
+      for (const d of deliveries) {
+        outbox.checked += 1;
+        if (d.status !== 'SUCCEEDED') outbox.violations.push(`delivery of ${d.event_id}: ${d.status} after ${d.attempts} attempts`);
+        else if (!got.has(d.event_id)) outbox.violations.push(`delivery of ${d.event_id} SUCCEEDED but the receiver never got it`);
+      }
+      const known = new Set(deliveries.map((d) => d.event_id));
+      for (const id of got) if (!known.has(id)) outbox.violations.push(`the receiver got ${id}, which is not in the outbox`);
+      const wh = new Webhook(receiver.secret);
+      let bad = 0;
+      for (const g of receiver.got) {
+        try {
+          wh.verify(g.body, { 'webhook-id': g.id, 'webhook-timestamp': g.ts, 'webhook-signature': g.sig });
+        } catch {
+          bad += 1;
+        }
+      }
+      if (bad > 0) outbox.violations.push(`${bad} deliveries failed signature verification`);
+      if (deliveries.length === 0) outbox.violations.push('no webhook event was emitted during the run');
+      webhookCounts.events = deliveries.length;
+      webhookCounts.received = receiver.got.length;
+      webhookCounts.retried = deliveries.filter((d) => d.attempts > 1).length;
+    }
     const exits = add('the service never exited on its own');
     exits.checked = counts.serviceKills + 1;
     for (const s of services) if (s.stats.unexpectedExits > 0) exits.violations.push(`${s.name}: ${s.stats.unexpectedExits} unexpected exit(s) (see output above)`);
@@ -1528,6 +1607,14 @@ async function main(): Promise<number> {
   try {
     // all replicas start at once: concurrent migrations and demo-catalog loads on one database
     await Promise.all(services.map((s) => s.start()));
+    await startReceiver(prng(SEED ^ 0x7e7e));
+    {
+      const { answer } = await sendClean(prng(SEED ^ 0x7e7f), `mutation($u: String!) { createWebhookEndpoint(input: { url: $u, eventTypes: ["entitlement.granted", "entitlement.revoked", "entitlement.changed", "balance.threshold_crossed", "balance.exhausted", "reservation.lapsed", "usage.uncollected", "invoice.finalized", "invoice.sync_failed", "payment_event.failed", "leakage.detected"] }) { secret endpoint { createdAt } } }`, { u: receiver.url }, services[0]);
+      if (answer?.kind !== 'data') throw new Error(`could not create the webhook endpoint: ${JSON.stringify(answer)}`);
+      const made = (answer.data as { createWebhookEndpoint: { secret: string; endpoint: { createdAt: string } } }).createWebhookEndpoint;
+      receiver.secret = made.secret;
+      receiver.endpointCreatedAt = made.endpoint.createdAt;
+    }
     await seedCustomers(prng(SEED ^ 0x5eed));
     log(`seeded ${CUSTOMERS} customers in ${((Date.now() - t0) / 1000).toFixed(1)} s; running the workload with faults`);
 
@@ -1550,6 +1637,22 @@ async function main(): Promise<number> {
     await allUp();
     await checkLive(prng(SEED ^ 0x11fe));
     await sleep(500);
+    // The receiver recovers; the outbox drains (every replica's worker, leases of the killed ones passing).
+    receiver.failing = false;
+    {
+      const db = new Client({ connectionString: env.dbUrl });
+      await db.connect();
+      try {
+        const deadline = Date.now() + 60_000;
+        while (Date.now() < deadline) {
+          const [{ n }] = (await db.query(`select count(*)::int as n from webhook_delivery where status in ('PENDING', 'SENDING')`)).rows;
+          if (n === 0) break;
+          await sleep(250);
+        }
+      } finally {
+        await db.end();
+      }
+    }
 
     const checks = await check(env);
     const violations = checks.reduce((n, c) => n + c.violations.length, 0);
@@ -1585,6 +1688,7 @@ async function main(): Promise<number> {
         ['  probe customers given up (state not known exactly)', String(probeCounts.abandoned)],
         ['cost-table changes (text.generate) / longest a replaced rate was still used (ms)', `${costCounts.set} / ${costCounts.maxStaleMs}`],
         ['live watchers / events (SUBSCRIBED, CHANGED, UNAVAILABLE, RESYNC)', `${liveCounts.watchers} / ${liveCounts.events} (${liveCounts.SUBSCRIBED}, ${liveCounts.CHANGED}, ${liveCounts.UNAVAILABLE}, ${liveCounts.RESYNC})`],
+        ['webhook events / requests received (retries and re-sends after a kill included) / events retried', `${webhookCounts.events} / ${webhookCounts.received} / ${webhookCounts.retried}`],
         ['operations never acknowledged', String(counts.lost)],
         ['service SIGKILLs survived', String(counts.serviceKills)],
         ['  of which during start-up', String(counts.serviceKillsDuringStart)],
@@ -1624,6 +1728,8 @@ async function main(): Promise<number> {
     code = 1;
   } finally {
     await Promise.all(services.map((s) => s.stop().catch(() => undefined)));
+    receiver.server?.closeAllConnections();
+    receiver.server?.close();
     await env.pg.stop().catch(() => undefined);
     if (code === 0 && !KEEP) fs.rmSync(dir, { recursive: true, force: true });
   }
