@@ -15,6 +15,7 @@ import { Migration20261201192504_margin_guard } from './Migration20261201192504_
 import { Migration20261201193857_alert_thresholds } from './Migration20261201193857_alert_thresholds';
 import { Migration20261201194500_webhooks } from './Migration20261201194500_webhooks';
 import { Migration20261201201000_balance_alerts } from './Migration20261201201000_balance_alerts';
+import { Migration20261201203000_webhook_public_ids } from './Migration20261201203000_webhook_public_ids';
 
 /**
  * Every migration, in order. `npm run migration:create` adds new ones here; CI fails when a
@@ -37,4 +38,5 @@ export const migrationsList: MigrationObject[] = [
   { name: 'Migration20261201193857_alert_thresholds', class: Migration20261201193857_alert_thresholds },
   { name: 'Migration20261201194500_webhooks', class: Migration20261201194500_webhooks },
   { name: 'Migration20261201201000_balance_alerts', class: Migration20261201201000_balance_alerts },
+  { name: 'Migration20261201203000_webhook_public_ids', class: Migration20261201203000_webhook_public_ids },
 ];

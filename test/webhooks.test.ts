@@ -153,6 +153,49 @@ describe('delivery', () => {
   });
 });
 
+describe('the other event types', () => {
+  test('reservation.lapsed, usage.uncollected, invoice.finalized, invoice.sync_failed, payment_event.failed and leakage.detected (once per finding)', async () => {
+    await endpoint(['reservation.lapsed', 'usage.uncollected', 'invoice.finalized', 'invoice.sync_failed', 'payment_event.failed', 'leakage.detected']);
+    // a hold lapses (the sweeper), others use the balance, the late commit charges what is left
+    await t.ok(`mutation($i: GrantCreditsInput!) { grantCredits(input: $i) { id } }`, { i: { customerId: 'e1', feature: 'credits', amount: 100, idempotencyKey: 'g' } });
+    const r = await t.ok(`mutation { reserve(input: { customerId: "e1", feature: "image.generate", quantity: 4, idempotencyKey: "img", ttlSeconds: 60 }) { reservation { id } } }`);
+    await t.travel('e1', 61);
+    expect(await t.app.sweeper.sweepOnce()).toBeGreaterThanOrEqual(1);
+    await t.ok(`mutation { consume(input: { customerId: "e1", feature: "text.generate", quantity: 90, idempotencyKey: "txt" }) { allowed } }`);
+    const c = await t.ok(`mutation($id: ID!) { commitReservation(id: $id, quantity: 2) { charged uncollected } }`, { id: r.reserve.reservation.id });
+    expect(c.commitReservation).toEqual({ charged: '10', uncollected: '30' });
+    // an invoice is finalized; its provider sync fails for good
+    await t.ok(`mutation { assignPlan(customerId: "e2", plan: "pro") { id } }`);
+    const inv = (await t.ok(`mutation { finalizeInvoice(customerId: "e2") { id } }`)).finalizeInvoice;
+    await t.sql(`insert into invoice_sync (customer_id, invoice_id, provider, provider_customer_id, status) select 'e2', id, 'stripe', 'cus_e2', 'PENDING' from invoice where customer_id = 'e2'`);
+    await t.sql(`update invoice_sync set status = 'FAILED', error = 'card declined' where customer_id = 'e2'`);
+    // a verified provider event failed to apply
+    await t.sql(`insert into payment_event (provider, id, type, status, event_created, payload, error, attempts) values ('stripe', 'evt_fail', 'invoice.paid', 'FAILED', now(), '{"card":"4242"}', 'boom', 1)`);
+    // the leakage report finds a billing mismatch (DETECTED): one event however often it is read
+    await t.sql(`insert into billing_mismatch (customer_id, provider, provider_invoice_id, kind, detail, event_id) values ('e2', 'stripe', 'in_1', 'TOTAL', 'differs', 'evt_x')`);
+    const range = { f: new Date(Date.now() - 86_400_000).toISOString(), t: new Date(Date.now() + 86_400_000).toISOString() };
+    for (let i = 0; i < 2; i++) {
+      const rep = await t.ok(`query($f: DateTime!, $t: DateTime!) { leakageReport(from: $f, to: $t) { rows { cause count status } } }`, range);
+      expect(rep.leakageReport.rows.find((x: any) => x.cause === 'BILLING_MISMATCH')).toMatchObject({ count: 1, status: 'DETECTED' });
+    }
+    await until(() => rx.got.length >= 6);
+    await until(async () => (await deliveries()).every((d: any) => d.status === 'SUCCEEDED'));
+    const types = rx.got.map((g) => g.type).sort();
+    expect(types).toEqual(['invoice.finalized', 'invoice.sync_failed', 'leakage.detected', 'payment_event.failed', 'reservation.lapsed', 'usage.uncollected']);
+    const by = Object.fromEntries(rx.got.map((g) => [g.type, g.data]));
+    expect(by['reservation.lapsed']).toMatchObject({ customerId: 'e1', feature: 'image.generate', held: 80 });
+    expect(by['usage.uncollected']).toMatchObject({ customerId: 'e1', uncollected: 30, charged: 10 });
+    // ids as the API gives them: the reservation's and the invoice's
+    expect(by['reservation.lapsed'].reservationId).toBe(r.reserve.reservation.id);
+    expect(by['usage.uncollected'].usageId).toBe(r.reserve.reservation.id);
+    expect(by['invoice.finalized']).toMatchObject({ customerId: 'e2', invoiceId: inv.id });
+    expect(by['invoice.sync_failed']).toMatchObject({ customerId: 'e2', table: 'invoice_sync' });
+    expect(by['payment_event.failed']).toEqual({ provider: 'stripe', eventId: 'evt_fail', type: 'invoice.paid', customerId: null, error: 'boom', attempts: 1 });
+    expect(JSON.stringify(by['payment_event.failed'])).not.toContain('4242'); // never the payload
+    expect(by['leakage.detected']).toMatchObject({ cause: 'BILLING_MISMATCH', count: 1 });
+  });
+});
+
 describe('thresholds', () => {
   const consume = (c: string, q: number, key: string) =>
     t.ok(`mutation($i: ConsumeInput!) { consume(input: $i) { allowed } }`, { i: { customerId: c, feature: 'text.generate', quantity: q, idempotencyKey: key } });
