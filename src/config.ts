@@ -92,6 +92,8 @@ const EnvSchema = z.object({
   TOLLGATE_WEBHOOK_POLL_MS: int(1000, 10, 600_000),
   TOLLGATE_WEBHOOKS: bool(true),
   TOLLGATE_METRICS_TOKEN: optionalString,
+  TOLLGATE_DASHBOARD: bool(true),
+  TOLLGATE_PORTAL_FRAME_ANCESTORS: z.string().default("'none'"),
   STRIPE_WEBHOOK_SECRET: optionalString,
   STRIPE_SECRET_KEY: optionalString,
   STRIPE_API_BASE: optionalString,
@@ -132,6 +134,8 @@ export type Config = {
   /** At most one `accessChanged` event per subscriber per this many ms (later changes are coalesced). */
   liveMinIntervalMs: number;
   stripe: { webhookSecrets: string[]; secretKey: string | undefined; apiBase: string | undefined };
+  /** The dashboard at /dashboard; the portal may be framed by these origins (CSP frame-ancestors). */
+  dashboard: { enabled: boolean; portalFrameAncestors: string };
   /** GET /metrics requires `Authorization: Bearer <token>` when set. */
   metricsToken: string | undefined;
   /** Outbound webhooks (docs/webhooks.md). */
@@ -202,6 +206,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     subscriptionsMax: e.TOLLGATE_SUBSCRIPTIONS_MAX,
     liveMinIntervalMs: e.TOLLGATE_LIVE_MIN_INTERVAL_MS,
     metricsToken: e.TOLLGATE_METRICS_TOKEN,
+    dashboard: { enabled: e.TOLLGATE_DASHBOARD, portalFrameAncestors: portalFrameAncestors(e.TOLLGATE_PORTAL_FRAME_ANCESTORS) },
     webhooks: {
       enabled: e.TOLLGATE_WEBHOOKS,
       allowHttp: e.TOLLGATE_WEBHOOK_ALLOW_HTTP,
@@ -230,4 +235,13 @@ function retrySchedule(v: string | undefined): number[] {
     throw new ConfigError('Invalid environment:\n  TOLLGATE_WEBHOOK_RETRY_SCHEDULE: 1 to 20 comma-separated numbers of seconds (0-86400)');
   }
   return parts;
+}
+
+/** TOLLGATE_PORTAL_FRAME_ANCESTORS: CSP sources (origins, 'self' or 'none'), space-separated; nothing that could end the directive. */
+function portalFrameAncestors(v: string): string {
+  const parts = v.trim().split(/\s+/).filter(Boolean);
+  if (parts.length === 0 || parts.some((p) => !/^('self'|'none'|https?:\/\/[A-Za-z0-9.*:-]+)$/.test(p))) {
+    throw new ConfigError("Invalid environment:\n  TOLLGATE_PORTAL_FRAME_ANCESTORS: space-separated origins (https://app.example.com), 'self' or 'none'");
+  }
+  return parts.join(' ');
 }

@@ -34,6 +34,7 @@ async function main() {
     say(`Database: ${database.embedded ? `embedded PostgreSQL, data in ${path.relative(process.cwd(), config.dataDir) || config.dataDir}` : 'DATABASE_URL'}`);
     say(adminNote);
     say('Authenticate with:  -H "Authorization: Bearer <key>"');
+    if (config.dashboard.enabled) say(`Dashboard: ${address}/dashboard (sign in with the admin key)`);
     say(`Metrics: ${address}/metrics${config.metricsToken ? ' (Bearer TOLLGATE_METRICS_TOKEN)' : ''}${tracing ? `; traces to ${process.env.OTEL_EXPORTER_OTLP_ENDPOINT}` : ''}`);
     say('');
   } catch (err) {

@@ -189,6 +189,7 @@ const OPS: Record<string, Op> = {
     access: 'ADMIN',
     build: q(`mutation { upsertPlan(input: { key: "matrix-plan", name: "Matrix", entitlements: [{ feature: "video" }] }) { key } }`),
   },
+  customers: { type: 'Query', access: 'SERVER', build: q(`query { customers(search: "ali") { items { id } hasNextPage } }`) },
   webhookEndpoints: { type: 'Query', access: 'ADMIN', build: q(`query { webhookEndpoints { id url } }`) },
   webhookDeliveries: { type: 'Query', access: 'ADMIN', build: q(`query { webhookDeliveries { items { id status } } }`) },
   balanceAlerts: { type: 'Query', access: 'SERVER', build: q(`query($c: ID!) { balanceAlerts(customerId: $c) { feature } }`, { c: ALICE }) },

@@ -1,4 +1,5 @@
 import { Metrics } from '../observability/metrics';
+import { registerDashboard } from './dashboard';
 import { requestSpan, tracingEnabled } from '../observability/tracing';
 import { SpanStatusCode, type Span } from '@opentelemetry/api';
 import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
@@ -233,6 +234,7 @@ export async function createHttpServer(
   });
   await registerWebhooks(fastify, services, (type, status) => metrics.paymentEvents.inc({ type: type.slice(0, 64), status }));
 
+  await registerDashboard(fastify, config);
   fastify.get('/healthz', async () => ({ status: 'ok' }));
   // Prometheus metrics; with TOLLGATE_METRICS_TOKEN set, only for `Authorization: Bearer <token>`
   // (compared in constant time).

@@ -55,6 +55,26 @@ export class CustomersService {
 
 
 
+  /**
+   * Customers whose id starts with `search`, or whose name or email contains it (case-insensitive),
+   * by id, keyset-paged (the dashboard's search).
+   */
+  async search(args: { search?: string | null; first: number; after?: string | null }): Promise<{ items: CustomerRow[]; hasNextPage: boolean; endCursor: string | null }> {
+    if (!Number.isInteger(args.first) || args.first < 1 || args.first > 200) throw badInput('first must be between 1 and 200', { field: 'first' });
+    const search = args.search?.trim() || null;
+    if (search !== null && search.length > 200) throw badInput('search must be at most 200 characters', { field: 'search' });
+    const like = search === null ? null : search.replace(/[\\%_]/g, (c) => `\\${c}`);
+    const rows = await this.db.query(
+      `select * from customer
+        where ($1::text is null or id ilike $1 || '%' or name ilike '%' || $1 || '%' or email ilike '%' || $1 || '%')
+          and ($2::text is null or id > $2)
+        order by id limit $3`,
+      [like, args.after ?? null, args.first + 1],
+    );
+    const items = rows.slice(0, args.first).map(toRow);
+    return { items, hasNextPage: rows.length > args.first, endCursor: items.length ? items[items.length - 1].id : null };
+  }
+
   async getMany(ids: readonly string[]): Promise<Map<string, CustomerRow>> {
     const rows = await this.db.query(`select * from customer where id = any($1::text[])`, [ids]);
     return new Map(rows.map((r) => [r.id as string, toRow(r)]));

@@ -19,3 +19,10 @@ export class CustomerInput {
   @Field(() => String, { nullable: true }) @IsOptional() @MaxLength(320) email?: string | null;
   @Field(() => JSONScalar, { nullable: true }) metadata?: Record<string, unknown> | null;
 }
+
+@ObjectType('CustomerPage')
+export class CustomerPage {
+  @Field(() => [CustomerType]) items!: CustomerType[];
+  @Field(() => Boolean) hasNextPage!: boolean;
+  @Field(() => String, { nullable: true }) endCursor!: string | null;
+}

@@ -4,7 +4,7 @@ import type { Context } from '../../graphql/context';
 import { DateTimeScalar } from '../../graphql/scalars';
 import { notFound } from '../../shared/errors';
 import type { EntitlementRow } from '../access/access.model';
-import { CustomerInput, CustomerType } from '../customers/customers.types';
+import { CustomerInput, CustomerPage, CustomerType } from '../customers/customers.types';
 import { PlanChangeTiming, type EntitlementChangeRow } from './entitlements.service';
 import {
   EntitlementChangeType,
@@ -45,6 +45,17 @@ function changeView(c: EntitlementChangeRow): EntitlementChangeType {
 
 @Resolver()
 export class EntitlementsResolver {
+  @Authorized(SERVER_ROLES)
+  @Query(() => CustomerPage, { description: 'Customers whose id starts with search or whose name or email contains it, by id (keyset: after = the last id).' })
+  customers(
+    @Arg('search', () => String, { nullable: true }) search: string | null,
+    @Arg('first', () => Int, { defaultValue: 50 }) first: number,
+    @Arg('after', () => String, { nullable: true }) after: string | null,
+    @Ctx() ctx: Context,
+  ): Promise<CustomerPage> {
+    return ctx.services.customers.search({ search, first, after });
+  }
+
   @Authorized(SERVER_ROLES)
   @Query(() => CustomerType, { nullable: true })
   async customer(@Arg('id', () => ID) id: string, @Ctx() ctx: Context): Promise<CustomerType | null> {

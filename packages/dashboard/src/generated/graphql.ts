@@ -1,0 +1,405 @@
+/** Internal type. DO NOT USE DIRECTLY. */
+type Exact<T extends { [key: string]: unknown }> = { [K in keyof T]: T[K] };
+/** Internal type. DO NOT USE DIRECTLY. */
+export type Incremental<T> = T | { [P in keyof T]?: P extends ' $fragmentName' | '__typename' ? T[P] : never };
+import type { DocumentTypeDecoration } from '@graphql-typed-document-node/core';
+/** Why an access or consume was allowed or denied (machine-readable). */
+export type AccessReason =
+  | 'ENTITLED'
+  | 'EXPIRED'
+  | 'INSUFFICIENT_BALANCE'
+  | 'MARGIN_LIMIT'
+  | 'NOT_STARTED'
+  | 'NO_ENTITLEMENT'
+  | 'REFUSED'
+  | 'REVOKED'
+  | 'UNKNOWN_CUSTOMER'
+  | 'UNKNOWN_FEATURE';
+
+export type EntitlementSource =
+  | 'MANUAL'
+  | 'PLAN'
+  | 'PROMOTION'
+  | 'PURCHASE'
+  | 'TRIAL';
+
+export type GrantCreditsInput = {
+  amount: string | number;
+  customerId: string | number;
+  expiresAt?: string | null | undefined;
+  /** The pool (a METERED feature with its own balance). */
+  feature: string;
+  idempotencyKey: string;
+  /** 0 is drawn first; default 50. */
+  priority?: number | null | undefined;
+  reason?: string | null | undefined;
+  /** MANUAL (default) or PROMOTION. */
+  source?: EntitlementSource | null | undefined;
+};
+
+export type InvoiceLineKind =
+  | 'BASE_FEE'
+  | 'LATE_USAGE'
+  | 'MINIMUM_TRUE_UP'
+  | 'PRORATION'
+  | 'USAGE';
+
+/** DRAFT (the preview) -> FINALIZED -> PAID | VOID | UNCOLLECTIBLE. */
+export type InvoiceStatus =
+  | 'DRAFT'
+  | 'FINALIZED'
+  | 'PAID'
+  | 'UNCOLLECTIBLE'
+  | 'VOID';
+
+/** Why revenue leaked or would have (docs/revenue-integrity.md#leakage-report). */
+export type LeakageCause =
+  | 'ACCESS_NOT_REVOKED'
+  | 'BILLING_MISMATCH'
+  | 'DUPLICATE_REQUEST'
+  | 'DUPLICATE_WEBHOOK'
+  | 'KEY_REUSE_REFUSED'
+  | 'LAPSED_RESERVATION'
+  | 'NEGATIVE_MARGIN'
+  | 'PAYMENT_NOT_APPLIED'
+  | 'RACE_FOR_LAST_UNIT'
+  | 'UNBILLED_OVERAGE'
+  | 'UNCOLLECTED_USAGE';
+
+export type LeakageStatus =
+  | 'DETECTED'
+  | 'OPEN'
+  | 'PREVENTED';
+
+export type LedgerEntryKind =
+  | 'ADJUST'
+  | 'CAPTURE'
+  | 'CARRY'
+  | 'CONSUME'
+  | 'EXPIRE'
+  | 'GRANT'
+  | 'HOLD'
+  | 'RELEASE'
+  | 'REVOKE';
+
+/** BLOCK: deny past the allowance. ALLOW: record overage up to overageLimit (unbounded when null). */
+export type OveragePolicy =
+  | 'ALLOW'
+  | 'BLOCK';
+
+/** How often a metered allowance starts again, anchored on the entitlement start. */
+export type ResetPeriod =
+  | 'DAY'
+  | 'MONTH'
+  | 'NEVER'
+  | 'WEEK'
+  | 'YEAR';
+
+export type Role =
+  | 'ADMIN'
+  | 'CUSTOMER'
+  | 'SERVER';
+
+export type UsageStatus =
+  | 'CHARGED'
+  | 'COMMITTED'
+  | 'DENIED'
+  | 'EXPIRED'
+  | 'HELD'
+  | 'RELEASED';
+
+export type ViewerQueryVariables = Exact<{ [key: string]: never; }>;
+
+
+export type ViewerQuery = { viewer: { role: Role, customerId: string | null } };
+
+export type CustomersQueryVariables = Exact<{
+  search?: string | null | undefined;
+  first: number;
+  after?: string | null | undefined;
+}>;
+
+
+export type CustomersQuery = { customers: { hasNextPage: boolean, endCursor: string | null, items: Array<{ id: string, name: string | null, email: string | null, createdAt: string }> } };
+
+export type CustomerPageQueryVariables = Exact<{
+  id: string | number;
+}>;
+
+
+export type CustomerPageQuery = { customer: { id: string, name: string | null, email: string | null, createdAt: string } | null, entitlements: Array<{ id: string, feature: string, source: EntitlementSource, sourceRef: string | null, plan: string | null, validFrom: string, validUntil: string | null, allowance: string | null, resetPeriod: ResetPeriod | null, overage: OveragePolicy | null, revokedAt: string | null }>, balances: Array<{ feature: string, available: string, held: string, grants: Array<{ id: string | null, entitlementId: string, source: EntitlementSource, amount: string, remaining: string, expiresAt: string | null }> }>, invoicePreview: { status: InvoiceStatus, currency: string, total: string, lines: Array<{ kind: InvoiceLineKind, feature: string | null, amount: string }> } };
+
+export type LedgerQueryVariables = Exact<{
+  id: string | number;
+  first: number;
+  after?: string | null | undefined;
+}>;
+
+
+export type LedgerQuery = { ledger: { hasNextPage: boolean, endCursor: string | null, entries: Array<{ id: string, feature: string, grantId: string, kind: LedgerEntryKind, amount: string, balanceAfter: string, usageId: string | null, idempotencyKey: string | null, actor: string | null, createdAt: string }> } };
+
+export type WhyChargedQueryVariables = Exact<{
+  customerId: string | number;
+  key?: string | null | undefined;
+}>;
+
+
+export type WhyChargedQuery = { usageEvent: { id: string, idempotencyKey: string, kind: string, feature: string, pool: string | null, quantity: string, rate: string | null, status: UsageStatus, reason: AccessReason, charged: string, overage: string, uncollected: string, actor: string | null, createdAt: string, resolvedAt: string | null, providerCost: string | null, grants: Array<{ grantId: string, amount: string }>, entries: Array<{ id: string, kind: LedgerEntryKind, amount: string, balanceAfter: string, grantId: string }> } | null, grants: Array<{ id: string, feature: string, entitlementId: string, source: EntitlementSource, amount: string, remaining: string, periodStart: string, expiresAt: string | null, idempotencyKey: string | null, reason: string | null }>, entitlements: Array<{ id: string, feature: string, source: EntitlementSource, sourceRef: string | null, plan: string | null, validFrom: string, validUntil: string | null, revokedAt: string | null }> };
+
+export type OverviewQueryVariables = Exact<{
+  from: string;
+  to: string;
+}>;
+
+
+export type OverviewQuery = { margin: { items: Array<{ currency: string | null, revenue: string, providerCost: string, margin: string, count: number, group: Array<{ value: string }> }> }, leakageReport: { rows: Array<{ cause: LeakageCause, count: number, amount: string, currency: string | null, status: LeakageStatus }> }, webhookDeliveries: { items: Array<{ id: string }> } };
+
+export type GrantCreditsMutationVariables = Exact<{
+  input: GrantCreditsInput;
+}>;
+
+
+export type GrantCreditsMutation = { grantCredits: { id: string, amount: string } };
+
+export type RevokeEntitlementMutationVariables = Exact<{
+  id: string | number;
+  reason: string;
+}>;
+
+
+export type RevokeEntitlementMutation = { revokeEntitlement: { id: string, revokedAt: string | null } };
+
+export type PortalQueryVariables = Exact<{
+  id: string | number;
+}>;
+
+
+export type PortalQuery = { balances: Array<{ feature: string, available: string, held: string }>, invoicePreview: { status: InvoiceStatus, currency: string, total: string, lines: Array<{ kind: InvoiceLineKind, feature: string | null, amount: string }> } };
+
+export class TypedDocumentString<TResult, TVariables>
+  extends String
+  implements DocumentTypeDecoration<TResult, TVariables>
+{
+  __apiType?: NonNullable<DocumentTypeDecoration<TResult, TVariables>['__apiType']>;
+  private value: string;
+  public __meta__?: Record<string, any> | undefined;
+
+  constructor(value: string, __meta__?: Record<string, any> | undefined) {
+    super(value);
+    this.value = value;
+    this.__meta__ = __meta__;
+  }
+
+  override toString(): string & DocumentTypeDecoration<TResult, TVariables> {
+    return this.value;
+  }
+}
+
+export const ViewerDocument = new TypedDocumentString(`
+    query Viewer {
+  viewer {
+    role
+    customerId
+  }
+}
+    `) as unknown as TypedDocumentString<ViewerQuery, ViewerQueryVariables>;
+export const CustomersDocument = new TypedDocumentString(`
+    query Customers($search: String, $first: Int!, $after: String) {
+  customers(search: $search, first: $first, after: $after) {
+    items {
+      id
+      name
+      email
+      createdAt
+    }
+    hasNextPage
+    endCursor
+  }
+}
+    `) as unknown as TypedDocumentString<CustomersQuery, CustomersQueryVariables>;
+export const CustomerPageDocument = new TypedDocumentString(`
+    query CustomerPage($id: ID!) {
+  customer(id: $id) {
+    id
+    name
+    email
+    createdAt
+  }
+  entitlements(customerId: $id, includeInactive: true) {
+    id
+    feature
+    source
+    sourceRef
+    plan
+    validFrom
+    validUntil
+    allowance
+    resetPeriod
+    overage
+    revokedAt
+  }
+  balances(customerId: $id) {
+    feature
+    available
+    held
+    grants {
+      id
+      entitlementId
+      source
+      amount
+      remaining
+      expiresAt
+    }
+  }
+  invoicePreview(customerId: $id) {
+    status
+    currency
+    total
+    lines {
+      kind
+      feature
+      amount
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<CustomerPageQuery, CustomerPageQueryVariables>;
+export const LedgerDocument = new TypedDocumentString(`
+    query Ledger($id: ID!, $first: Int!, $after: String) {
+  ledger(customerId: $id, first: $first, after: $after) {
+    entries {
+      id
+      feature
+      grantId
+      kind
+      amount
+      balanceAfter
+      usageId
+      idempotencyKey
+      actor
+      createdAt
+    }
+    hasNextPage
+    endCursor
+  }
+}
+    `) as unknown as TypedDocumentString<LedgerQuery, LedgerQueryVariables>;
+export const WhyChargedDocument = new TypedDocumentString(`
+    query WhyCharged($customerId: ID!, $key: String) {
+  usageEvent(customerId: $customerId, idempotencyKey: $key) {
+    id
+    idempotencyKey
+    kind
+    feature
+    pool
+    quantity
+    rate
+    status
+    reason
+    charged
+    overage
+    uncollected
+    actor
+    createdAt
+    resolvedAt
+    providerCost
+    grants {
+      grantId
+      amount
+    }
+    entries {
+      id
+      kind
+      amount
+      balanceAfter
+      grantId
+    }
+  }
+  grants(customerId: $customerId) {
+    id
+    feature
+    entitlementId
+    source
+    amount
+    remaining
+    periodStart
+    expiresAt
+    idempotencyKey
+    reason
+  }
+  entitlements(customerId: $customerId, includeInactive: true) {
+    id
+    feature
+    source
+    sourceRef
+    plan
+    validFrom
+    validUntil
+    revokedAt
+  }
+}
+    `) as unknown as TypedDocumentString<WhyChargedQuery, WhyChargedQueryVariables>;
+export const OverviewDocument = new TypedDocumentString(`
+    query Overview($from: DateTime!, $to: DateTime!) {
+  margin(from: $from, to: $to, groupBy: [DAY]) {
+    items {
+      group {
+        value
+      }
+      currency
+      revenue
+      providerCost
+      margin
+      count
+    }
+  }
+  leakageReport(from: $from, to: $to) {
+    rows {
+      cause
+      count
+      amount
+      currency
+      status
+    }
+  }
+  webhookDeliveries(status: PENDING, first: 1) {
+    items {
+      id
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<OverviewQuery, OverviewQueryVariables>;
+export const GrantCreditsDocument = new TypedDocumentString(`
+    mutation GrantCredits($input: GrantCreditsInput!) {
+  grantCredits(input: $input) {
+    id
+    amount
+  }
+}
+    `) as unknown as TypedDocumentString<GrantCreditsMutation, GrantCreditsMutationVariables>;
+export const RevokeEntitlementDocument = new TypedDocumentString(`
+    mutation RevokeEntitlement($id: ID!, $reason: String!) {
+  revokeEntitlement(id: $id, reason: $reason) {
+    id
+    revokedAt
+  }
+}
+    `) as unknown as TypedDocumentString<RevokeEntitlementMutation, RevokeEntitlementMutationVariables>;
+export const PortalDocument = new TypedDocumentString(`
+    query Portal($id: ID!) {
+  balances(customerId: $id) {
+    feature
+    available
+    held
+  }
+  invoicePreview(customerId: $id) {
+    status
+    currency
+    total
+    lines {
+      kind
+      feature
+      amount
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<PortalQuery, PortalQueryVariables>;

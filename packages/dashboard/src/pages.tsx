@@ -1,0 +1,284 @@
+import { useEffect, useRef, useState, type FormEvent } from 'react';
+import { Chart, BarController, BarElement, CategoryScale, Legend, LinearScale, Tooltip } from 'chart.js';
+import { credential, gql } from './api';
+import {
+  CustomerPageDocument, CustomersDocument, GrantCreditsDocument, LedgerDocument, OverviewDocument, PortalDocument,
+  RevokeEntitlementDocument, ViewerDocument, WhyChargedDocument,
+} from './generated/graphql';
+import { href, navigate } from './router';
+import { fmtTime, Loadable, Section, useLoad } from './ui';
+
+Chart.register(BarController, BarElement, CategoryScale, LinearScale, Tooltip, Legend);
+
+export function SignIn({ onSignedIn, portal }: { onSignedIn: () => void; portal?: boolean }) {
+  const [key, setKey] = useState('');
+  const [error, setError] = useState<string | null>(null);
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    try {
+      const v = await gql(ViewerDocument, undefined, key.trim());
+      if (!portal && v.viewer.role === 'CUSTOMER') throw new Error('This is a customer token: open /dashboard/portal instead.');
+      credential.set(key.trim());
+      onSignedIn();
+    } catch (err) {
+      setError((err as Error).message);
+    }
+  };
+  return (
+    <main className="signin">
+      <h1>Tollgate</h1>
+      <form onSubmit={submit}>
+        <label htmlFor="key">{portal ? 'Customer token' : 'API key'}</label>
+        <input id="key" name="key" type="password" autoComplete="off" value={key} onChange={(e) => setKey(e.target.value)} required />
+        <button type="submit">Sign in</button>
+        {error && <p className="error" role="alert">{error}</p>}
+      </form>
+    </main>
+  );
+}
+
+export function Overview() {
+  const [days, setDays] = useState(30);
+  const to = new Date(Math.ceil(Date.now() / 3_600_000) * 3_600_000 + 3_600_000).toISOString();
+  const from = new Date(Date.now() - days * 86_400_000).toISOString();
+  const state = useLoad(() => gql(OverviewDocument, { from, to }), [days]);
+  const canvas = useRef<HTMLCanvasElement>(null);
+  useEffect(() => {
+    if (!canvas.current || !state.data) return;
+    const items = state.data.margin.items;
+    const chart = new Chart(canvas.current, {
+      type: 'bar',
+      data: {
+        labels: items.map((i) => i.group[0]?.value ?? ''),
+        datasets: [
+          { label: 'Revenue', data: items.map((i) => Number(i.revenue)), backgroundColor: '#2b6cb0' },
+          { label: 'Provider cost', data: items.map((i) => Number(i.providerCost)), backgroundColor: '#c05621' },
+        ],
+      },
+      options: { animation: false, responsive: true, plugins: { legend: { position: 'bottom' } } },
+    });
+    return () => chart.destroy();
+  }, [state.data]);
+  return (
+    <>
+      <h1>Overview</h1>
+      <label htmlFor="range">Range</label>{' '}
+      <select id="range" value={days} onChange={(e) => setDays(Number(e.target.value))}>
+        <option value={7}>Last 7 days</option>
+        <option value={30}>Last 30 days</option>
+        <option value={90}>Last 90 days</option>
+      </select>
+      <Loadable state={state}>
+        {(d) => (
+          <>
+            <Section title="Revenue and provider cost by day" id="margin">
+              <canvas ref={canvas} aria-label="Revenue and provider cost by day" role="img" />
+              <p>
+                Usage events: {d.margin.items.reduce((n, i) => n + i.count, 0)} · margin{' '}
+                {d.margin.items.reduce((n, i) => n + Number(i.margin), 0).toFixed(2)} {d.margin.items[0]?.currency ?? ''}
+              </p>
+            </Section>
+            <Section title="Leakage" id="leakage">
+              <table>
+                <thead><tr><th scope="col">Cause</th><th scope="col">Count</th><th scope="col">Amount</th><th scope="col">Status</th></tr></thead>
+                <tbody>
+                  {d.leakageReport.rows.map((r) => (
+                    <tr key={`${r.cause}${r.currency}`}><td>{r.cause}</td><td>{r.count}</td><td>{r.amount} {r.currency ?? ''}</td><td>{r.status}</td></tr>
+                  ))}
+                </tbody>
+              </table>
+            </Section>
+            <p>Webhook backlog: {d.webhookDeliveries.items.length > 0 ? 'deliveries pending' : 'none'}</p>
+          </>
+        )}
+      </Loadable>
+    </>
+  );
+}
+
+export function Customers({ search }: { search: string }) {
+  const [q, setQ] = useState(search);
+  const state = useLoad(() => gql(CustomersDocument, { search: search || null, first: 50 }), [search]);
+  return (
+    <>
+      <h1>Customers</h1>
+      <form role="search" onSubmit={(e) => { e.preventDefault(); navigate(`/customers?q=${encodeURIComponent(q)}`); }}>
+        <label htmlFor="q">Search by id, name or email</label>{' '}
+        <input id="q" value={q} onChange={(e) => setQ(e.target.value)} />
+        <button type="submit">Search</button>
+      </form>
+      <Loadable state={state} empty={(d) => d.customers.items.length === 0}>
+        {(d) => (
+          <table>
+            <thead><tr><th scope="col">Id</th><th scope="col">Name</th><th scope="col">Email</th></tr></thead>
+            <tbody>
+              {d.customers.items.map((c) => (
+                <tr key={c.id}><td><a {...href(`/customers/${encodeURIComponent(c.id)}`)}>{c.id}</a></td><td>{c.name ?? '—'}</td><td>{c.email ?? '—'}</td></tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </Loadable>
+    </>
+  );
+}
+
+export function CustomerView({ id }: { id: string }) {
+  const state = useLoad(() => gql(CustomerPageDocument, { id }), [id]);
+  const [cursors, setCursors] = useState<Array<string | null>>([null]);
+  const ledger = useLoad(() => gql(LedgerDocument, { id, first: 25, after: cursors[cursors.length - 1] }), [id, cursors]);
+  const [notice, setNotice] = useState<string | null>(null);
+  const grant = async (e: FormEvent<HTMLFormElement>) => {
+    e.preventDefault();
+    const form = new FormData(e.currentTarget);
+    const amount = String(form.get('amount'));
+    if (!confirm(`Grant ${amount} credits to ${id}?`)) return;
+    try {
+      await gql(GrantCreditsDocument, { input: { customerId: id, feature: String(form.get('pool')), amount, idempotencyKey: `dashboard-${crypto.randomUUID()}`, reason: 'granted from the dashboard' } });
+      setNotice(`Granted ${amount} credits.`);
+      state.reload();
+      setCursors([null]);
+    } catch (err) {
+      setNotice(`Not granted: ${(err as Error).message}`);
+    }
+  };
+  const revoke = async (entitlementId: string, feature: string) => {
+    if (!confirm(`Revoke ${feature} for ${id}?`)) return;
+    try {
+      await gql(RevokeEntitlementDocument, { id: entitlementId, reason: 'revoked from the dashboard' });
+      setNotice(`Revoked ${feature}.`);
+      state.reload();
+    } catch (err) {
+      setNotice(`Not revoked: ${(err as Error).message}`);
+    }
+  };
+  return (
+    <Loadable state={state}>
+      {(d) => (
+        <>
+          <h1>{d.customer?.name ?? id} <small className="muted">{id}</small></h1>
+          {notice && <p role="status">{notice}</p>}
+          <Section title="Balances" id="balances">
+            {d.balances.map((b) => (
+              <div key={b.feature} className="card">
+                <h3>{b.feature}: <span data-testid={`balance-${b.feature}`}>{b.available}</span> available{Number(b.held) > 0 ? `, ${b.held} held` : ''}</h3>
+                <table>
+                  <caption>Grants in burn-down order</caption>
+                  <thead><tr><th scope="col">Source</th><th scope="col">Amount</th><th scope="col">Remaining</th><th scope="col">Expires</th></tr></thead>
+                  <tbody>{b.grants.map((g, i) => <tr key={g.id ?? i}><td>{g.source}</td><td>{g.amount}</td><td>{g.remaining}</td><td>{fmtTime(g.expiresAt)}</td></tr>)}</tbody>
+                </table>
+              </div>
+            ))}
+            <form onSubmit={grant} className="inline">
+              <label htmlFor="amount">Grant credits</label>{' '}
+              <input id="amount" name="amount" inputMode="decimal" required defaultValue="100" />{' '}
+              <label htmlFor="pool">to pool</label>{' '}
+              <input id="pool" name="pool" defaultValue={d.balances[0]?.feature ?? 'credits'} />{' '}
+              <button type="submit">Grant</button>
+            </form>
+          </Section>
+          <Section title="Entitlements" id="entitlements">
+            <table>
+              <thead><tr><th scope="col">Feature</th><th scope="col">Source</th><th scope="col">Valid</th><th scope="col">Status</th><th scope="col"><span className="sr-only">Actions</span></th></tr></thead>
+              <tbody>
+                {d.entitlements.map((e) => (
+                  <tr key={e.id}>
+                    <td>{e.feature}</td>
+                    <td>{e.source}{e.plan ? ` (${e.plan})` : ''}{e.sourceRef ? ` ${e.sourceRef}` : ''}</td>
+                    <td>{fmtTime(e.validFrom)} – {fmtTime(e.validUntil)}</td>
+                    <td>{e.revokedAt ? 'revoked' : e.validUntil && new Date(e.validUntil) < new Date() ? 'ended' : 'active'}</td>
+                    <td>{!e.revokedAt && <button type="button" onClick={() => revoke(e.id, e.feature)}>Revoke {e.feature}</button>}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </Section>
+          <Section title="Ledger" id="ledger">
+            <Loadable state={ledger} empty={(l) => l.ledger.entries.length === 0}>
+              {(l) => (
+                <>
+                  <table>
+                    <thead><tr><th scope="col">When</th><th scope="col">Kind</th><th scope="col">Amount</th><th scope="col">Balance after</th><th scope="col">Why</th></tr></thead>
+                    <tbody>
+                      {l.ledger.entries.map((x) => (
+                        <tr key={x.id}>
+                          <td>{fmtTime(x.createdAt)}</td><td>{x.kind}</td><td>{x.amount}</td><td>{x.balanceAfter}</td>
+                          <td>{x.usageId && x.idempotencyKey ? <a {...href(`/usage/${encodeURIComponent(id)}/${encodeURIComponent(x.idempotencyKey)}`)}>Why was I charged?</a> : (x.actor ?? '')}</td>
+                        </tr>
+                      ))}
+                    </tbody>
+                  </table>
+                  <p>
+                    {cursors.length > 1 && <button type="button" onClick={() => setCursors(cursors.slice(0, -1))}>Newer</button>}{' '}
+                    {l.ledger.hasNextPage && <button type="button" onClick={() => setCursors([...cursors, l.ledger.endCursor])}>Older</button>}
+                  </p>
+                </>
+              )}
+            </Loadable>
+          </Section>
+          <Section title="Invoice preview" id="invoice">
+            <p>{d.invoicePreview.status}: {d.invoicePreview.total} {d.invoicePreview.currency}</p>
+            <ul>{d.invoicePreview.lines.map((ln, i) => <li key={i}>{ln.kind} {ln.feature ?? ''}: {ln.amount}</li>)}</ul>
+          </Section>
+        </>
+      )}
+    </Loadable>
+  );
+}
+
+export function WhyCharged({ customerId, keyParam }: { customerId: string; keyParam: string }) {
+  const state = useLoad(() => gql(WhyChargedDocument, { customerId, key: keyParam }), [customerId, keyParam]);
+  return (
+    <>
+      <h1>Why was {customerId} charged?</h1>
+      <Loadable state={state} empty={(d) => !d.usageEvent}>
+        {(d) => {
+          const u = d.usageEvent!;
+          return (
+            <ol className="chain">
+              <li>
+                <h2>The call</h2>
+                <p>{u.kind.toLowerCase()} of <strong>{u.quantity} {u.feature}</strong> at rate {u.rate ?? '—'}, key <code>{u.idempotencyKey}</code>, by {u.actor ?? '—'} at {fmtTime(u.createdAt)}: <strong>{u.status}</strong>, charged <strong data-testid="charged">{u.charged}</strong> {u.pool ?? ''} ({u.reason}){Number(u.overage) > 0 ? `, ${u.overage} past the allowance` : ''}{Number(u.uncollected) > 0 ? `, ${u.uncollected} uncollected` : ''}.</p>
+              </li>
+              {u.entries.map((x) => {
+                const g = d.grants.find((gr) => gr.id === x.grantId);
+                const e = g ? d.entitlements.find((en) => en.id === g.entitlementId) : undefined;
+                return (
+                  <li key={x.id}>
+                    <h2>Drawn from a {g?.source.toLowerCase() ?? ''} grant</h2>
+                    <p>Ledger entry {x.id}: {x.kind} {x.amount}, balance after {x.balanceAfter}. Grant {x.grantId}: {g ? `${g.amount} ${g.feature}, ${g.remaining} left${g.reason ? `, “${g.reason}”` : ''}` : 'unknown'}.</p>
+                    {e && (
+                      <p data-testid="entitlement">Its entitlement: {e.feature} from {e.source}{e.plan ? ` plan ${e.plan}` : ''}{e.sourceRef ? ` (${e.sourceRef})` : ''}, valid {fmtTime(e.validFrom)} – {fmtTime(e.validUntil)}{e.revokedAt ? ', revoked' : ''}.</p>
+                    )}
+                  </li>
+                );
+              })}
+              <li><a {...href(`/customers/${encodeURIComponent(customerId)}`)}>Back to {customerId}</a></li>
+            </ol>
+          );
+        }}
+      </Loadable>
+    </>
+  );
+}
+
+export function Portal({ customerId }: { customerId: string }) {
+  const state = useLoad(() => gql(PortalDocument, { id: customerId }), [customerId]);
+  return (
+    <main>
+      <h1>Your usage</h1>
+      <Loadable state={state}>
+        {(d) => (
+          <>
+            <Section title="Balances" id="portal-balances">
+              <ul>{d.balances.map((b) => <li key={b.feature}>{b.feature}: <span data-testid={`portal-${b.feature}`}>{b.available}</span> available</li>)}</ul>
+            </Section>
+            <Section title="This period's invoice" id="portal-invoice">
+              <p>{d.invoicePreview.total} {d.invoicePreview.currency}</p>
+            </Section>
+          </>
+        )}
+      </Loadable>
+    </main>
+  );
+}

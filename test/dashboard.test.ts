@@ -1,0 +1,126 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import AxeBuilder from '@axe-core/playwright';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { startService, type Service } from './support/service';
+
+/**
+ * The dashboard in a real browser (docs/dashboard.md): Debian's Chromium driven by playwright-core
+ * against the compiled service on its embedded PostgreSQL with the demo catalog. Screenshots go to
+ * docs/images/ (shown in the README).
+ */
+
+const ADMIN = 'tg_admin_dashboard_test_0123456789abcdef';
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const IMAGES = path.resolve(__dirname, '..', 'docs', 'images');
+let svc: Service;
+let browser: Browser;
+let page: Page;
+const consoleErrors: string[] = [];
+
+beforeAll(async () => {
+  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (.ci/run does)`);
+  svc = await startService({ adminKey: ADMIN });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
+  page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+  page.on('dialog', (d) => void d.accept()); // the confirmations of grant and revoke
+}, 90_000);
+afterAll(async () => {
+  await browser?.close();
+  await svc?.close();
+});
+
+const ok = async (query: string, variables?: Record<string, unknown>) => {
+  const r = await svc.gql(query, variables);
+  if (r.errors?.length) throw new Error(JSON.stringify(r.errors));
+  return r.data;
+};
+async function accessible(name: string): Promise<void> {
+  const r = await new AxeBuilder({ page }).analyze();
+  const serious = r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => `${v.id}: ${v.help}`);
+  expect([name, serious]).toEqual([name, []]);
+  await page.screenshot({ path: path.join(IMAGES, `dashboard-${name}.png`), fullPage: true });
+}
+
+test('served at /dashboard with a strict CSP and long-cached hashed assets; a client route survives a reload', async () => {
+  const res = await fetch(`${svc.url}/dashboard/customers/demo-pro`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-security-policy')).toContain("script-src 'self'");
+  expect(res.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+  const html = await res.text();
+  expect(html).not.toMatch(/<script>(?!<\/script>)/); // no inline script
+  const asset = /\/dashboard\/assets\/[^"]+\.js/.exec(html)![0];
+  const a = await fetch(`${svc.url}${asset}`);
+  expect(a.status).toBe(200);
+  expect(a.headers.get('cache-control')).toContain('immutable');
+});
+
+test('an operator signs in, finds demo-pro, watches a consume reach the balance and the ledger, and walks "why was I charged?"', async () => {
+  await page.goto(`${svc.url}/dashboard`);
+  await page.getByLabel('API key').fill(ADMIN);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Overview' }).waitFor();
+  expect(page.url()).not.toContain(ADMIN);
+  await accessible('overview');
+  await page.getByRole('link', { name: 'Customers' }).click();
+  await page.getByLabel('Search by id, name or email').fill('demo-pro');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.getByRole('link', { name: 'demo-pro' }).click();
+  const balance = page.getByTestId('balance-credits');
+  await balance.waitFor();
+  const before = Number(await balance.textContent());
+  await ok(`mutation { consume(input: { customerId: "demo-pro", feature: "image.generate", quantity: 1, idempotencyKey: "why-20" }) { allowed charged } }`);
+  await page.reload(); // the URL is the state: the same customer's page
+  await page.getByTestId('balance-credits').waitFor();
+  expect(Number(await page.getByTestId('balance-credits').textContent())).toBe(before - 20);
+  await accessible('customer');
+  await page.getByRole('link', { name: 'Why was I charged?' }).first().click();
+  await page.getByRole('heading', { name: 'Why was demo-pro charged?' }).waitFor();
+  expect(await page.getByTestId('charged').textContent()).toBe('20');
+  expect(await page.getByTestId('entitlement').first().textContent()).toContain('plan pro');
+  await accessible('why-charged');
+  // reachable by pasting an idempotency key, and as a shareable link
+  await page.goto(`${svc.url}/dashboard/usage/demo-pro/why-20`);
+  expect(await page.getByTestId('charged').textContent()).toBe('20');
+});
+
+test('grant credits from the UI (the ledger shows it), revoke an entitlement (canAccess then denies)', async () => {
+  await page.goto(`${svc.url}/dashboard/customers/demo-pro`);
+  await page.getByTestId('balance-credits').waitFor();
+  const before = Number(await page.getByTestId('balance-credits').textContent());
+  await page.getByLabel('Grant credits').fill('100');
+  await page.getByRole('button', { name: 'Grant' }).click();
+  await page.getByText('Granted 100 credits.').waitFor();
+  await page.getByTestId('balance-credits').getByText(String(before + 100), { exact: true }).waitFor();
+  await page.getByRole('cell', { name: 'GRANT' }).first().waitFor();
+  expect((await ok(`{ canAccess(customerId: "demo-pro", feature: "video") { allowed } }`)).canAccess.allowed).toBe(true);
+  await page.getByRole('button', { name: 'Revoke video' }).click();
+  await page.getByText('Revoked video.').waitFor();
+  expect((await ok(`{ canAccess(customerId: "demo-pro", feature: "video") { allowed reason } }`)).canAccess).toEqual({ allowed: false, reason: 'REVOKED' });
+});
+
+test('the portal, with a customer token, shows only that customer; the token cannot read another one', async () => {
+  const token = (await ok(`mutation { createCustomerToken(customerId: "demo-pro") }`)).createCustomerToken as string;
+  const portal = await (await browser.newContext({ viewport: { width: 1024, height: 700 } })).newPage();
+  await portal.goto(`${svc.url}/dashboard/portal`);
+  await portal.getByLabel('Customer token').fill(token);
+  await portal.getByRole('button', { name: 'Sign in' }).click();
+  await portal.getByTestId('portal-credits').waitFor();
+  const shown = Number(await portal.getByTestId('portal-credits').textContent());
+  const real = (await ok(`{ balances(customerId: "demo-pro", feature: "credits") { available } }`)).balances[0].available;
+  expect(shown).toBe(Number(real));
+  const other = await portal.evaluate(async (t) => {
+    const r = await fetch('/graphql', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${t}` }, body: JSON.stringify({ query: '{ balances(customerId: "demo-free") { available } }' }) });
+    return ((await r.json()) as { errors?: Array<{ extensions?: { code?: string } }> }).errors?.[0]?.extensions?.code;
+  }, token);
+  expect(other).toBe('FORBIDDEN');
+  const r = await new AxeBuilder({ page: portal }).analyze();
+  expect(r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => v.id)).toEqual([]);
+  await portal.screenshot({ path: path.join(IMAGES, 'dashboard-portal.png') });
+  await portal.close();
+  expect(consoleErrors.filter((e) => /Content Security Policy/i.test(e))).toEqual([]);
+});
