@@ -103,6 +103,31 @@ test('grant credits from the UI (the ledger shows it), revoke an entitlement (ca
   expect((await ok(`{ canAccess(customerId: "demo-pro", feature: "video") { allowed reason } }`)).canAccess).toEqual({ allowed: false, reason: 'REVOKED' });
 });
 
+test('catalog (the cost form shows the server\'s validation error in place), payments, revenue integrity and webhooks pages', async () => {
+  await page.goto(`${svc.url}/dashboard/catalog`);
+  await page.getByRole('heading', { name: 'Cost table' }).waitFor();
+  await accessible('catalog');
+  await page.getByLabel('Feature', { exact: true }).fill('text.generate');
+  await page.getByLabel('Currency').fill('usd');
+  await page.getByLabel('Unit cost').fill('0.003');
+  await page.getByRole('button', { name: 'Set rate' }).click();
+  const err = page.getByRole('alert');
+  await err.waitFor();
+  expect(await err.textContent()).toContain('BAD_USER_INPUT');
+  await page.getByLabel('Currency').fill('USD');
+  await page.getByRole('button', { name: 'Set rate' }).click();
+  await page.getByText('Saved: text.generate (any model) at 0.003 USD').waitFor();
+  for (const [route, heading, name] of [['payments', 'Payments', 'payments'], ['revenue', 'Revenue integrity', 'revenue'], ['webhooks', 'Webhooks', 'webhooks']] as const) {
+    await page.goto(`${svc.url}/dashboard/${route}`);
+    await page.getByRole('heading', { name: heading, exact: true }).waitFor();
+    await page.getByRole('status').waitFor({ state: 'detached' }).catch(() => undefined);
+    await accessible(name);
+  }
+  // the margin page lists demo-pro's usage of this run
+  await page.goto(`${svc.url}/dashboard/revenue?by=CUSTOMER`);
+  await page.getByRole('cell', { name: 'demo-pro' }).waitFor();
+});
+
 test('the portal, with a customer token, shows only that customer; the token cannot read another one', async () => {
   const token = (await ok(`mutation { createCustomerToken(customerId: "demo-pro") }`)).createCustomerToken as string;
   const portal = await (await browser.newContext({ viewport: { width: 1024, height: 700 } })).newPage();

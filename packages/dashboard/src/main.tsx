@@ -2,6 +2,7 @@ import { StrictMode, useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { credential, gql } from './api';
 import { ViewerDocument } from './generated/graphql';
+import { Catalog, Payments, Revenue, UsageById, Webhooks } from './more-pages';
 import { CustomerView, Customers, Overview, Portal, SignIn, WhyCharged } from './pages';
 import { href, match, navigate, usePath } from './router';
 import './styles.css';
@@ -35,7 +36,12 @@ function App() {
   let m: Record<string, string> | null;
   if ((m = match(path, '/customers/:id'))) page = <CustomerView id={m.id} />;
   else if ((m = match(path, '/usage/:customerId/:key'))) page = <WhyCharged customerId={m.customerId} keyParam={m.key} />;
+  else if ((m = match(path, '/usage-id/:customerId/:id'))) page = <UsageById customerId={m.customerId} id={m.id} />;
   else if (match(path, '/customers')) page = <Customers search={new URLSearchParams(location.search).get('q') ?? ''} />;
+  else if (match(path, '/payments')) page = <Payments status={new URLSearchParams(location.search).get('status') ?? ''} after={new URLSearchParams(location.search).get('after') ?? ''} />;
+  else if (match(path, '/revenue')) page = <Revenue by={new URLSearchParams(location.search).get('by') ?? 'CUSTOMER'} />;
+  else if (match(path, '/webhooks')) page = <Webhooks />;
+  else if (match(path, '/catalog')) page = <Catalog />;
   else if (match(path, '/')) page = <Overview />;
   else page = <p>Not found. <a {...href('/')}>Overview</a></p>;
   return (
@@ -44,6 +50,10 @@ function App() {
         <nav aria-label="Main">
           <a {...href('/')}>Overview</a>
           <a {...href('/customers')}>Customers</a>
+          <a {...href('/catalog')}>Catalog</a>
+          <a {...href('/payments')}>Payments</a>
+          <a {...href('/revenue')}>Revenue integrity</a>
+          <a {...href('/webhooks')}>Webhooks</a>
           <form role="search" onSubmit={(e) => {
             e.preventDefault();
             const v = new FormData(e.currentTarget);

@@ -5,6 +5,7 @@ import {
   CustomerPageDocument, CustomersDocument, GrantCreditsDocument, LedgerDocument, OverviewDocument, PortalDocument,
   RevokeEntitlementDocument, ViewerDocument, WhyChargedDocument,
 } from './generated/graphql';
+import { CustomerExtras } from './more-pages';
 import { href, navigate } from './router';
 import { fmtTime, Loadable, Section, useLoad } from './ui';
 
@@ -216,6 +217,7 @@ export function CustomerView({ id }: { id: string }) {
               )}
             </Loadable>
           </Section>
+          <CustomerExtras id={id} onChanged={state.reload} />
           <Section title="Invoice preview" id="invoice">
             <p>{d.invoicePreview.status}: {d.invoicePreview.total} {d.invoicePreview.currency}</p>
             <ul>{d.invoicePreview.lines.map((ln, i) => <li key={i}>{ln.kind} {ln.feature ?? ''}: {ln.amount}</li>)}</ul>

@@ -16,12 +16,29 @@ export type AccessReason =
   | 'UNKNOWN_CUSTOMER'
   | 'UNKNOWN_FEATURE';
 
+export type CostRateInput = {
+  /** ISO 4217. */
+  currency: string;
+  /** Default: now. */
+  effectiveFrom?: string | null | undefined;
+  feature: string;
+  /** properties.model of the usage it applies to; '' or null: any model. */
+  model?: string | null | undefined;
+  unitCost: string | number;
+};
+
 export type EntitlementSource =
   | 'MANUAL'
   | 'PLAN'
   | 'PROMOTION'
   | 'PURCHASE'
   | 'TRIAL';
+
+/** BOOLEAN: on/off. METERED: has a balance or draws from a credit pool. CONFIG: a value (e.g. a limit). */
+export type FeatureType =
+  | 'BOOLEAN'
+  | 'CONFIG'
+  | 'METERED';
 
 export type GrantCreditsInput = {
   amount: string | number;
@@ -66,6 +83,13 @@ export type LeakageCause =
   | 'UNBILLED_OVERAGE'
   | 'UNCOLLECTED_USAGE';
 
+/** What an example links to. */
+export type LeakageExampleKind =
+  | 'ENTITLEMENT'
+  | 'INVOICE_LINE'
+  | 'PAYMENT_EVENT'
+  | 'USAGE_EVENT';
+
 export type LeakageStatus =
   | 'DETECTED'
   | 'OPEN'
@@ -82,10 +106,25 @@ export type LedgerEntryKind =
   | 'RELEASE'
   | 'REVOKE';
 
+/** A dimension of the margin report: CUSTOMER, FEATURE, MODEL (properties.model), PLAN (of the grant drawn, else the customer's plan), DAY (UTC). */
+export type MarginGroup =
+  | 'CUSTOMER'
+  | 'DAY'
+  | 'FEATURE'
+  | 'MODEL'
+  | 'PLAN';
+
 /** BLOCK: deny past the allowance. ALLOW: record overage up to overageLimit (unbounded when null). */
 export type OveragePolicy =
   | 'ALLOW'
   | 'BLOCK';
+
+export type PaymentEventStatus =
+  | 'APPLIED'
+  | 'FAILED'
+  | 'IGNORED'
+  | 'PENDING_LINK'
+  | 'RECEIVED';
 
 /** How often a metered allowance starts again, anchored on the entitlement start. */
 export type ResetPeriod =
@@ -107,6 +146,13 @@ export type UsageStatus =
   | 'EXPIRED'
   | 'HELD'
   | 'RELEASED';
+
+/** PENDING: due or waiting for a retry; SENDING: claimed by a worker; SUCCEEDED: a 2xx; FAILED: the schedule ended, a 410, or the endpoint is disabled. */
+export type WebhookDeliveryStatus =
+  | 'FAILED'
+  | 'PENDING'
+  | 'SENDING'
+  | 'SUCCEEDED';
 
 export type ViewerQueryVariables = Exact<{ [key: string]: never; }>;
 
@@ -175,6 +221,85 @@ export type PortalQueryVariables = Exact<{
 
 
 export type PortalQuery = { balances: Array<{ feature: string, available: string, held: string }>, invoicePreview: { status: InvoiceStatus, currency: string, total: string, lines: Array<{ kind: InvoiceLineKind, feature: string | null, amount: string }> } };
+
+export type PaymentEventsQueryVariables = Exact<{
+  status?: PaymentEventStatus | null | undefined;
+  first: number;
+  after?: string | null | undefined;
+}>;
+
+
+export type PaymentEventsQuery = { paymentEvents: { hasNextPage: boolean, endCursor: string | null, items: Array<{ id: string, provider: string, type: string, status: PaymentEventStatus, customerId: string | null, objectId: string | null, detail: string | null, error: string | null, attempts: number, receivedAt: string, appliedAt: string | null }> } };
+
+export type ReplayPaymentEventMutationVariables = Exact<{
+  id: string | number;
+}>;
+
+
+export type ReplayPaymentEventMutation = { replayPaymentEvent: { id: string, status: PaymentEventStatus, detail: string | null, error: string | null } };
+
+export type WebhooksQueryVariables = Exact<{ [key: string]: never; }>;
+
+
+export type WebhooksQuery = { webhookEndpoints: Array<{ id: string, url: string, description: string | null, eventTypes: Array<string>, enabled: boolean, disabledReason: string | null, createdAt: string }>, webhookDeliveries: { items: Array<{ id: string, eventId: string, eventType: string, endpointId: string, status: WebhookDeliveryStatus, attempts: number, lastStatusCode: number | null, lastError: string | null, createdAt: string, attemptLog: Array<{ attempt: number, at: string, statusCode: number | null, error: string | null, durationMs: number }> }> } };
+
+export type ReplayWebhookDeliveryMutationVariables = Exact<{
+  id: string | number;
+}>;
+
+
+export type ReplayWebhookDeliveryMutation = { replayWebhookDelivery: { id: string, status: WebhookDeliveryStatus } };
+
+export type RevenueQueryVariables = Exact<{
+  from: string;
+  to: string;
+  groupBy: Array<MarginGroup> | MarginGroup;
+}>;
+
+
+export type RevenueQuery = { leakageReport: { rows: Array<{ cause: LeakageCause, count: number, units: string, amount: string, currency: string | null, status: LeakageStatus, examples: Array<{ kind: LeakageExampleKind, id: string, customerId: string | null, at: string, units: string, amount: string }> }> }, margin: { items: Array<{ currency: string | null, revenue: string, providerCost: string, margin: string, marginPercent: string | null, count: number, group: Array<{ dimension: MarginGroup, value: string }> }> } };
+
+export type CatalogQueryVariables = Exact<{ [key: string]: never; }>;
+
+
+export type CatalogQuery = { features: Array<{ key: string, name: string, type: FeatureType, unit: string | null, creditPool: string | null }>, plans: Array<{ key: string, name: string, currency: string | null, basePrice: string, entitlements: Array<{ feature: string, allowance: string | null, resetPeriod: ResetPeriod | null, overage: OveragePolicy | null }> }>, creditPacks: Array<{ key: string, name: string, feature: string, amount: string }>, costRates: Array<{ feature: string, model: string, currency: string, unitCost: string, effectiveFrom: string }> };
+
+export type SetCostRateMutationVariables = Exact<{
+  input: CostRateInput;
+}>;
+
+
+export type SetCostRateMutation = { setCostRate: { feature: string, model: string, currency: string, unitCost: string, effectiveFrom: string } };
+
+export type CustomerExtrasQueryVariables = Exact<{
+  id: string | number;
+}>;
+
+
+export type CustomerExtrasQuery = { invoices: { items: Array<{ id: string | null, number: number | null, status: InvoiceStatus, currency: string, total: string, periodStart: string, periodEnd: string }> }, plans: Array<{ key: string, name: string }> };
+
+export type AssignPlanMutationVariables = Exact<{
+  customerId: string | number;
+  plan: string;
+}>;
+
+
+export type AssignPlanMutation = { assignPlan: Array<{ id: string }> };
+
+export type CreateCustomerTokenMutationVariables = Exact<{
+  customerId: string | number;
+}>;
+
+
+export type CreateCustomerTokenMutation = { createCustomerToken: string };
+
+export type UsageByIdQueryVariables = Exact<{
+  customerId: string | number;
+  id: string | number;
+}>;
+
+
+export type UsageByIdQuery = { usageEvent: { idempotencyKey: string } | null };
 
 export class TypedDocumentString<TResult, TVariables>
   extends String
@@ -403,3 +528,196 @@ export const PortalDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<PortalQuery, PortalQueryVariables>;
+export const PaymentEventsDocument = new TypedDocumentString(`
+    query PaymentEvents($status: PaymentEventStatus, $first: Int!, $after: String) {
+  paymentEvents(status: $status, first: $first, after: $after) {
+    items {
+      id
+      provider
+      type
+      status
+      customerId
+      objectId
+      detail
+      error
+      attempts
+      receivedAt
+      appliedAt
+    }
+    hasNextPage
+    endCursor
+  }
+}
+    `) as unknown as TypedDocumentString<PaymentEventsQuery, PaymentEventsQueryVariables>;
+export const ReplayPaymentEventDocument = new TypedDocumentString(`
+    mutation ReplayPaymentEvent($id: ID!) {
+  replayPaymentEvent(id: $id) {
+    id
+    status
+    detail
+    error
+  }
+}
+    `) as unknown as TypedDocumentString<ReplayPaymentEventMutation, ReplayPaymentEventMutationVariables>;
+export const WebhooksDocument = new TypedDocumentString(`
+    query Webhooks {
+  webhookEndpoints {
+    id
+    url
+    description
+    eventTypes
+    enabled
+    disabledReason
+    createdAt
+  }
+  webhookDeliveries(first: 50) {
+    items {
+      id
+      eventId
+      eventType
+      endpointId
+      status
+      attempts
+      lastStatusCode
+      lastError
+      createdAt
+      attemptLog {
+        attempt
+        at
+        statusCode
+        error
+        durationMs
+      }
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<WebhooksQuery, WebhooksQueryVariables>;
+export const ReplayWebhookDeliveryDocument = new TypedDocumentString(`
+    mutation ReplayWebhookDelivery($id: ID!) {
+  replayWebhookDelivery(id: $id) {
+    id
+    status
+  }
+}
+    `) as unknown as TypedDocumentString<ReplayWebhookDeliveryMutation, ReplayWebhookDeliveryMutationVariables>;
+export const RevenueDocument = new TypedDocumentString(`
+    query Revenue($from: DateTime!, $to: DateTime!, $groupBy: [MarginGroup!]!) {
+  leakageReport(from: $from, to: $to) {
+    rows {
+      cause
+      count
+      units
+      amount
+      currency
+      status
+      examples {
+        kind
+        id
+        customerId
+        at
+        units
+        amount
+      }
+    }
+  }
+  margin(from: $from, to: $to, groupBy: $groupBy, first: 100) {
+    items {
+      group {
+        dimension
+        value
+      }
+      currency
+      revenue
+      providerCost
+      margin
+      marginPercent
+      count
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<RevenueQuery, RevenueQueryVariables>;
+export const CatalogDocument = new TypedDocumentString(`
+    query Catalog {
+  features {
+    key
+    name
+    type
+    unit
+    creditPool
+  }
+  plans {
+    key
+    name
+    currency
+    basePrice
+    entitlements {
+      feature
+      allowance
+      resetPeriod
+      overage
+    }
+  }
+  creditPacks {
+    key
+    name
+    feature
+    amount
+  }
+  costRates {
+    feature
+    model
+    currency
+    unitCost
+    effectiveFrom
+  }
+}
+    `) as unknown as TypedDocumentString<CatalogQuery, CatalogQueryVariables>;
+export const SetCostRateDocument = new TypedDocumentString(`
+    mutation SetCostRate($input: CostRateInput!) {
+  setCostRate(input: $input) {
+    feature
+    model
+    currency
+    unitCost
+    effectiveFrom
+  }
+}
+    `) as unknown as TypedDocumentString<SetCostRateMutation, SetCostRateMutationVariables>;
+export const CustomerExtrasDocument = new TypedDocumentString(`
+    query CustomerExtras($id: ID!) {
+  invoices(customerId: $id, first: 20) {
+    items {
+      id
+      number
+      status
+      currency
+      total
+      periodStart
+      periodEnd
+    }
+  }
+  plans {
+    key
+    name
+  }
+}
+    `) as unknown as TypedDocumentString<CustomerExtrasQuery, CustomerExtrasQueryVariables>;
+export const AssignPlanDocument = new TypedDocumentString(`
+    mutation AssignPlan($customerId: ID!, $plan: String!) {
+  assignPlan(customerId: $customerId, plan: $plan) {
+    id
+  }
+}
+    `) as unknown as TypedDocumentString<AssignPlanMutation, AssignPlanMutationVariables>;
+export const CreateCustomerTokenDocument = new TypedDocumentString(`
+    mutation CreateCustomerToken($customerId: ID!) {
+  createCustomerToken(customerId: $customerId, ttlSeconds: 900)
+}
+    `) as unknown as TypedDocumentString<CreateCustomerTokenMutation, CreateCustomerTokenMutationVariables>;
+export const UsageByIdDocument = new TypedDocumentString(`
+    query UsageById($customerId: ID!, $id: ID!) {
+  usageEvent(customerId: $customerId, id: $id) {
+    idempotencyKey
+  }
+}
+    `) as unknown as TypedDocumentString<UsageByIdQuery, UsageByIdQueryVariables>;

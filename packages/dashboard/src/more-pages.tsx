@@ -1,0 +1,269 @@
+import { useEffect, useRef, useState, type FormEvent } from 'react';
+import { Chart } from 'chart.js';
+import { ApiError, gql } from './api';
+import {
+  AssignPlanDocument, CatalogDocument, CreateCustomerTokenDocument, CustomerExtrasDocument, PaymentEventsDocument,
+  ReplayPaymentEventDocument, ReplayWebhookDeliveryDocument, RevenueDocument, SetCostRateDocument, UsageByIdDocument,
+  WebhooksDocument, type MarginGroup, type PaymentEventStatus,
+} from './generated/graphql';
+import { href, navigate } from './router';
+import { fmtTime, Loadable, Section, useLoad } from './ui';
+
+const STATUSES: PaymentEventStatus[] = ['RECEIVED', 'APPLIED', 'IGNORED', 'PENDING_LINK', 'FAILED'];
+
+/** Provider events with a status filter and cursor paging (both in the URL), replay of a failed one. */
+export function Payments({ status, after }: { status: string; after: string }) {
+  const state = useLoad(() => gql(PaymentEventsDocument, { status: (status || null) as PaymentEventStatus | null, first: 25, after: after || null }), [status, after]);
+  const [notice, setNotice] = useState<string | null>(null);
+  const replay = async (id: string) => {
+    try {
+      const r = await gql(ReplayPaymentEventDocument, { id });
+      setNotice(`Replayed ${id}: ${r.replayPaymentEvent.status}`);
+      state.reload();
+    } catch (err) {
+      setNotice(`Not replayed: ${(err as Error).message}`);
+    }
+  };
+  return (
+    <>
+      <h1>Payments</h1>
+      <label htmlFor="status">Status</label>{' '}
+      <select id="status" value={status} onChange={(e) => navigate(`/payments${e.target.value ? `?status=${e.target.value}` : ''}`)}>
+        <option value="">All</option>
+        {STATUSES.map((s) => <option key={s} value={s}>{s}</option>)}
+      </select>
+      {notice && <p role="status">{notice}</p>}
+      <Loadable state={state} empty={(d) => d.paymentEvents.items.length === 0}>
+        {(d) => (
+          <>
+            <table>
+              <thead><tr><th scope="col">Received</th><th scope="col">Event</th><th scope="col">Type</th><th scope="col">Customer</th><th scope="col">Status</th><th scope="col">What it did</th><th scope="col"><span className="sr-only">Actions</span></th></tr></thead>
+              <tbody>
+                {d.paymentEvents.items.map((e) => (
+                  <tr key={e.id}>
+                    <td>{fmtTime(e.receivedAt)}</td><td><code>{e.id}</code></td><td>{e.type}</td>
+                    <td>{e.customerId ? <a {...href(`/customers/${encodeURIComponent(e.customerId)}`)}>{e.customerId}</a> : '—'}</td>
+                    <td>{e.status}</td><td>{e.error ?? e.detail ?? ''}</td>
+                    <td>{e.status === 'FAILED' && <button type="button" onClick={() => replay(e.id)}>Replay {e.id}</button>}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+            {d.paymentEvents.hasNextPage && <a {...href(`/payments?${new URLSearchParams({ ...(status ? { status } : {}), after: d.paymentEvents.endCursor ?? '' })}`)}>Older events</a>}
+          </>
+        )}
+      </Loadable>
+    </>
+  );
+}
+
+export function Webhooks() {
+  const state = useLoad(() => gql(WebhooksDocument), []);
+  const [notice, setNotice] = useState<string | null>(null);
+  const replay = async (id: string) => {
+    await gql(ReplayWebhookDeliveryDocument, { id }).then(() => setNotice('Queued again.'), (e: Error) => setNotice(e.message));
+    state.reload();
+  };
+  return (
+    <>
+      <h1>Webhooks</h1>
+      {notice && <p role="status">{notice}</p>}
+      <Loadable state={state}>
+        {(d) => (
+          <>
+            <Section title="Endpoints" id="endpoints">
+              {d.webhookEndpoints.length === 0 ? <p className="muted">No endpoint yet (createWebhookEndpoint).</p> : (
+                <table>
+                  <thead><tr><th scope="col">URL</th><th scope="col">Events</th><th scope="col">State</th></tr></thead>
+                  <tbody>{d.webhookEndpoints.map((e) => <tr key={e.id}><td>{e.url}</td><td>{e.eventTypes.join(', ')}</td><td>{e.enabled ? 'enabled' : `disabled: ${e.disabledReason ?? ''}`}</td></tr>)}</tbody>
+                </table>
+              )}
+            </Section>
+            <Section title="Recent deliveries" id="deliveries">
+              {d.webhookDeliveries.items.length === 0 ? <p className="muted">No delivery yet.</p> : (
+                <table>
+                  <thead><tr><th scope="col">Created</th><th scope="col">Event</th><th scope="col">Status</th><th scope="col">Attempts</th><th scope="col"><span className="sr-only">Actions</span></th></tr></thead>
+                  <tbody>
+                    {d.webhookDeliveries.items.map((x) => (
+                      <tr key={x.id}>
+                        <td>{fmtTime(x.createdAt)}</td><td>{x.eventType} <code>{x.eventId}</code></td><td>{x.status}</td>
+                        <td>{x.attemptLog.map((a) => `${a.attempt}: ${a.statusCode ?? a.error ?? ''} (${a.durationMs} ms)`).join('; ')}</td>
+                        <td><button type="button" onClick={() => replay(x.id)}>Replay</button></td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              )}
+            </Section>
+          </>
+        )}
+      </Loadable>
+    </>
+  );
+}
+
+const GROUPS: MarginGroup[] = ['CUSTOMER', 'FEATURE', 'MODEL'];
+
+/** The leakage report per cause with its examples linked, and the margin by customer, feature or model. */
+export function Revenue({ by }: { by: string }) {
+  const group = (GROUPS.includes(by as MarginGroup) ? by : 'CUSTOMER') as MarginGroup;
+  const to = new Date(Math.ceil(Date.now() / 3_600_000) * 3_600_000 + 3_600_000).toISOString();
+  const from = new Date(Date.now() - 30 * 86_400_000).toISOString();
+  const state = useLoad(() => gql(RevenueDocument, { from, to, groupBy: [group] }), [group]);
+  const canvas = useRef<HTMLCanvasElement>(null);
+  useEffect(() => {
+    if (!canvas.current || !state.data) return;
+    const items = state.data.margin.items.slice(0, 20);
+    const chart = new Chart(canvas.current, {
+      type: 'bar',
+      data: { labels: items.map((i) => i.group[0]?.value || '(none)'), datasets: [{ label: 'Margin', data: items.map((i) => Number(i.margin)), backgroundColor: '#2f855a' }] },
+      options: { animation: false, plugins: { legend: { position: 'bottom' } } },
+    });
+    return () => chart.destroy();
+  }, [state.data]);
+  return (
+    <>
+      <h1>Revenue integrity</h1>
+      <Loadable state={state}>
+        {(d) => (
+          <>
+            <Section title="Leakage, last 30 days" id="leakage-causes">
+              <table>
+                <thead><tr><th scope="col">Cause</th><th scope="col">Status</th><th scope="col">Count</th><th scope="col">Amount</th><th scope="col">Examples</th></tr></thead>
+                <tbody>
+                  {d.leakageReport.rows.map((r) => (
+                    <tr key={`${r.cause}${r.currency}`}>
+                      <td>{r.cause}</td><td>{r.status}</td><td>{r.count}</td><td>{r.amount} {r.currency ?? ''}</td>
+                      <td>{r.examples.slice(0, 5).map((x) => (
+                        <span key={x.id}>
+                          {x.kind === 'USAGE_EVENT' && x.customerId ? <a {...href(`/usage-id/${encodeURIComponent(x.customerId)}/${encodeURIComponent(x.id)}`)}>usage</a>
+                            : x.customerId ? <a {...href(`/customers/${encodeURIComponent(x.customerId)}`)}>{x.kind.toLowerCase()}</a> : <code>{x.id}</code>}{' '}
+                        </span>
+                      ))}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </Section>
+            <Section title="Margin" id="margin-by">
+              <label htmlFor="by">By</label>{' '}
+              <select id="by" value={group} onChange={(e) => navigate(`/revenue?by=${e.target.value}`)}>
+                {GROUPS.map((g) => <option key={g} value={g}>{g.toLowerCase()}</option>)}
+              </select>
+              <canvas ref={canvas} role="img" aria-label={`Margin by ${group.toLowerCase()}`} />
+              <table>
+                <thead><tr><th scope="col">{group.toLowerCase()}</th><th scope="col">Revenue</th><th scope="col">Provider cost</th><th scope="col">Margin</th><th scope="col">Usages</th></tr></thead>
+                <tbody>{d.margin.items.map((i, n) => <tr key={n}><td>{i.group[0]?.value || '(none)'}</td><td>{i.revenue} {i.currency ?? ''}</td><td>{i.providerCost}</td><td>{i.margin}{i.marginPercent ? ` (${Number(i.marginPercent).toFixed(1)} %)` : ''}</td><td>{i.count}</td></tr>)}</tbody>
+              </table>
+            </Section>
+          </>
+        )}
+      </Loadable>
+    </>
+  );
+}
+
+/** A usage event named by its id (the leakage report's examples): on to its "why" page by key. */
+export function UsageById({ customerId, id }: { customerId: string; id: string }) {
+  const state = useLoad(() => gql(UsageByIdDocument, { customerId, id }), [customerId, id]);
+  useEffect(() => {
+    const key = state.data?.usageEvent?.idempotencyKey;
+    if (key) navigate(`/usage/${encodeURIComponent(customerId)}/${encodeURIComponent(key)}`);
+  }, [state.data, customerId]);
+  return <Loadable state={state} empty={(d) => !d.usageEvent}>{() => <p role="status">Opening…</p>}</Loadable>;
+}
+
+/** The catalog, with the cost table's form: the server's validation errors are shown in place. */
+export function Catalog() {
+  const state = useLoad(() => gql(CatalogDocument), []);
+  const [error, setError] = useState<{ message: string; code: string } | null>(null);
+  const [saved, setSaved] = useState<string | null>(null);
+  const save = async (e: FormEvent<HTMLFormElement>) => {
+    e.preventDefault();
+    const f = new FormData(e.currentTarget);
+    setError(null);
+    setSaved(null);
+    try {
+      const r = await gql(SetCostRateDocument, { input: { feature: String(f.get('feature')), model: String(f.get('model') ?? ''), currency: String(f.get('currency')), unitCost: String(f.get('unitCost')) } });
+      setSaved(`Saved: ${r.setCostRate.feature} ${r.setCostRate.model || '(any model)'} at ${r.setCostRate.unitCost} ${r.setCostRate.currency}`);
+      state.reload();
+    } catch (err) {
+      setError({ message: (err as Error).message, code: err instanceof ApiError ? err.code : 'ERROR' });
+    }
+  };
+  return (
+    <>
+      <h1>Catalog</h1>
+      <Loadable state={state}>
+        {(d) => (
+          <>
+            <Section title="Features" id="features">
+              <table><thead><tr><th scope="col">Key</th><th scope="col">Name</th><th scope="col">Type</th><th scope="col">Pool</th></tr></thead>
+                <tbody>{d.features.map((x) => <tr key={x.key}><td>{x.key}</td><td>{x.name}</td><td>{x.type}</td><td>{x.creditPool ?? '—'}</td></tr>)}</tbody></table>
+            </Section>
+            <Section title="Plans" id="plans">
+              <table><thead><tr><th scope="col">Key</th><th scope="col">Price</th><th scope="col">Entitlements</th></tr></thead>
+                <tbody>{d.plans.map((p) => <tr key={p.key}><td>{p.key}</td><td>{p.basePrice} {p.currency ?? ''}</td><td>{p.entitlements.map((e) => `${e.feature}${e.allowance ? ` ${e.allowance}/${e.resetPeriod?.toLowerCase() ?? ''}` : ''}`).join(', ')}</td></tr>)}</tbody></table>
+            </Section>
+            <Section title="Credit packs" id="packs">
+              <ul>{d.creditPacks.map((p) => <li key={p.key}>{p.name}: {p.amount} {p.feature}</li>)}</ul>
+            </Section>
+            <Section title="Cost table" id="costs">
+              <table><thead><tr><th scope="col">Feature</th><th scope="col">Model</th><th scope="col">Unit cost</th><th scope="col">From</th></tr></thead>
+                <tbody>{d.costRates.map((c, i) => <tr key={i}><td>{c.feature}</td><td>{c.model || '(any)'}</td><td>{c.unitCost} {c.currency}</td><td>{fmtTime(c.effectiveFrom)}</td></tr>)}</tbody></table>
+              <form onSubmit={save} className="inline" aria-describedby={error ? 'cost-error' : undefined}>
+                <label htmlFor="cf">Feature</label> <input id="cf" name="feature" required />{' '}
+                <label htmlFor="cm">Model</label> <input id="cm" name="model" />{' '}
+                <label htmlFor="cc">Currency</label> <input id="cc" name="currency" defaultValue="USD" required size={4} />{' '}
+                <label htmlFor="cu">Unit cost</label> <input id="cu" name="unitCost" required inputMode="decimal" size={10} />{' '}
+                <button type="submit">Set rate</button>
+                {error && <p id="cost-error" className="error" role="alert">{error.message} ({error.code})</p>}
+                {saved && <p role="status">{saved}</p>}
+              </form>
+            </Section>
+          </>
+        )}
+      </Loadable>
+    </>
+  );
+}
+
+/** A customer's past invoices, plan assignment and a customer token (for the portal). */
+export function CustomerExtras({ id, onChanged }: { id: string; onChanged: () => void }) {
+  const state = useLoad(() => gql(CustomerExtrasDocument, { id }), [id]);
+  const [notice, setNotice] = useState<string | null>(null);
+  const [token, setToken] = useState<string | null>(null);
+  const assign = async (e: FormEvent<HTMLFormElement>) => {
+    e.preventDefault();
+    const plan = String(new FormData(e.currentTarget).get('plan'));
+    if (!confirm(`Assign plan ${plan} to ${id}?`)) return;
+    await gql(AssignPlanDocument, { customerId: id, plan }).then(() => { setNotice(`Plan ${plan} assigned.`); onChanged(); }, (err: Error) => setNotice(`Not assigned: ${err.message}`));
+  };
+  const mint = async () => {
+    await gql(CreateCustomerTokenDocument, { customerId: id }).then((r) => setToken(r.createCustomerToken), (err: Error) => setNotice(err.message));
+  };
+  return (
+    <Loadable state={state}>
+      {(d) => (
+        <>
+          {notice && <p role="status">{notice}</p>}
+          <Section title="Invoices" id="invoices">
+            {d.invoices.items.length === 0 ? <p className="muted">No finalized invoice yet.</p> : (
+              <table><thead><tr><th scope="col">Number</th><th scope="col">Period</th><th scope="col">Status</th><th scope="col">Total</th></tr></thead>
+                <tbody>{d.invoices.items.map((i) => <tr key={i.id ?? i.number}><td>{i.number}</td><td>{fmtTime(i.periodStart)} – {fmtTime(i.periodEnd)}</td><td>{i.status}</td><td>{i.total} {i.currency}</td></tr>)}</tbody></table>
+            )}
+          </Section>
+          <Section title="Actions" id="actions">
+            <form onSubmit={assign} className="inline">
+              <label htmlFor="plan">Assign or change plan</label>{' '}
+              <select id="plan" name="plan">{d.plans.map((p) => <option key={p.key} value={p.key}>{p.name}</option>)}</select>{' '}
+              <button type="submit">Assign</button>
+            </form>
+            <p><button type="button" onClick={mint}>Create a customer token (15 min)</button></p>
+            {token && <p><label htmlFor="token">Token for the portal</label> <input id="token" readOnly value={token} size={60} /></p>}
+          </Section>
+        </>
+      )}
+    </Loadable>
+  );
+}
