@@ -3,6 +3,7 @@ import path from 'node:path';
 import AxeBuilder from '@axe-core/playwright';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startService, type Service } from './support/service';
+import { checkoutSession, event, postStripe, WEBHOOK_SECRET } from './support/stripe';
 
 /**
  * The dashboard in a real browser (docs/dashboard.md): Debian's Chromium driven by playwright-core
@@ -20,7 +21,7 @@ const consoleErrors: string[] = [];
 
 beforeAll(async () => {
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (.ci/run does)`);
-  svc = await startService({ adminKey: ADMIN });
+  svc = await startService({ adminKey: ADMIN, env: { STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET } });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
@@ -86,6 +87,23 @@ test('an operator signs in, finds demo-pro, watches a consume reach the balance 
   // reachable by pasting an idempotency key, and as a shareable link
   await page.goto(`${svc.url}/dashboard/usage/demo-pro/why-20`);
   expect(await page.getByTestId('charged').textContent()).toBe('20');
+});
+
+test('"why was I charged?" from a payment-funded grant to the Stripe event behind it, with its payload', async () => {
+  const session = checkoutSession({ id: 'cs_dashboard', customer: 'cus_dash', clientReferenceId: 'buyer', paymentIntent: 'pi_dash', amountTotal: 1000, metadata: { pack: 'credits-1000' } });
+  const e = event('checkout.session.completed', session);
+  expect((await postStripe(svc.url, e)).body.status).toBe('APPLIED');
+  await ok(`mutation { consume(input: { customerId: "buyer", feature: "text.generate", quantity: 7, idempotencyKey: "buy-use" }) { allowed } }`);
+  await page.goto(`${svc.url}/dashboard`);
+  await page.getByLabel('Why charged: customer').fill('buyer');
+  await page.getByLabel('idempotency key').fill('buy-use');
+  await page.getByRole('button', { name: 'Explain' }).click();
+  await page.getByRole('heading', { name: 'Drawn from a purchase grant' }).waitFor();
+  expect(await page.getByTestId('charged').textContent()).toBe('7');
+  await page.getByRole('link', { name: e.id }).click();
+  await page.getByRole('heading', { name: `Payment event ${e.id}` }).waitFor();
+  expect(await page.getByTestId('payload').textContent()).toContain('cs_dashboard');
+  await accessible('payment-event');
 });
 
 test('grant credits from the UI (the ledger shows it), revoke an entitlement (canAccess then denies)', async () => {

@@ -12,7 +12,7 @@ const lines: string[] = [];
 let t: TestApp;
 let rx: Receiver;
 beforeAll(async () => {
-  const overrides = { LOG_LEVEL: 'info', TOLLGATE_WEBHOOK_RETRY_SCHEDULE: '0.1', TOLLGATE_WEBHOOK_POLL_MS: '50' };
+  const overrides = { LOG_LEVEL: 'info', TOLLGATE_WEBHOOKS: 'true', TOLLGATE_WEBHOOK_RETRY_SCHEDULE: '0.1', TOLLGATE_WEBHOOK_POLL_MS: '50' };
   t = await startTestApp(overrides, { logger: { ...loggerOptions(testConfig(overrides)), stream: { write: (l: string) => lines.push(l) } } });
   await t.loadDemoCatalog();
   rx = await new Receiver().start();

@@ -18,7 +18,7 @@ let t: TestApp;
 let rx: Receiver;
 beforeAll(async () => {
   // retries a few tenths of a second apart, so that a test sees the whole schedule
-  t = await startTestApp({ TOLLGATE_WEBHOOK_RETRY_SCHEDULE: '0.2,0.2,0.2', TOLLGATE_WEBHOOK_POLL_MS: '50' });
+  t = await startTestApp({ TOLLGATE_WEBHOOKS: 'true', TOLLGATE_WEBHOOK_RETRY_SCHEDULE: '0.2,0.2,0.2', TOLLGATE_WEBHOOK_POLL_MS: '50' });
 });
 afterAll(async () => {
   await t?.close();

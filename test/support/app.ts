@@ -53,7 +53,9 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
     TOLLGATE_SWEEP_INTERVAL: '0s',
     TOLLGATE_AUTH_CACHE_TTL: '0s',
     DB_POOL_MAX: '12',
-    // the tests' webhook receivers are plain HTTP servers on loopback
+    // the tests' webhook receivers are plain HTTP servers on loopback; the delivery worker runs only
+    // in the tests that deliver (its polls would otherwise land in statement counts)
+    TOLLGATE_WEBHOOKS: 'false',
     TOLLGATE_WEBHOOK_ALLOW_HTTP: 'true',
     TOLLGATE_WEBHOOK_ALLOW_PRIVATE: 'true',
     ...overrides,

@@ -2,7 +2,7 @@ import { useEffect, useRef, useState, type FormEvent } from 'react';
 import { Chart } from 'chart.js';
 import { ApiError, gql } from './api';
 import {
-  AssignPlanDocument, CatalogDocument, CreateCustomerTokenDocument, CustomerExtrasDocument, PaymentEventsDocument,
+  AssignPlanDocument, CatalogDocument, PaymentEventDocument, CreateCustomerTokenDocument, CustomerExtrasDocument, PaymentEventsDocument,
   ReplayPaymentEventDocument, ReplayWebhookDeliveryDocument, RevenueDocument, SetCostRateDocument, UsageByIdDocument,
   WebhooksDocument, type MarginGroup, type PaymentEventStatus,
 } from './generated/graphql';
@@ -41,7 +41,7 @@ export function Payments({ status, after }: { status: string; after: string }) {
               <tbody>
                 {d.paymentEvents.items.map((e) => (
                   <tr key={e.id}>
-                    <td>{fmtTime(e.receivedAt)}</td><td><code>{e.id}</code></td><td>{e.type}</td>
+                    <td>{fmtTime(e.receivedAt)}</td><td><a {...href(`/payments/${encodeURIComponent(e.provider)}/${encodeURIComponent(e.id)}`)}><code>{e.id}</code></a></td><td>{e.type}</td>
                     <td>{e.customerId ? <a {...href(`/customers/${encodeURIComponent(e.customerId)}`)}>{e.customerId}</a> : '—'}</td>
                     <td>{e.status}</td><td>{e.error ?? e.detail ?? ''}</td>
                     <td>{e.status === 'FAILED' && <button type="button" onClick={() => replay(e.id)}>Replay {e.id}</button>}</td>
@@ -265,5 +265,28 @@ export function CustomerExtras({ id, onChanged }: { id: string; onChanged: () =>
         </>
       )}
     </Loadable>
+  );
+}
+
+/** One provider event: what it did (the entitlement changes it caused) and its raw payload. */
+export function PaymentEventView({ provider, id }: { provider: string; id: string }) {
+  const state = useLoad(() => gql(PaymentEventDocument, { id, provider }), [provider, id]);
+  return (
+    <>
+      <h1>Payment event <code>{id}</code></h1>
+      <Loadable state={state}>
+        {(d) => (
+          <>
+            <p>{d.paymentEvent.provider} {d.paymentEvent.type}: <strong>{d.paymentEvent.status}</strong>, received {fmtTime(d.paymentEvent.receivedAt)}{d.paymentEvent.customerId ? <> for <a {...href(`/customers/${encodeURIComponent(d.paymentEvent.customerId)}`)}>{d.paymentEvent.customerId}</a></> : ''}. {d.paymentEvent.detail ?? ''} {d.paymentEvent.error ?? ''}</p>
+            <Section title="What it did" id="changes">
+              <ul>{d.paymentEvent.changes.map((c, i) => <li key={i}>{c.action} {c.feature}{c.reason ? `: ${c.reason}` : ''}</li>)}</ul>
+            </Section>
+            <Section title="Payload" id="payload">
+              <pre data-testid="payload">{JSON.stringify(d.paymentEvent.payload, null, 2)}</pre>
+            </Section>
+          </>
+        )}
+      </Loadable>
+    </>
   );
 }

@@ -252,6 +252,16 @@ export function WhyCharged({ customerId, keyParam }: { customerId: string; keyPa
                     {e && (
                       <p data-testid="entitlement">Its entitlement: {e.feature} from {e.source}{e.plan ? ` plan ${e.plan}` : ''}{e.sourceRef ? ` (${e.sourceRef})` : ''}, valid {fmtTime(e.validFrom)} – {fmtTime(e.validUntil)}{e.revokedAt ? ', revoked' : ''}.</p>
                     )}
+                    {e && d.entitlementHistory.items.filter((c) => c.entitlementId === e.id && c.action === 'GRANTED').map((c, i) => {
+                      const pay = c.actorType === 'PAYMENT_EVENT' && c.actorId ? /^([^:]+):(.+)$/.exec(c.actorId) : null;
+                      return (
+                        <p key={i}>
+                          Granted {fmtTime(c.createdAt)} by {c.actorType.toLowerCase().replace('_', ' ')}{' '}
+                          {pay ? <a {...href(`/payments/${encodeURIComponent(pay[1])}/${encodeURIComponent(pay[2])}`)}>{pay[2]}</a> : <code>{c.actorId ?? ''}</code>}
+                          {c.reason ? ` (“${c.reason}”)` : ''}.
+                        </p>
+                      );
+                    })}
                   </li>
                 );
               })}

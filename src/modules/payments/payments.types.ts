@@ -25,6 +25,7 @@ export class PaymentEventType {
   @Field(() => String, { nullable: true }) error!: string | null;
   @Field(() => Int) attempts!: number;
   @Field(() => JSONScalar, { nullable: true }) result!: unknown;
+  @Field(() => JSONScalar, { description: 'The event as the provider sent it (verified).' }) payload!: unknown;
   @Field(() => DateTimeScalar) receivedAt!: Date;
   @Field(() => DateTimeScalar, { nullable: true }) appliedAt!: Date | null;
   @Field(() => [EntitlementChangeType], { description: 'The entitlement changes this event caused.' }) changes!: EntitlementChangeType[];

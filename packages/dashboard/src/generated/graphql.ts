@@ -16,6 +16,11 @@ export type AccessReason =
   | 'UNKNOWN_CUSTOMER'
   | 'UNKNOWN_FEATURE';
 
+export type ActorType =
+  | 'API_KEY'
+  | 'PAYMENT_EVENT'
+  | 'SYSTEM';
+
 export type CostRateInput = {
   /** ISO 4217. */
   currency: string;
@@ -26,6 +31,12 @@ export type CostRateInput = {
   model?: string | null | undefined;
   unitCost: string | number;
 };
+
+export type EntitlementAction =
+  | 'ENDED'
+  | 'GRANTED'
+  | 'REVOKED'
+  | 'UPDATED';
 
 export type EntitlementSource =
   | 'MANUAL'
@@ -190,7 +201,15 @@ export type WhyChargedQueryVariables = Exact<{
 }>;
 
 
-export type WhyChargedQuery = { usageEvent: { id: string, idempotencyKey: string, kind: string, feature: string, pool: string | null, quantity: string, rate: string | null, status: UsageStatus, reason: AccessReason, charged: string, overage: string, uncollected: string, actor: string | null, createdAt: string, resolvedAt: string | null, providerCost: string | null, grants: Array<{ grantId: string, amount: string }>, entries: Array<{ id: string, kind: LedgerEntryKind, amount: string, balanceAfter: string, grantId: string }> } | null, grants: Array<{ id: string, feature: string, entitlementId: string, source: EntitlementSource, amount: string, remaining: string, periodStart: string, expiresAt: string | null, idempotencyKey: string | null, reason: string | null }>, entitlements: Array<{ id: string, feature: string, source: EntitlementSource, sourceRef: string | null, plan: string | null, validFrom: string, validUntil: string | null, revokedAt: string | null }> };
+export type WhyChargedQuery = { usageEvent: { id: string, idempotencyKey: string, kind: string, feature: string, pool: string | null, quantity: string, rate: string | null, status: UsageStatus, reason: AccessReason, charged: string, overage: string, uncollected: string, actor: string | null, createdAt: string, resolvedAt: string | null, providerCost: string | null, grants: Array<{ grantId: string, amount: string }>, entries: Array<{ id: string, kind: LedgerEntryKind, amount: string, balanceAfter: string, grantId: string }> } | null, grants: Array<{ id: string, feature: string, entitlementId: string, source: EntitlementSource, amount: string, remaining: string, periodStart: string, expiresAt: string | null, idempotencyKey: string | null, reason: string | null }>, entitlements: Array<{ id: string, feature: string, source: EntitlementSource, sourceRef: string | null, plan: string | null, validFrom: string, validUntil: string | null, revokedAt: string | null }>, entitlementHistory: { items: Array<{ entitlementId: string, action: EntitlementAction, actorType: ActorType, actorId: string | null, reason: string | null, createdAt: string }> } };
+
+export type PaymentEventQueryVariables = Exact<{
+  id: string | number;
+  provider: string;
+}>;
+
+
+export type PaymentEventQuery = { paymentEvent: { id: string, provider: string, type: string, status: PaymentEventStatus, customerId: string | null, objectId: string | null, detail: string | null, error: string | null, receivedAt: string, appliedAt: string | null, payload: unknown, changes: Array<{ entitlementId: string, feature: string, action: EntitlementAction, reason: string | null }> } };
 
 export type OverviewQueryVariables = Exact<{
   from: string;
@@ -461,8 +480,41 @@ export const WhyChargedDocument = new TypedDocumentString(`
     validUntil
     revokedAt
   }
+  entitlementHistory(customerId: $customerId, first: 200) {
+    items {
+      entitlementId
+      action
+      actorType
+      actorId
+      reason
+      createdAt
+    }
+  }
 }
     `) as unknown as TypedDocumentString<WhyChargedQuery, WhyChargedQueryVariables>;
+export const PaymentEventDocument = new TypedDocumentString(`
+    query PaymentEvent($id: ID!, $provider: String!) {
+  paymentEvent(id: $id, provider: $provider) {
+    id
+    provider
+    type
+    status
+    customerId
+    objectId
+    detail
+    error
+    receivedAt
+    appliedAt
+    payload
+    changes {
+      entitlementId
+      feature
+      action
+      reason
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<PaymentEventQuery, PaymentEventQueryVariables>;
 export const OverviewDocument = new TypedDocumentString(`
     query Overview($from: DateTime!, $to: DateTime!) {
   margin(from: $from, to: $to, groupBy: [DAY]) {
