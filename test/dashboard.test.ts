@@ -65,6 +65,7 @@ test('an operator signs in, finds demo-pro, watches a consume reach the balance 
   await page.getByLabel('API key').fill(ADMIN);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByRole('heading', { name: 'Overview' }).waitFor();
+  await page.getByRole('img', { name: 'Charges, denials by reason and active customers by day' }).waitFor();
   expect(page.url()).not.toContain(ADMIN);
   await accessible('overview');
   await page.getByRole('link', { name: 'Customers' }).click();
@@ -156,6 +157,8 @@ test('the portal, with a customer token, shows only that customer; the token can
   const shown = Number(await portal.getByTestId('portal-credits').textContent());
   const real = (await ok(`{ balances(customerId: "demo-pro", feature: "credits") { available } }`)).balances[0].available;
   expect(shown).toBe(Number(real));
+  await portal.getByRole('img', { name: 'Units used per day, last 30 days' }).waitFor();
+  expect(await portal.getByRole('region', { name: 'What each feature costs' }).textContent()).toMatch(/credits per/);
   const other = await portal.evaluate(async (t) => {
     const r = await fetch('/graphql', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${t}` }, body: JSON.stringify({ query: '{ balances(customerId: "demo-free") { available } }' }) });
     return ((await r.json()) as { errors?: Array<{ extensions?: { code?: string } }> }).errors?.[0]?.extensions?.code;

@@ -189,6 +189,8 @@ const OPS: Record<string, Op> = {
     access: 'ADMIN',
     build: q(`mutation { upsertPlan(input: { key: "matrix-plan", name: "Matrix", entitlements: [{ feature: "video" }] }) { key } }`),
   },
+  activity: { type: 'Query', access: 'OWN', build: q(`query($c: ID!) { activity(from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z", customerId: $c) { day charges } }`, { c: ALICE }) },
+  usageEvents: { type: 'Query', access: 'OWN', build: q(`query($c: ID!) { usageEvents(customerId: $c) { items { id status } } }`, { c: ALICE }) },
   customers: { type: 'Query', access: 'SERVER', build: q(`query { customers(search: "ali") { items { id } hasNextPage } }`) },
   webhookEndpoints: { type: 'Query', access: 'ADMIN', build: q(`query { webhookEndpoints { id url } }`) },
   webhookDeliveries: { type: 'Query', access: 'ADMIN', build: q(`query { webhookDeliveries { items { id status } } }`) },

@@ -109,6 +109,15 @@ export const ALLOWED: AllowedStatement[] = [
     how: 'tollgate_margin_rows reads distributed tables from inside a function; on Citus run it per customer (the function takes the customer), or inline its body, which is colocated joins grouped by customer_id. In practice it runs before the tables are distributed.',
   },
   {
+    id: 'activity-report',
+    match: /^\/\* activity \*\/ with ev as \( select \(coalesce\(resolved_at, created_at\) at time zone 'UTC'\)::date as day, customer_id, status, reason, charged from usage_event where created_at >= /,
+    from: 'src/modules/usage/',
+    reason: 'the dashboard\'s activity per day (charges, denials by reason, active customers) over all customers; with a customer id it is that customer\'s (a literal customer_id filter)',
+    citus: 'multi-shard',
+    how: 'grouped by day with count(distinct customer_id): each shard aggregates its rows, the coordinator merges the per-day counts (count distinct is exact because a customer lives on one shard). A scan of the range on every shard (no index on created_at across customers).',
+    todo: 'TODO(usage): read charges and active customers from margin_rollup (by day) and keep only denials on usage_event',
+  },
+  {
     id: 'customers-search',
     match: /^select \* from customer where \(\$1::text is null or id ilike \$1 \|\| '%' or name ilike '%' \|\| \$1 \|\| '%' or email ilike '%' \|\| \$1 \|\| '%'\) and \(\$2::text is null or id > \$2\) order by id limit \$3$/,
     from: 'src/modules/customers/',

@@ -4,7 +4,7 @@ import { ApiError, gql } from './api';
 import {
   AssignPlanDocument, CatalogDocument, PaymentEventDocument, CreateCustomerTokenDocument, CustomerExtrasDocument, PaymentEventsDocument,
   ReplayPaymentEventDocument, ReplayWebhookDeliveryDocument, RevenueDocument, SetCostRateDocument, UsageByIdDocument,
-  WebhooksDocument, type MarginGroup, type PaymentEventStatus,
+  UsageEventsDocument, WebhooksDocument, type MarginGroup, type PaymentEventStatus,
 } from './generated/graphql';
 import { href, navigate } from './router';
 import { fmtTime, Loadable, Section, useLoad } from './ui';
@@ -288,5 +288,39 @@ export function PaymentEventView({ provider, id }: { provider: string; id: strin
         )}
       </Loadable>
     </>
+  );
+}
+
+/** A customer's usage events (newest first, paged) or its open reservations (status HELD). */
+export function UsageList({ id, status, title }: { id: string; status: string | null; title: string }) {
+  const [cursors, setCursors] = useState<Array<string | null>>([null]);
+  const state = useLoad(() => gql(UsageEventsDocument, { id, status, first: 20, after: cursors[cursors.length - 1] }), [id, status, cursors]);
+  const sid = `usage-${status ?? 'all'}`;
+  return (
+    <Section title={title} id={sid}>
+      <Loadable state={state} empty={(d) => d.usageEvents.items.length === 0}>
+        {(d) => (
+          <>
+            <table>
+              <thead><tr><th scope="col">When</th><th scope="col">Key</th><th scope="col">Feature</th><th scope="col">Quantity</th><th scope="col">Status</th><th scope="col">Charged</th>{status === 'HELD' && <th scope="col">Held until</th>}</tr></thead>
+              <tbody>
+                {d.usageEvents.items.map((u) => (
+                  <tr key={u.id}>
+                    <td>{fmtTime(u.createdAt)}</td>
+                    <td><a {...href(`/usage/${encodeURIComponent(id)}/${encodeURIComponent(u.idempotencyKey)}`)}>{u.idempotencyKey}</a></td>
+                    <td>{u.feature}</td><td>{u.quantity}</td><td>{u.status}{u.status === 'DENIED' ? ` (${u.reason})` : ''}</td><td>{u.status === 'HELD' ? `${u.held} held` : u.charged}</td>
+                    {status === 'HELD' && <td>{fmtTime(u.expiresAt)}</td>}
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+            <p>
+              {cursors.length > 1 && <button type="button" onClick={() => setCursors(cursors.slice(0, -1))}>Newer</button>}{' '}
+              {d.usageEvents.hasNextPage && <button type="button" onClick={() => setCursors([...cursors, d.usageEvents.endCursor])}>Older</button>}
+            </p>
+          </>
+        )}
+      </Loadable>
+    </Section>
   );
 }

@@ -5,7 +5,7 @@ import {
   CustomerPageDocument, CustomersDocument, GrantCreditsDocument, LedgerDocument, OverviewDocument, PortalDocument,
   RevokeEntitlementDocument, ViewerDocument, WhyChargedDocument,
 } from './generated/graphql';
-import { CustomerExtras } from './more-pages';
+import { CustomerExtras, UsageList } from './more-pages';
 import { href, navigate } from './router';
 import { fmtTime, Loadable, Section, useLoad } from './ui';
 
@@ -44,6 +44,26 @@ export function Overview() {
   const from = new Date(Date.now() - days * 86_400_000).toISOString();
   const state = useLoad(() => gql(OverviewDocument, { from, to }), [days]);
   const canvas = useRef<HTMLCanvasElement>(null);
+  const activityCanvas = useRef<HTMLCanvasElement>(null);
+  useEffect(() => {
+    if (!activityCanvas.current || !state.data) return;
+    const days = state.data.activity;
+    const reasons = [...new Set(days.flatMap((d) => d.denialsByReason.map((r) => r.reason)))];
+    const palette = ['#9b2c2c', '#b7791f', '#6b46c1', '#2c7a7b', '#4a5568'];
+    const chart = new Chart(activityCanvas.current, {
+      type: 'bar',
+      data: {
+        labels: days.map((d) => d.day),
+        datasets: [
+          { label: 'Charges', data: days.map((d) => d.charges), backgroundColor: '#2b6cb0', stack: 'charges' },
+          ...reasons.map((r, i) => ({ label: `Denied: ${r}`, data: days.map((d) => d.denialsByReason.find((x) => x.reason === r)?.count ?? 0), backgroundColor: palette[i % palette.length], stack: 'denials' })),
+          { label: 'Active customers', data: days.map((d) => d.activeCustomers), backgroundColor: '#2f855a', stack: 'customers' },
+        ],
+      },
+      options: { animation: false, responsive: true, plugins: { legend: { position: 'bottom' } } },
+    });
+    return () => chart.destroy();
+  }, [state.data]);
   useEffect(() => {
     if (!canvas.current || !state.data) return;
     const items = state.data.margin.items;
@@ -72,6 +92,13 @@ export function Overview() {
       <Loadable state={state}>
         {(d) => (
           <>
+            <Section title="Charges, denials by reason and active customers by day" id="activity">
+              <canvas ref={activityCanvas} aria-label="Charges, denials by reason and active customers by day" role="img" />
+              <p>
+                {d.activity.reduce((n, x) => n + x.charges, 0)} charges, {d.activity.reduce((n, x) => n + x.denials, 0)} denials,{' '}
+                up to {Math.max(0, ...d.activity.map((x) => x.activeCustomers))} active customers a day
+              </p>
+            </Section>
             <Section title="Revenue and provider cost by day" id="margin">
               <canvas ref={canvas} aria-label="Revenue and provider cost by day" role="img" />
               <p>
@@ -89,7 +116,10 @@ export function Overview() {
                 </tbody>
               </table>
             </Section>
-            <p>Webhook backlog: {d.webhookDeliveries.items.length > 0 ? 'deliveries pending' : 'none'}</p>
+            <p>
+              Webhook backlog: {d.webhookDeliveries.items.length > 0 ? <a {...href('/webhooks')}>deliveries pending</a> : 'none'} ·
+              Payment events failed: {d.paymentEvents.items.length > 0 ? <a {...href('/payments?status=FAILED')}>yes, see them</a> : 'none'}
+            </p>
           </>
         )}
       </Loadable>
@@ -217,6 +247,8 @@ export function CustomerView({ id }: { id: string }) {
               )}
             </Loadable>
           </Section>
+          <UsageList id={id} status="HELD" title="Open reservations" />
+          <UsageList id={id} status={null} title="Usage events" />
           <CustomerExtras id={id} onChanged={state.reload} />
           <Section title="Invoice preview" id="invoice">
             <p>{d.invoicePreview.status}: {d.invoicePreview.total} {d.invoicePreview.currency}</p>
@@ -275,7 +307,20 @@ export function WhyCharged({ customerId, keyParam }: { customerId: string; keyPa
 }
 
 export function Portal({ customerId }: { customerId: string }) {
-  const state = useLoad(() => gql(PortalDocument, { id: customerId }), [customerId]);
+  const to = new Date(Math.ceil(Date.now() / 3_600_000) * 3_600_000 + 3_600_000).toISOString();
+  const from = new Date(Date.now() - 30 * 86_400_000).toISOString();
+  const state = useLoad(() => gql(PortalDocument, { id: customerId, from, to }), [customerId]);
+  const canvas = useRef<HTMLCanvasElement>(null);
+  useEffect(() => {
+    if (!canvas.current || !state.data) return;
+    const days = state.data.activity;
+    const chart = new Chart(canvas.current, {
+      type: 'bar',
+      data: { labels: days.map((d) => d.day), datasets: [{ label: 'Units used', data: days.map((d) => Number(d.unitsCharged)), backgroundColor: '#2b6cb0' }] },
+      options: { animation: false, plugins: { legend: { position: 'bottom' } } },
+    });
+    return () => chart.destroy();
+  }, [state.data]);
   return (
     <main>
       <h1>Your usage</h1>
@@ -283,10 +328,21 @@ export function Portal({ customerId }: { customerId: string }) {
         {(d) => (
           <>
             <Section title="Balances" id="portal-balances">
-              <ul>{d.balances.map((b) => <li key={b.feature}>{b.feature}: <span data-testid={`portal-${b.feature}`}>{b.available}</span> available</li>)}</ul>
+              <ul>{d.balances.map((b) => <li key={b.feature}>{b.feature}: <span data-testid={`portal-${b.feature}`}>{b.available}</span> available{b.limit ? ` (${b.used ?? 0} of ${b.limit} used this period${b.resetsAt ? `, resets ${fmtTime(b.resetsAt)}` : ''})` : ''}</li>)}</ul>
+            </Section>
+            <Section title="Usage, last 30 days" id="portal-usage">
+              <canvas ref={canvas} role="img" aria-label="Units used per day, last 30 days" />
+            </Section>
+            <Section title="What each feature costs" id="portal-prices">
+              <ul>{d.features.filter((f) => f.creditPool).map((f) => <li key={f.key}>{f.name}: {f.creditCost} {f.creditPool} per {f.unit ?? 'use'}</li>)}</ul>
             </Section>
             <Section title="This period's invoice" id="portal-invoice">
               <p>{d.invoicePreview.total} {d.invoicePreview.currency}</p>
+            </Section>
+            <Section title="Past invoices" id="portal-invoices">
+              {d.invoices.items.length === 0 ? <p className="muted">None yet.</p> : (
+                <ul>{d.invoices.items.map((i) => <li key={i.id ?? i.number}>#{i.number} {fmtTime(i.periodStart)} – {fmtTime(i.periodEnd)}: {i.total} {i.currency} ({i.status})</li>)}</ul>
+              )}
             </Section>
           </>
         )}

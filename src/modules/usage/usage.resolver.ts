@@ -1,11 +1,13 @@
-import { Arg, ArgumentValidationError, Authorized, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
+import { Arg, ArgumentValidationError, Authorized, Ctx, ID, Int, Mutation, Query, Resolver } from 'type-graphql';
 import { validateArgument } from '../../graphql/validate';
 import { actorString, ANY_ROLE, assertCustomerScope, SERVER_ROLES } from '../../graphql/auth-checker';
 import type { Context } from '../../graphql/context';
 import { ReservationStatus, UsageStatus } from '../../graphql/enums';
-import { DecimalScalar } from '../../graphql/scalars';
+import { DateTimeScalar, DecimalScalar } from '../../graphql/scalars';
 import { dec, type Dec } from '../../shared/decimal';
-import { badInput, DomainError } from '../../shared/errors';
+import { badInput, DomainError, forbidden } from '../../shared/errors';
+import { Role } from '../auth/auth.entities';
+import { activity, ActivityDayType, UsageEventSummaryPage, usageEvents } from './activity';
 import { entryView } from '../ledger/ledger.resolver';
 import { MAX_CONSUME_BATCH, type Reservation, type UsageEventView } from './usage.service';
 import { ConsumeInput, ConsumeResultType, ReservationType, ReserveInput, ReserveResultType, UsageEventType } from './usage.types';
@@ -69,6 +71,33 @@ function logDenial(ctx: Context, operation: string, customerId: string, r: { all
 
 @Resolver()
 export class UsageResolver {
+  @Authorized(ANY_ROLE)
+  @Query(() => [ActivityDayType], { description: 'Charges, units charged, denials by reason and active customers per UTC day of [from, to) (at most 400 days); all customers (ADMIN, SERVER) or one (a customer token: its own).' })
+  async activity(
+    @Arg('from', () => DateTimeScalar) from: Date,
+    @Arg('to', () => DateTimeScalar) to: Date,
+    @Arg('customerId', () => ID, { nullable: true }) customerId: string | null,
+    @Ctx() ctx: Context,
+  ): Promise<ActivityDayType[]> {
+    customerId = customerId ?? null;
+    if (customerId === null && ctx.principal?.role === Role.CUSTOMER) throw forbidden('a customer token sees its own activity: give customerId');
+    if (customerId !== null) assertCustomerScope(ctx, customerId);
+    return activity(ctx.services.db, { from, to, customerId });
+  }
+
+  @Authorized(ANY_ROLE)
+  @Query(() => UsageEventSummaryPage, { description: "A customer's usage events, newest first (status HELD: its open reservations); keyset-paged." })
+  usageEvents(
+    @Arg('customerId', () => ID) customerId: string,
+    @Arg('status', () => String, { nullable: true }) status: string | null,
+    @Arg('first', () => Int, { defaultValue: 50 }) first: number,
+    @Arg('after', () => String, { nullable: true }) after: string | null,
+    @Ctx() ctx: Context,
+  ): Promise<UsageEventSummaryPage> {
+    assertCustomerScope(ctx, customerId);
+    return usageEvents(ctx.services.db, { customerId, status: status ?? null, first, after: after ?? null });
+  }
+
   @Authorized(SERVER_ROLES)
   @Mutation(() => ConsumeResultType, { description: 'Charges one use, exactly once per idempotency key, atomically.' })
   async consume(@Arg('input', () => ConsumeInput) input: ConsumeInput, @Ctx() ctx: Context): Promise<ConsumeResultType> {

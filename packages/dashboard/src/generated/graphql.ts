@@ -217,7 +217,7 @@ export type OverviewQueryVariables = Exact<{
 }>;
 
 
-export type OverviewQuery = { margin: { items: Array<{ currency: string | null, revenue: string, providerCost: string, margin: string, count: number, group: Array<{ value: string }> }> }, leakageReport: { rows: Array<{ cause: LeakageCause, count: number, amount: string, currency: string | null, status: LeakageStatus }> }, webhookDeliveries: { items: Array<{ id: string }> } };
+export type OverviewQuery = { margin: { items: Array<{ currency: string | null, revenue: string, providerCost: string, margin: string, count: number, group: Array<{ value: string }> }> }, leakageReport: { rows: Array<{ cause: LeakageCause, count: number, amount: string, currency: string | null, status: LeakageStatus }> }, webhookDeliveries: { items: Array<{ id: string }> }, paymentEvents: { items: Array<{ id: string }> }, activity: Array<{ day: string, charges: number, unitsCharged: string, denials: number, activeCustomers: number, denialsByReason: Array<{ reason: string, count: number }> }> };
 
 export type GrantCreditsMutationVariables = Exact<{
   input: GrantCreditsInput;
@@ -236,10 +236,12 @@ export type RevokeEntitlementMutation = { revokeEntitlement: { id: string, revok
 
 export type PortalQueryVariables = Exact<{
   id: string | number;
+  from: string;
+  to: string;
 }>;
 
 
-export type PortalQuery = { balances: Array<{ feature: string, available: string, held: string }>, invoicePreview: { status: InvoiceStatus, currency: string, total: string, lines: Array<{ kind: InvoiceLineKind, feature: string | null, amount: string }> } };
+export type PortalQuery = { balances: Array<{ feature: string, available: string, held: string, limit: string | null, used: string | null, resetsAt: string | null }>, invoicePreview: { status: InvoiceStatus, currency: string, total: string, lines: Array<{ kind: InvoiceLineKind, feature: string | null, amount: string }> }, invoices: { items: Array<{ id: string | null, number: number | null, status: InvoiceStatus, currency: string, total: string, periodStart: string, periodEnd: string }> }, activity: Array<{ day: string, charges: number, unitsCharged: string }>, features: Array<{ key: string, name: string, creditPool: string | null, creditCost: string | null, unit: string | null }> };
 
 export type PaymentEventsQueryVariables = Exact<{
   status?: PaymentEventStatus | null | undefined;
@@ -319,6 +321,16 @@ export type UsageByIdQueryVariables = Exact<{
 
 
 export type UsageByIdQuery = { usageEvent: { idempotencyKey: string } | null };
+
+export type UsageEventsQueryVariables = Exact<{
+  id: string | number;
+  status?: string | null | undefined;
+  first: number;
+  after?: string | null | undefined;
+}>;
+
+
+export type UsageEventsQuery = { usageEvents: { hasNextPage: boolean, endCursor: string | null, items: Array<{ id: string, idempotencyKey: string, kind: string, feature: string, quantity: string, status: string, reason: string, charged: string, held: string, expiresAt: string | null, createdAt: string }> } };
 
 export class TypedDocumentString<TResult, TVariables>
   extends String
@@ -543,6 +555,22 @@ export const OverviewDocument = new TypedDocumentString(`
       id
     }
   }
+  paymentEvents(status: FAILED, first: 1) {
+    items {
+      id
+    }
+  }
+  activity(from: $from, to: $to) {
+    day
+    charges
+    unitsCharged
+    denials
+    denialsByReason {
+      reason
+      count
+    }
+    activeCustomers
+  }
 }
     `) as unknown as TypedDocumentString<OverviewQuery, OverviewQueryVariables>;
 export const GrantCreditsDocument = new TypedDocumentString(`
@@ -562,11 +590,14 @@ export const RevokeEntitlementDocument = new TypedDocumentString(`
 }
     `) as unknown as TypedDocumentString<RevokeEntitlementMutation, RevokeEntitlementMutationVariables>;
 export const PortalDocument = new TypedDocumentString(`
-    query Portal($id: ID!) {
+    query Portal($id: ID!, $from: DateTime!, $to: DateTime!) {
   balances(customerId: $id) {
     feature
     available
     held
+    limit
+    used
+    resetsAt
   }
   invoicePreview(customerId: $id) {
     status
@@ -577,6 +608,29 @@ export const PortalDocument = new TypedDocumentString(`
       feature
       amount
     }
+  }
+  invoices(customerId: $id, first: 12) {
+    items {
+      id
+      number
+      status
+      currency
+      total
+      periodStart
+      periodEnd
+    }
+  }
+  activity(from: $from, to: $to, customerId: $id) {
+    day
+    charges
+    unitsCharged
+  }
+  features {
+    key
+    name
+    creditPool
+    creditCost
+    unit
   }
 }
     `) as unknown as TypedDocumentString<PortalQuery, PortalQueryVariables>;
@@ -773,3 +827,24 @@ export const UsageByIdDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<UsageByIdQuery, UsageByIdQueryVariables>;
+export const UsageEventsDocument = new TypedDocumentString(`
+    query UsageEvents($id: ID!, $status: String, $first: Int!, $after: String) {
+  usageEvents(customerId: $id, status: $status, first: $first, after: $after) {
+    items {
+      id
+      idempotencyKey
+      kind
+      feature
+      quantity
+      status
+      reason
+      charged
+      held
+      expiresAt
+      createdAt
+    }
+    hasNextPage
+    endCursor
+  }
+}
+    `) as unknown as TypedDocumentString<UsageEventsQuery, UsageEventsQueryVariables>;
