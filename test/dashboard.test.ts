@@ -84,6 +84,7 @@ test('an operator signs in, finds demo-pro, watches a consume reach the balance 
   await page.getByRole('heading', { name: 'Why was demo-pro charged?' }).waitFor();
   expect(await page.getByTestId('charged').textContent()).toBe('20');
   expect(await page.getByTestId('entitlement').first().textContent()).toContain('plan pro');
+  expect(await page.getByTestId('invoice-line').textContent()).toMatch(/The live invoice preview .*USAGE credits, 0 billable, 0 USD; this usage was within the allowance/);
   await accessible('why-charged');
   // reachable by pasting an idempotency key, and as a shareable link
   await page.goto(`${svc.url}/dashboard/usage/demo-pro/why-20`);
@@ -101,6 +102,7 @@ test('"why was I charged?" from a payment-funded grant to the Stripe event behin
   await page.getByRole('button', { name: 'Explain' }).click();
   await page.getByRole('heading', { name: 'Drawn from a purchase grant' }).waitFor();
   expect(await page.getByTestId('charged').textContent()).toBe('7');
+  expect(await page.getByTestId('invoice-line').textContent()).toContain('No invoice covers this usage');
   await page.getByRole('link', { name: e.id }).click();
   await page.getByRole('heading', { name: `Payment event ${e.id}` }).waitFor();
   expect(await page.getByTestId('payload').textContent()).toContain('cs_dashboard');
@@ -119,6 +121,8 @@ test('grant credits from the UI (the ledger shows it), revoke an entitlement (ca
   expect((await ok(`{ canAccess(customerId: "demo-pro", feature: "video") { allowed } }`)).canAccess.allowed).toBe(true);
   await page.getByRole('button', { name: 'Revoke video' }).click();
   await page.getByText('Revoked video.').waitFor();
+  await page.reload();
+  await page.getByRole('region', { name: 'Entitlement history' }).getByRole('cell', { name: 'REVOKED', exact: true }).waitFor();
   expect((await ok(`{ canAccess(customerId: "demo-pro", feature: "video") { allowed reason } }`)).canAccess).toEqual({ allowed: false, reason: 'REVOKED' });
 });
 
@@ -133,6 +137,15 @@ test('catalog (the cost form shows the server\'s validation error in place), pay
   const err = page.getByRole('alert');
   await err.waitFor();
   expect(await err.textContent()).toContain('BAD_USER_INPUT');
+  // a feature whose key is not a slug: the server's BAD_USER_INPUT, in place; then a good one
+  await page.getByLabel('Key', { exact: true }).fill('Not A Slug');
+  await page.getByLabel('Name', { exact: true }).fill('Bad');
+  await page.getByRole('button', { name: 'Save feature' }).click();
+  await page.getByRole('alert').filter({ hasText: 'slug' }).waitFor();
+  await page.getByLabel('Key', { exact: true }).fill('beta-access');
+  await page.getByRole('button', { name: 'Save feature' }).click();
+  await page.getByText('Saved feature beta-access.').waitFor();
+  await page.getByRole('cell', { name: 'beta-access' }).waitFor();
   await page.getByLabel('Currency').fill('USD');
   await page.getByRole('button', { name: 'Set rate' }).click();
   await page.getByText('Saved: text.generate (any model) at 0.003 USD').waitFor();

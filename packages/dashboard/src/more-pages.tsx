@@ -4,7 +4,7 @@ import { ApiError, gql } from './api';
 import {
   AssignPlanDocument, CatalogDocument, PaymentEventDocument, CreateCustomerTokenDocument, CustomerExtrasDocument, PaymentEventsDocument,
   ReplayPaymentEventDocument, ReplayWebhookDeliveryDocument, RevenueDocument, SetCostRateDocument, UsageByIdDocument,
-  UsageEventsDocument, WebhooksDocument, type MarginGroup, type PaymentEventStatus,
+  HistoryDocument, UpsertFeatureDocument, UsageEventsDocument, WebhooksDocument, type FeatureType, type MarginGroup, type PaymentEventStatus,
 } from './generated/graphql';
 import { href, navigate } from './router';
 import { fmtTime, Loadable, Section, useLoad } from './ui';
@@ -197,6 +197,7 @@ export function Catalog() {
       <Loadable state={state}>
         {(d) => (
           <>
+            <FeatureForm onSaved={state.reload} />
             <Section title="Features" id="features">
               <table><thead><tr><th scope="col">Key</th><th scope="col">Name</th><th scope="col">Type</th><th scope="col">Pool</th></tr></thead>
                 <tbody>{d.features.map((x) => <tr key={x.key}><td>{x.key}</td><td>{x.name}</td><td>{x.type}</td><td>{x.creditPool ?? '—'}</td></tr>)}</tbody></table>
@@ -317,6 +318,73 @@ export function UsageList({ id, status, title }: { id: string; status: string | 
             <p>
               {cursors.length > 1 && <button type="button" onClick={() => setCursors(cursors.slice(0, -1))}>Newer</button>}{' '}
               {d.usageEvents.hasNextPage && <button type="button" onClick={() => setCursors([...cursors, d.usageEvents.endCursor])}>Older</button>}
+            </p>
+          </>
+        )}
+      </Loadable>
+    </Section>
+  );
+}
+
+/** Adds or updates a feature; the server's validation error is shown in place. */
+function FeatureForm({ onSaved }: { onSaved: () => void }) {
+  const [error, setError] = useState<string | null>(null);
+  const [saved, setSaved] = useState<string | null>(null);
+  const save = async (e: FormEvent<HTMLFormElement>) => {
+    e.preventDefault();
+    const f = new FormData(e.currentTarget);
+    setError(null);
+    setSaved(null);
+    try {
+      const r = await gql(UpsertFeatureDocument, { input: { key: String(f.get('key')), name: String(f.get('name')), type: String(f.get('type')) as FeatureType } });
+      setSaved(`Saved feature ${r.upsertFeature.key}.`);
+      onSaved();
+    } catch (err) {
+      setError(`${(err as Error).message}${err instanceof ApiError ? ` (${err.code})` : ''}`);
+    }
+  };
+  return (
+    <Section title="Add or update a feature" id="feature-form">
+      <form onSubmit={save} className="inline">
+        <label htmlFor="fk">Key</label> <input id="fk" name="key" required />{' '}
+        <label htmlFor="fn">Name</label> <input id="fn" name="name" required />{' '}
+        <label htmlFor="ft">Type</label>{' '}
+        <select id="ft" name="type"><option>BOOLEAN</option><option>METERED</option><option>CONFIG</option></select>{' '}
+        <button type="submit">Save feature</button>
+        {error && <p className="error" role="alert">{error}</p>}
+        {saved && <p role="status">{saved}</p>}
+      </form>
+    </Section>
+  );
+}
+
+/** A customer's entitlement history, newest first, paged by cursor. */
+export function History({ id }: { id: string }) {
+  const [cursors, setCursors] = useState<Array<string | null>>([null]);
+  const state = useLoad(() => gql(HistoryDocument, { id, first: 20, after: cursors[cursors.length - 1] }), [id, cursors]);
+  return (
+    <Section title="Entitlement history" id="history">
+      <Loadable state={state} empty={(d) => d.entitlementHistory.items.length === 0}>
+        {(d) => (
+          <>
+            <table>
+              <thead><tr><th scope="col">When</th><th scope="col">Feature</th><th scope="col">Action</th><th scope="col">By</th><th scope="col">Reason</th></tr></thead>
+              <tbody>
+                {d.entitlementHistory.items.map((c) => {
+                  const pay = c.actorType === 'PAYMENT_EVENT' && c.actorId ? /^([^:]+):(.+)$/.exec(c.actorId) : null;
+                  return (
+                    <tr key={c.id}>
+                      <td>{fmtTime(c.createdAt)}</td><td>{c.feature}</td><td>{c.action}</td>
+                      <td>{pay ? <a {...href(`/payments/${encodeURIComponent(pay[1])}/${encodeURIComponent(pay[2])}`)}>{pay[2]}</a> : `${c.actorType.toLowerCase()} ${c.actorId ?? ''}`}</td>
+                      <td>{c.reason ?? ''}</td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+            <p>
+              {cursors.length > 1 && <button type="button" onClick={() => setCursors(cursors.slice(0, -1))}>Newer changes</button>}{' '}
+              {d.entitlementHistory.hasNextPage && <button type="button" onClick={() => setCursors([...cursors, d.entitlementHistory.endCursor])}>Older changes</button>}
             </p>
           </>
         )}

@@ -3,9 +3,9 @@ import { Chart, BarController, BarElement, CategoryScale, Legend, LinearScale, T
 import { credential, gql } from './api';
 import {
   CustomerPageDocument, CustomersDocument, GrantCreditsDocument, LedgerDocument, OverviewDocument, PortalDocument,
-  RevokeEntitlementDocument, ViewerDocument, WhyChargedDocument,
+  RevokeEntitlementDocument, ViewerDocument, WhyBilledDocument, WhyChargedDocument,
 } from './generated/graphql';
-import { CustomerExtras, UsageList } from './more-pages';
+import { CustomerExtras, History, UsageList } from './more-pages';
 import { href, navigate } from './router';
 import { fmtTime, Loadable, Section, useLoad } from './ui';
 
@@ -247,6 +247,7 @@ export function CustomerView({ id }: { id: string }) {
               )}
             </Loadable>
           </Section>
+          <History id={id} />
           <UsageList id={id} status="HELD" title="Open reservations" />
           <UsageList id={id} status={null} title="Usage events" />
           <CustomerExtras id={id} onChanged={state.reload} />
@@ -297,6 +298,7 @@ export function WhyCharged({ customerId, keyParam }: { customerId: string; keyPa
                   </li>
                 );
               })}
+              <BilledStep customerId={customerId} at={u.resolvedAt ?? u.createdAt} pool={u.pool ?? u.feature} overage={u.overage} />
               <li><a {...href(`/customers/${encodeURIComponent(customerId)}`)}>Back to {customerId}</a></li>
             </ol>
           );
@@ -348,5 +350,29 @@ export function Portal({ customerId }: { customerId: string }) {
         )}
       </Loadable>
     </main>
+  );
+}
+
+/** The last step of the chain: the invoice (finalized, or the live preview) whose period covers the usage. */
+function BilledStep({ customerId, at, pool, overage }: { customerId: string; at: string; pool: string; overage: string }) {
+  const state = useLoad(() => gql(WhyBilledDocument, { customerId }), [customerId]);
+  const t = new Date(at).getTime();
+  const within = (i: { periodStart: string; periodEnd: string }) => new Date(i.periodStart).getTime() <= t && t < new Date(i.periodEnd).getTime();
+  const d = state.data;
+  const inv = d ? (d.invoices.items.find(within) ?? (within(d.invoicePreview) ? { ...d.invoicePreview, number: null as number | null } : null)) : null;
+  const line = inv?.lines.find((l) => l.feature === pool && (l.kind === 'USAGE' || l.kind === 'LATE_USAGE'));
+  return (
+    <li>
+      <h2>Billed</h2>
+      {state.loading ? <p className="muted" role="status">Loading…</p> : !inv ? (
+        <p className="muted" data-testid="invoice-line">No invoice covers this usage: the customer is not on a priced plan for it, or its period is not billed yet.</p>
+      ) : (
+        <p data-testid="invoice-line">
+          {inv.number ? `Invoice #${inv.number}` : 'The live invoice preview'} ({fmtTime(inv.periodStart)} – {fmtTime(inv.periodEnd)}):{' '}
+          {line ? `${line.kind} ${line.feature}, ${line.quantity} billable, ${line.amount} ${inv.currency}` : `no usage line for ${pool}`}
+          {Number(overage) > 0 ? `; this usage put ${overage} of it past the allowance.` : '; this usage was within the allowance (paid by the base fee).'}
+        </p>
+      )}
+    </li>
   );
 }

@@ -45,6 +45,22 @@ export type EntitlementSource =
   | 'PURCHASE'
   | 'TRIAL';
 
+export type FeatureInput = {
+  creditCost?: string | number | null | undefined;
+  creditPool?: string | null | undefined;
+  description?: string | null | undefined;
+  gatedBy?: string | null | undefined;
+  key: string;
+  name: string;
+  precision?: number | null | undefined;
+  type: FeatureType;
+  unit?: string | null | undefined;
+  /** A pool: what one unit is worth, with valueCurrency. */
+  unitValue?: string | number | null | undefined;
+  /** ISO 4217; required with unitValue. */
+  valueCurrency?: string | null | undefined;
+};
+
 /** BOOLEAN: on/off. METERED: has a balance or draws from a credit pool. CONFIG: a value (e.g. a limit). */
 export type FeatureType =
   | 'BOOLEAN'
@@ -203,6 +219,13 @@ export type WhyChargedQueryVariables = Exact<{
 
 export type WhyChargedQuery = { usageEvent: { id: string, idempotencyKey: string, kind: string, feature: string, pool: string | null, quantity: string, rate: string | null, status: UsageStatus, reason: AccessReason, charged: string, overage: string, uncollected: string, actor: string | null, createdAt: string, resolvedAt: string | null, providerCost: string | null, grants: Array<{ grantId: string, amount: string }>, entries: Array<{ id: string, kind: LedgerEntryKind, amount: string, balanceAfter: string, grantId: string }> } | null, grants: Array<{ id: string, feature: string, entitlementId: string, source: EntitlementSource, amount: string, remaining: string, periodStart: string, expiresAt: string | null, idempotencyKey: string | null, reason: string | null }>, entitlements: Array<{ id: string, feature: string, source: EntitlementSource, sourceRef: string | null, plan: string | null, validFrom: string, validUntil: string | null, revokedAt: string | null }>, entitlementHistory: { items: Array<{ entitlementId: string, action: EntitlementAction, actorType: ActorType, actorId: string | null, reason: string | null, createdAt: string }> } };
 
+export type WhyBilledQueryVariables = Exact<{
+  customerId: string | number;
+}>;
+
+
+export type WhyBilledQuery = { invoices: { items: Array<{ id: string | null, number: number | null, status: InvoiceStatus, currency: string, periodStart: string, periodEnd: string, lines: Array<{ kind: InvoiceLineKind, feature: string | null, quantity: string, amount: string }> }> }, invoicePreview: { status: InvoiceStatus, currency: string, periodStart: string, periodEnd: string, lines: Array<{ kind: InvoiceLineKind, feature: string | null, quantity: string, amount: string }> } };
+
 export type PaymentEventQueryVariables = Exact<{
   id: string | number;
   provider: string;
@@ -331,6 +354,22 @@ export type UsageEventsQueryVariables = Exact<{
 
 
 export type UsageEventsQuery = { usageEvents: { hasNextPage: boolean, endCursor: string | null, items: Array<{ id: string, idempotencyKey: string, kind: string, feature: string, quantity: string, status: string, reason: string, charged: string, held: string, expiresAt: string | null, createdAt: string }> } };
+
+export type UpsertFeatureMutationVariables = Exact<{
+  input: FeatureInput;
+}>;
+
+
+export type UpsertFeatureMutation = { upsertFeature: { key: string, name: string, type: FeatureType } };
+
+export type HistoryQueryVariables = Exact<{
+  id: string | number;
+  first: number;
+  after?: string | null | undefined;
+}>;
+
+
+export type HistoryQuery = { entitlementHistory: { hasNextPage: boolean, endCursor: string | null, items: Array<{ id: string, entitlementId: string, feature: string, action: EntitlementAction, actorType: ActorType, actorId: string | null, reason: string | null, createdAt: string }> } };
 
 export class TypedDocumentString<TResult, TVariables>
   extends String
@@ -504,6 +543,38 @@ export const WhyChargedDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<WhyChargedQuery, WhyChargedQueryVariables>;
+export const WhyBilledDocument = new TypedDocumentString(`
+    query WhyBilled($customerId: ID!) {
+  invoices(customerId: $customerId, first: 24) {
+    items {
+      id
+      number
+      status
+      currency
+      periodStart
+      periodEnd
+      lines {
+        kind
+        feature
+        quantity
+        amount
+      }
+    }
+  }
+  invoicePreview(customerId: $customerId) {
+    status
+    currency
+    periodStart
+    periodEnd
+    lines {
+      kind
+      feature
+      quantity
+      amount
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<WhyBilledQuery, WhyBilledQueryVariables>;
 export const PaymentEventDocument = new TypedDocumentString(`
     query PaymentEvent($id: ID!, $provider: String!) {
   paymentEvent(id: $id, provider: $provider) {
@@ -848,3 +919,30 @@ export const UsageEventsDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<UsageEventsQuery, UsageEventsQueryVariables>;
+export const UpsertFeatureDocument = new TypedDocumentString(`
+    mutation UpsertFeature($input: FeatureInput!) {
+  upsertFeature(input: $input) {
+    key
+    name
+    type
+  }
+}
+    `) as unknown as TypedDocumentString<UpsertFeatureMutation, UpsertFeatureMutationVariables>;
+export const HistoryDocument = new TypedDocumentString(`
+    query History($id: ID!, $first: Int!, $after: String) {
+  entitlementHistory(customerId: $id, first: $first, after: $after) {
+    items {
+      id
+      entitlementId
+      feature
+      action
+      actorType
+      actorId
+      reason
+      createdAt
+    }
+    hasNextPage
+    endCursor
+  }
+}
+    `) as unknown as TypedDocumentString<HistoryQuery, HistoryQueryVariables>;
