@@ -7,6 +7,7 @@ import { openDatabase, type DatabaseHandle } from './db/database';
 import { rootDir } from './db/orm';
 import { Role } from './modules/auth/auth.entities';
 import { readCatalogFile } from './modules/catalog/catalog.file';
+import { dec } from './shared/decimal';
 import { startTracing, stopTracing } from './observability/tracing';
 import { ActorType } from './modules/entitlements/entitlement.entity';
 
@@ -56,6 +57,7 @@ async function prepare(config: Config, app: App): Promise<string> {
       if (existing.length > 0) continue;
       await services.customers.upsert({ id: c.id, name: c.name ?? null });
       await services.entitlements.assignPlan({ customerId: c.id, plan: c.plan, reason: 'demo customer' }, { type: ActorType.SYSTEM, id: 'demo' });
+      for (const u of c.usage ?? []) await services.usage.consume({ customerId: c.id, feature: u.feature, quantity: dec(u.quantity), idempotencyKey: u.idempotencyKey }, 'system:demo');
     }
   }
   if (config.adminKey) return 'Admin key: the value of TOLLGATE_ADMIN_KEY.';

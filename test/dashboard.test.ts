@@ -160,6 +160,25 @@ test('catalog (the cost form shows the server\'s validation error in place), pay
   await page.getByRole('cell', { name: 'demo-pro' }).waitFor();
 });
 
+test('a SERVER key is not offered what it may not do: no catalog, payments or webhook pages, no grant, revoke or plan actions', async () => {
+  const { createApiKey } = await ok(`mutation { createApiKey(name: "dashboard server", role: SERVER) { secret } }`);
+  const ctx = await browser.newContext();
+  const p = await ctx.newPage();
+  await p.goto(`${svc.url}/dashboard`);
+  await p.getByLabel('API key').fill(createApiKey.secret);
+  await p.getByRole('button', { name: 'Sign in' }).click();
+  await p.getByRole('heading', { name: 'Overview' }).waitFor();
+  await p.getByRole('img', { name: 'Charges, denials by reason and active customers by day' }).waitFor();
+  expect(await p.getByRole('alert').count()).toBe(0); // nothing on the page asked for what the key may not read
+  const nav = p.getByRole('navigation', { name: 'Main' });
+  expect(await nav.getByRole('link').allTextContents()).toEqual(['Overview', 'Customers', 'Revenue integrity']);
+  await p.goto(`${svc.url}/dashboard/customers/demo-pro`);
+  await p.getByTestId('balance-credits').waitFor();
+  await p.getByRole('button', { name: 'Create a customer token (15 min)' }).waitFor();
+  expect(await p.getByRole('button', { name: /^(Grant|Revoke .*|Assign)$/ }).count()).toBe(0);
+  await ctx.close();
+});
+
 test('the portal, with a customer token, shows only that customer; the token cannot read another one', async () => {
   const token = (await ok(`mutation { createCustomerToken(customerId: "demo-pro") }`)).createCustomerToken as string;
   const portal = await (await browser.newContext({ viewport: { width: 1024, height: 700 } })).newPage();

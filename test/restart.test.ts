@@ -14,7 +14,8 @@ test('npm start serves on embedded PostgreSQL with the demo catalog, and data su
     expect((await fetch(`${service.url}/healthz`)).status).toBe(200);
     expect((await fetch(`${service.url}/readyz`)).status).toBe(200);
     const demo = await service.gql(`{ canAccess(customerId: "demo-pro", feature: "image.generate") { allowed reason balance } }`);
-    expect(demo.data.canAccess).toMatchObject({ allowed: true, reason: 'ENTITLED', balance: '5000' });
+    // the demo catalog's demo-pro has used one image (20 credits) of its 5,000, for the dashboard to explain
+    expect(demo.data.canAccess).toMatchObject({ allowed: true, reason: 'ENTITLED', balance: '4980' });
     const granted = await service.gql(`mutation { grantCredits(input: { customerId: "survivor", feature: "credits", amount: 42, idempotencyKey: "g1" }) { id } }`);
     expect(granted.errors).toBeUndefined();
     const consumed = await service.gql(`mutation { consume(input: { customerId: "survivor", feature: "text.generate", quantity: 2, idempotencyKey: "c1" }) { allowed balance } }`);

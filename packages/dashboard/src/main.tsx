@@ -4,6 +4,7 @@ import { credential, gql } from './api';
 import { ViewerDocument } from './generated/graphql';
 import { Catalog, PaymentEventView, Payments, Revenue, UsageById, Webhooks } from './more-pages';
 import { CustomerView, Customers, Overview, Portal, SignIn, WhyCharged } from './pages';
+import { RoleContext } from './role';
 import { href, match, navigate, usePath } from './router';
 import './styles.css';
 
@@ -32,6 +33,7 @@ function App() {
     setViewer(null);
   };
   if (portal) return <Portal customerId={viewer.customerId ?? ''} />;
+  const admin = viewer.role === 'ADMIN';
   let page;
   let m: Record<string, string> | null;
   if ((m = match(path, '/customers/:id'))) page = <CustomerView id={m.id} />;
@@ -46,15 +48,15 @@ function App() {
   else if (match(path, '/')) page = <Overview />;
   else page = <p>Not found. <a {...href('/')}>Overview</a></p>;
   return (
-    <>
+    <RoleContext.Provider value={viewer.role}>
       <header>
         <nav aria-label="Main">
           <a {...href('/')}>Overview</a>
           <a {...href('/customers')}>Customers</a>
-          <a {...href('/catalog')}>Catalog</a>
-          <a {...href('/payments')}>Payments</a>
+          {admin && <a {...href('/catalog')}>Catalog</a>}
+          {admin && <a {...href('/payments')}>Payments</a>}
           <a {...href('/revenue')}>Revenue integrity</a>
-          <a {...href('/webhooks')}>Webhooks</a>
+          {admin && <a {...href('/webhooks')}>Webhooks</a>}
           <form role="search" onSubmit={(e) => {
             e.preventDefault();
             const v = new FormData(e.currentTarget);
@@ -68,7 +70,7 @@ function App() {
         </nav>
       </header>
       <main>{page}</main>
-    </>
+    </RoleContext.Provider>
   );
 }
 

@@ -4,9 +4,10 @@ import { ApiError, gql } from './api';
 import {
   AssignPlanDocument, CatalogDocument, PaymentEventDocument, CreateCustomerTokenDocument, CustomerExtrasDocument, PaymentEventsDocument,
   ReplayPaymentEventDocument, ReplayWebhookDeliveryDocument, RevenueDocument, SetCostRateDocument, UsageByIdDocument,
-  HistoryDocument, UpsertFeatureDocument, UsageEventsDocument, WebhooksDocument, type FeatureType, type MarginGroup, type PaymentEventStatus,
+  HistoryDocument, LeakageDocument, UpsertFeatureDocument, UsageEventsDocument, WebhooksDocument, type FeatureType, type MarginGroup, type PaymentEventStatus,
 } from './generated/graphql';
 import { href, navigate } from './router';
+import { useIsAdmin } from './role';
 import { fmtTime, Loadable, Section, useLoad } from './ui';
 
 const STATUSES: PaymentEventStatus[] = ['RECEIVED', 'APPLIED', 'IGNORED', 'PENDING_LINK', 'FAILED'];
@@ -110,6 +111,8 @@ export function Revenue({ by }: { by: string }) {
   const to = new Date(Math.ceil(Date.now() / 3_600_000) * 3_600_000 + 3_600_000).toISOString();
   const from = new Date(Date.now() - 30 * 86_400_000).toISOString();
   const state = useLoad(() => gql(RevenueDocument, { from, to, groupBy: [group] }), [group]);
+  const admin = useIsAdmin();
+  const leakage = useLoad(() => (admin ? gql(LeakageDocument, { from, to }) : Promise.resolve(null)), [admin]);
   const canvas = useRef<HTMLCanvasElement>(null);
   useEffect(() => {
     if (!canvas.current || !state.data) return;
@@ -127,11 +130,14 @@ export function Revenue({ by }: { by: string }) {
       <Loadable state={state}>
         {(d) => (
           <>
+            {admin && (
+              <Loadable state={leakage}>
+                {(l) => l && (
             <Section title="Leakage, last 30 days" id="leakage-causes">
               <table>
                 <thead><tr><th scope="col">Cause</th><th scope="col">Status</th><th scope="col">Count</th><th scope="col">Amount</th><th scope="col">Examples</th></tr></thead>
                 <tbody>
-                  {d.leakageReport.rows.map((r) => (
+                  {l.leakageReport.rows.map((r) => (
                     <tr key={`${r.cause}${r.currency}`}>
                       <td>{r.cause}</td><td>{r.status}</td><td>{r.count}</td><td>{r.amount} {r.currency ?? ''}</td>
                       <td>{r.examples.slice(0, 5).map((x) => (
@@ -145,6 +151,9 @@ export function Revenue({ by }: { by: string }) {
                 </tbody>
               </table>
             </Section>
+                )}
+              </Loadable>
+            )}
             <Section title="Margin" id="margin-by">
               <label htmlFor="by">By</label>{' '}
               <select id="by" value={group} onChange={(e) => navigate(`/revenue?by=${e.target.value}`)}>
@@ -231,6 +240,7 @@ export function Catalog() {
 
 /** A customer's past invoices, plan assignment and a customer token (for the portal). */
 export function CustomerExtras({ id, onChanged }: { id: string; onChanged: () => void }) {
+  const admin = useIsAdmin();
   const state = useLoad(() => gql(CustomerExtrasDocument, { id }), [id]);
   const [notice, setNotice] = useState<string | null>(null);
   const [token, setToken] = useState<string | null>(null);
@@ -255,11 +265,11 @@ export function CustomerExtras({ id, onChanged }: { id: string; onChanged: () =>
             )}
           </Section>
           <Section title="Actions" id="actions">
-            <form onSubmit={assign} className="inline">
+            {admin && <form onSubmit={assign} className="inline">
               <label htmlFor="plan">Assign or change plan</label>{' '}
               <select id="plan" name="plan">{d.plans.map((p) => <option key={p.key} value={p.key}>{p.name}</option>)}</select>{' '}
               <button type="submit">Assign</button>
-            </form>
+            </form>}
             <p><button type="button" onClick={mint}>Create a customer token (15 min)</button></p>
             {token && <p><label htmlFor="token">Token for the portal</label> <input id="token" readOnly value={token} size={60} /></p>}
           </Section>

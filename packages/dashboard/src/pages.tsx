@@ -2,10 +2,11 @@ import { useEffect, useRef, useState, type FormEvent } from 'react';
 import { Chart, BarController, BarElement, CategoryScale, Legend, LinearScale, Tooltip } from 'chart.js';
 import { credential, gql } from './api';
 import {
-  CustomerPageDocument, CustomersDocument, GrantCreditsDocument, LedgerDocument, OverviewDocument, PortalDocument,
+  CustomerPageDocument, CustomersDocument, GrantCreditsDocument, LedgerDocument, OverviewAdminDocument, OverviewDocument, PortalDocument,
   RevokeEntitlementDocument, ViewerDocument, WhyBilledDocument, WhyChargedDocument,
 } from './generated/graphql';
 import { CustomerExtras, History, UsageList } from './more-pages';
+import { useIsAdmin } from './role';
 import { href, navigate } from './router';
 import { fmtTime, Loadable, Section, useLoad } from './ui';
 
@@ -43,6 +44,8 @@ export function Overview() {
   const to = new Date(Math.ceil(Date.now() / 3_600_000) * 3_600_000 + 3_600_000).toISOString();
   const from = new Date(Date.now() - days * 86_400_000).toISOString();
   const state = useLoad(() => gql(OverviewDocument, { from, to }), [days]);
+  const admin = useIsAdmin();
+  const adminState = useLoad(() => (admin ? gql(OverviewAdminDocument, { from, to }) : Promise.resolve(null)), [days, admin]);
   const canvas = useRef<HTMLCanvasElement>(null);
   const activityCanvas = useRef<HTMLCanvasElement>(null);
   useEffect(() => {
@@ -106,20 +109,28 @@ export function Overview() {
                 {d.margin.items.reduce((n, i) => n + Number(i.margin), 0).toFixed(2)} {d.margin.items[0]?.currency ?? ''}
               </p>
             </Section>
-            <Section title="Leakage" id="leakage">
-              <table>
-                <thead><tr><th scope="col">Cause</th><th scope="col">Count</th><th scope="col">Amount</th><th scope="col">Status</th></tr></thead>
-                <tbody>
-                  {d.leakageReport.rows.map((r) => (
-                    <tr key={`${r.cause}${r.currency}`}><td>{r.cause}</td><td>{r.count}</td><td>{r.amount} {r.currency ?? ''}</td><td>{r.status}</td></tr>
-                  ))}
-                </tbody>
-              </table>
-            </Section>
-            <p>
-              Webhook backlog: {d.webhookDeliveries.items.length > 0 ? <a {...href('/webhooks')}>deliveries pending</a> : 'none'} ·
-              Payment events failed: {d.paymentEvents.items.length > 0 ? <a {...href('/payments?status=FAILED')}>yes, see them</a> : 'none'}
-            </p>
+            {admin && (
+              <Loadable state={adminState}>
+                {(a) => a && (
+                  <>
+                    <Section title="Leakage" id="leakage">
+                      <table>
+                        <thead><tr><th scope="col">Cause</th><th scope="col">Count</th><th scope="col">Amount</th><th scope="col">Status</th></tr></thead>
+                        <tbody>
+                          {a.leakageReport.rows.map((r) => (
+                            <tr key={`${r.cause}${r.currency}`}><td>{r.cause}</td><td>{r.count}</td><td>{r.amount} {r.currency ?? ''}</td><td>{r.status}</td></tr>
+                          ))}
+                        </tbody>
+                      </table>
+                    </Section>
+                    <p>
+                      Webhook backlog: {a.webhookDeliveries.items.length > 0 ? <a {...href('/webhooks')}>deliveries pending</a> : 'none'} ·
+                      Payment events failed: {a.paymentEvents.items.length > 0 ? <a {...href('/payments?status=FAILED')}>yes, see them</a> : 'none'}
+                    </p>
+                  </>
+                )}
+              </Loadable>
+            )}
           </>
         )}
       </Loadable>
@@ -155,6 +166,7 @@ export function Customers({ search }: { search: string }) {
 }
 
 export function CustomerView({ id }: { id: string }) {
+  const admin = useIsAdmin();
   const state = useLoad(() => gql(CustomerPageDocument, { id }), [id]);
   const [cursors, setCursors] = useState<Array<string | null>>([null]);
   const ledger = useLoad(() => gql(LedgerDocument, { id, first: 25, after: cursors[cursors.length - 1] }), [id, cursors]);
@@ -200,13 +212,13 @@ export function CustomerView({ id }: { id: string }) {
                 </table>
               </div>
             ))}
-            <form onSubmit={grant} className="inline">
+            {admin && <form onSubmit={grant} className="inline">
               <label htmlFor="amount">Grant credits</label>{' '}
               <input id="amount" name="amount" inputMode="decimal" required defaultValue="100" />{' '}
               <label htmlFor="pool">to pool</label>{' '}
               <input id="pool" name="pool" defaultValue={d.balances[0]?.feature ?? 'credits'} />{' '}
               <button type="submit">Grant</button>
-            </form>
+            </form>}
           </Section>
           <Section title="Entitlements" id="entitlements">
             <table>
@@ -218,7 +230,7 @@ export function CustomerView({ id }: { id: string }) {
                     <td>{e.source}{e.plan ? ` (${e.plan})` : ''}{e.sourceRef ? ` ${e.sourceRef}` : ''}</td>
                     <td>{fmtTime(e.validFrom)} – {fmtTime(e.validUntil)}</td>
                     <td>{e.revokedAt ? 'revoked' : e.validUntil && new Date(e.validUntil) < new Date() ? 'ended' : 'active'}</td>
-                    <td>{!e.revokedAt && <button type="button" onClick={() => revoke(e.id, e.feature)}>Revoke {e.feature}</button>}</td>
+                    <td>{admin && !e.revokedAt && <button type="button" onClick={() => revoke(e.id, e.feature)}>Revoke {e.feature}</button>}</td>
                   </tr>
                 ))}
               </tbody>

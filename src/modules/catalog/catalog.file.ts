@@ -5,7 +5,8 @@ import { badInput } from '../../shared/errors';
 import type { CatalogDocument } from './catalog.service';
 
 export interface CatalogFile extends CatalogDocument {
-  demoCustomers?: Array<{ id: string; name?: string; plan: string }>;
+  /** `usage`: consumes made once when the demo customer is created (so the dashboard has something to explain). */
+  demoCustomers?: Array<{ id: string; name?: string; plan: string; usage?: Array<{ feature: string; quantity: number; idempotencyKey: string }> }>;
 }
 
 /** Reads a catalog document (YAML or JSON, by extension; YAML is a superset of JSON anyway). */

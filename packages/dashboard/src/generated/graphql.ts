@@ -240,7 +240,15 @@ export type OverviewQueryVariables = Exact<{
 }>;
 
 
-export type OverviewQuery = { margin: { items: Array<{ currency: string | null, revenue: string, providerCost: string, margin: string, count: number, group: Array<{ value: string }> }> }, leakageReport: { rows: Array<{ cause: LeakageCause, count: number, amount: string, currency: string | null, status: LeakageStatus }> }, webhookDeliveries: { items: Array<{ id: string }> }, paymentEvents: { items: Array<{ id: string }> }, activity: Array<{ day: string, charges: number, unitsCharged: string, denials: number, activeCustomers: number, denialsByReason: Array<{ reason: string, count: number }> }> };
+export type OverviewQuery = { margin: { items: Array<{ currency: string | null, revenue: string, providerCost: string, margin: string, count: number, group: Array<{ value: string }> }> }, activity: Array<{ day: string, charges: number, unitsCharged: string, denials: number, activeCustomers: number, denialsByReason: Array<{ reason: string, count: number }> }> };
+
+export type OverviewAdminQueryVariables = Exact<{
+  from: string;
+  to: string;
+}>;
+
+
+export type OverviewAdminQuery = { leakageReport: { rows: Array<{ cause: LeakageCause, count: number, amount: string, currency: string | null, status: LeakageStatus }> }, webhookDeliveries: { items: Array<{ id: string }> }, paymentEvents: { items: Array<{ id: string }> } };
 
 export type GrantCreditsMutationVariables = Exact<{
   input: GrantCreditsInput;
@@ -294,6 +302,14 @@ export type ReplayWebhookDeliveryMutationVariables = Exact<{
 
 export type ReplayWebhookDeliveryMutation = { replayWebhookDelivery: { id: string, status: WebhookDeliveryStatus } };
 
+export type LeakageQueryVariables = Exact<{
+  from: string;
+  to: string;
+}>;
+
+
+export type LeakageQuery = { leakageReport: { rows: Array<{ cause: LeakageCause, count: number, units: string, amount: string, currency: string | null, status: LeakageStatus, examples: Array<{ kind: LeakageExampleKind, id: string, customerId: string | null, at: string, units: string, amount: string }> }> } };
+
 export type RevenueQueryVariables = Exact<{
   from: string;
   to: string;
@@ -301,7 +317,7 @@ export type RevenueQueryVariables = Exact<{
 }>;
 
 
-export type RevenueQuery = { leakageReport: { rows: Array<{ cause: LeakageCause, count: number, units: string, amount: string, currency: string | null, status: LeakageStatus, examples: Array<{ kind: LeakageExampleKind, id: string, customerId: string | null, at: string, units: string, amount: string }> }> }, margin: { items: Array<{ currency: string | null, revenue: string, providerCost: string, margin: string, marginPercent: string | null, count: number, group: Array<{ dimension: MarginGroup, value: string }> }> } };
+export type RevenueQuery = { margin: { items: Array<{ currency: string | null, revenue: string, providerCost: string, margin: string, marginPercent: string | null, count: number, group: Array<{ dimension: MarginGroup, value: string }> }> } };
 
 export type CatalogQueryVariables = Exact<{ [key: string]: never; }>;
 
@@ -612,6 +628,21 @@ export const OverviewDocument = new TypedDocumentString(`
       count
     }
   }
+  activity(from: $from, to: $to) {
+    day
+    charges
+    unitsCharged
+    denials
+    denialsByReason {
+      reason
+      count
+    }
+    activeCustomers
+  }
+}
+    `) as unknown as TypedDocumentString<OverviewQuery, OverviewQueryVariables>;
+export const OverviewAdminDocument = new TypedDocumentString(`
+    query OverviewAdmin($from: DateTime!, $to: DateTime!) {
   leakageReport(from: $from, to: $to) {
     rows {
       cause
@@ -631,19 +662,8 @@ export const OverviewDocument = new TypedDocumentString(`
       id
     }
   }
-  activity(from: $from, to: $to) {
-    day
-    charges
-    unitsCharged
-    denials
-    denialsByReason {
-      reason
-      count
-    }
-    activeCustomers
-  }
 }
-    `) as unknown as TypedDocumentString<OverviewQuery, OverviewQueryVariables>;
+    `) as unknown as TypedDocumentString<OverviewAdminQuery, OverviewAdminQueryVariables>;
 export const GrantCreditsDocument = new TypedDocumentString(`
     mutation GrantCredits($input: GrantCreditsInput!) {
   grantCredits(input: $input) {
@@ -777,8 +797,8 @@ export const ReplayWebhookDeliveryDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<ReplayWebhookDeliveryMutation, ReplayWebhookDeliveryMutationVariables>;
-export const RevenueDocument = new TypedDocumentString(`
-    query Revenue($from: DateTime!, $to: DateTime!, $groupBy: [MarginGroup!]!) {
+export const LeakageDocument = new TypedDocumentString(`
+    query Leakage($from: DateTime!, $to: DateTime!) {
   leakageReport(from: $from, to: $to) {
     rows {
       cause
@@ -797,6 +817,10 @@ export const RevenueDocument = new TypedDocumentString(`
       }
     }
   }
+}
+    `) as unknown as TypedDocumentString<LeakageQuery, LeakageQueryVariables>;
+export const RevenueDocument = new TypedDocumentString(`
+    query Revenue($from: DateTime!, $to: DateTime!, $groupBy: [MarginGroup!]!) {
   margin(from: $from, to: $to, groupBy: $groupBy, first: 100) {
     items {
       group {
