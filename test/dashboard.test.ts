@@ -160,6 +160,22 @@ test('catalog (the cost form shows the server\'s validation error in place), pay
   await page.getByRole('cell', { name: 'demo-pro' }).waitFor();
 });
 
+test('lists page by cursor kept in the URL: a reload shows the same page, back returns to the newer one', async () => {
+  await ok(`mutation { assignPlan(customerId: "pager", plan: "pro") { id } }`);
+  for (let i = 0; i < 22; i++) await ok(`mutation { consume(input: { customerId: "pager", feature: "text.generate", quantity: 1, idempotencyKey: "p${String(i).padStart(2, '0')}" }) { allowed } }`);
+  await page.goto(`${svc.url}/dashboard/customers/pager`);
+  const usage = page.getByRole('region', { name: 'Usage events' });
+  await usage.getByRole('link', { name: 'p21' }).waitFor();
+  await usage.getByRole('button', { name: 'Older usage' }).click();
+  await usage.getByRole('link', { name: 'p01' }).waitFor();
+  expect(new URL(page.url()).searchParams.get('usage')).toBeTruthy();
+  await page.reload();
+  await page.getByRole('region', { name: 'Usage events' }).getByRole('link', { name: 'p00' }).waitFor();
+  expect(await page.getByRole('region', { name: 'Usage events' }).getByRole('link', { name: 'p21' }).count()).toBe(0);
+  await page.goBack();
+  await page.getByRole('region', { name: 'Usage events' }).getByRole('link', { name: 'p21' }).waitFor();
+});
+
 test('a SERVER key is not offered what it may not do: no catalog, payments or webhook pages, no grant, revoke or plan actions', async () => {
   const { createApiKey } = await ok(`mutation { createApiKey(name: "dashboard server", role: SERVER) { secret } }`);
   const ctx = await browser.newContext();

@@ -6,7 +6,7 @@ import {
   ReplayPaymentEventDocument, ReplayWebhookDeliveryDocument, RevenueDocument, SetCostRateDocument, UsageByIdDocument,
   HistoryDocument, LeakageDocument, UpsertFeatureDocument, UsageEventsDocument, WebhooksDocument, type FeatureType, type MarginGroup, type PaymentEventStatus,
 } from './generated/graphql';
-import { href, navigate } from './router';
+import { href, navigate, useCursor } from './router';
 import { useIsAdmin } from './role';
 import { fmtTime, Loadable, Section, useLoad } from './ui';
 
@@ -59,7 +59,8 @@ export function Payments({ status, after }: { status: string; after: string }) {
 }
 
 export function Webhooks() {
-  const state = useLoad(() => gql(WebhooksDocument), []);
+  const cursor = useCursor('after');
+  const state = useLoad(() => gql(WebhooksDocument, { after: cursor.after }), [cursor.after]);
   const [notice, setNotice] = useState<string | null>(null);
   const replay = async (id: string) => {
     await gql(ReplayWebhookDeliveryDocument, { id }).then(() => setNotice('Queued again.'), (e: Error) => setNotice(e.message));
@@ -95,6 +96,10 @@ export function Webhooks() {
                   </tbody>
                 </table>
               )}
+              <p>
+                {cursor.after && <button type="button" onClick={cursor.newest}>Newest deliveries</button>}{' '}
+                {d.webhookDeliveries.hasNextPage && <button type="button" onClick={() => cursor.older(d.webhookDeliveries.endCursor)}>Older deliveries</button>}
+              </p>
             </Section>
           </>
         )}
@@ -110,7 +115,8 @@ export function Revenue({ by }: { by: string }) {
   const group = (GROUPS.includes(by as MarginGroup) ? by : 'CUSTOMER') as MarginGroup;
   const to = new Date(Math.ceil(Date.now() / 3_600_000) * 3_600_000 + 3_600_000).toISOString();
   const from = new Date(Date.now() - 30 * 86_400_000).toISOString();
-  const state = useLoad(() => gql(RevenueDocument, { from, to, groupBy: [group] }), [group]);
+  const cursor = useCursor('after');
+  const state = useLoad(() => gql(RevenueDocument, { from, to, groupBy: [group], after: cursor.after }), [group, cursor.after]);
   const admin = useIsAdmin();
   const leakage = useLoad(() => (admin ? gql(LeakageDocument, { from, to }) : Promise.resolve(null)), [admin]);
   const canvas = useRef<HTMLCanvasElement>(null);
@@ -156,7 +162,7 @@ export function Revenue({ by }: { by: string }) {
             )}
             <Section title="Margin" id="margin-by">
               <label htmlFor="by">By</label>{' '}
-              <select id="by" value={group} onChange={(e) => navigate(`/revenue?by=${e.target.value}`)}>
+              <select id="by" value={group} onChange={(e) => navigate(`/revenue?by=${e.target.value}`)} aria-describedby="margin-by">
                 {GROUPS.map((g) => <option key={g} value={g}>{g.toLowerCase()}</option>)}
               </select>
               <canvas ref={canvas} role="img" aria-label={`Margin by ${group.toLowerCase()}`} />
@@ -164,6 +170,10 @@ export function Revenue({ by }: { by: string }) {
                 <thead><tr><th scope="col">{group.toLowerCase()}</th><th scope="col">Revenue</th><th scope="col">Provider cost</th><th scope="col">Margin</th><th scope="col">Usages</th></tr></thead>
                 <tbody>{d.margin.items.map((i, n) => <tr key={n}><td>{i.group[0]?.value || '(none)'}</td><td>{i.revenue} {i.currency ?? ''}</td><td>{i.providerCost}</td><td>{i.margin}{i.marginPercent ? ` (${Number(i.marginPercent).toFixed(1)} %)` : ''}</td><td>{i.count}</td></tr>)}</tbody>
               </table>
+              <p>
+                {cursor.after && <button type="button" onClick={cursor.newest}>First groups</button>}{' '}
+                {d.margin.hasNextPage && <button type="button" onClick={() => cursor.older(d.margin.endCursor)}>Next groups</button>}
+              </p>
             </Section>
           </>
         )}
@@ -241,7 +251,8 @@ export function Catalog() {
 /** A customer's past invoices, plan assignment and a customer token (for the portal). */
 export function CustomerExtras({ id, onChanged }: { id: string; onChanged: () => void }) {
   const admin = useIsAdmin();
-  const state = useLoad(() => gql(CustomerExtrasDocument, { id }), [id]);
+  const cursor = useCursor('invoices');
+  const state = useLoad(() => gql(CustomerExtrasDocument, { id, after: cursor.after }), [id, cursor.after]);
   const [notice, setNotice] = useState<string | null>(null);
   const [token, setToken] = useState<string | null>(null);
   const assign = async (e: FormEvent<HTMLFormElement>) => {
@@ -263,6 +274,10 @@ export function CustomerExtras({ id, onChanged }: { id: string; onChanged: () =>
               <table><thead><tr><th scope="col">Number</th><th scope="col">Period</th><th scope="col">Status</th><th scope="col">Total</th></tr></thead>
                 <tbody>{d.invoices.items.map((i) => <tr key={i.id ?? i.number}><td>{i.number}</td><td>{fmtTime(i.periodStart)} – {fmtTime(i.periodEnd)}</td><td>{i.status}</td><td>{i.total} {i.currency}</td></tr>)}</tbody></table>
             )}
+            <p>
+              {cursor.after && <button type="button" onClick={cursor.newest}>Newest invoices</button>}{' '}
+              {d.invoices.hasNextPage && <button type="button" onClick={() => cursor.older(d.invoices.endCursor)}>Older invoices</button>}
+            </p>
           </Section>
           <Section title="Actions" id="actions">
             {admin && <form onSubmit={assign} className="inline">
@@ -304,9 +319,9 @@ export function PaymentEventView({ provider, id }: { provider: string; id: strin
 
 /** A customer's usage events (newest first, paged) or its open reservations (status HELD). */
 export function UsageList({ id, status, title }: { id: string; status: string | null; title: string }) {
-  const [cursors, setCursors] = useState<Array<string | null>>([null]);
-  const state = useLoad(() => gql(UsageEventsDocument, { id, status, first: 20, after: cursors[cursors.length - 1] }), [id, status, cursors]);
   const sid = `usage-${status ?? 'all'}`;
+  const cursor = useCursor(status === 'HELD' ? 'held' : 'usage');
+  const state = useLoad(() => gql(UsageEventsDocument, { id, status, first: 20, after: cursor.after }), [id, status, cursor.after]);
   return (
     <Section title={title} id={sid}>
       <Loadable state={state} empty={(d) => d.usageEvents.items.length === 0}>
@@ -326,8 +341,8 @@ export function UsageList({ id, status, title }: { id: string; status: string | 
               </tbody>
             </table>
             <p>
-              {cursors.length > 1 && <button type="button" onClick={() => setCursors(cursors.slice(0, -1))}>Newer</button>}{' '}
-              {d.usageEvents.hasNextPage && <button type="button" onClick={() => setCursors([...cursors, d.usageEvents.endCursor])}>Older</button>}
+              {cursor.after && <button type="button" onClick={cursor.newest}>Newest</button>}{' '}
+              {d.usageEvents.hasNextPage && <button type="button" onClick={() => cursor.older(d.usageEvents.endCursor)}>{status === 'HELD' ? 'Older reservations' : 'Older usage'}</button>}
             </p>
           </>
         )}
@@ -370,8 +385,8 @@ function FeatureForm({ onSaved }: { onSaved: () => void }) {
 
 /** A customer's entitlement history, newest first, paged by cursor. */
 export function History({ id }: { id: string }) {
-  const [cursors, setCursors] = useState<Array<string | null>>([null]);
-  const state = useLoad(() => gql(HistoryDocument, { id, first: 20, after: cursors[cursors.length - 1] }), [id, cursors]);
+  const cursor = useCursor('history');
+  const state = useLoad(() => gql(HistoryDocument, { id, first: 20, after: cursor.after }), [id, cursor.after]);
   return (
     <Section title="Entitlement history" id="history">
       <Loadable state={state} empty={(d) => d.entitlementHistory.items.length === 0}>
@@ -393,8 +408,8 @@ export function History({ id }: { id: string }) {
               </tbody>
             </table>
             <p>
-              {cursors.length > 1 && <button type="button" onClick={() => setCursors(cursors.slice(0, -1))}>Newer changes</button>}{' '}
-              {d.entitlementHistory.hasNextPage && <button type="button" onClick={() => setCursors([...cursors, d.entitlementHistory.endCursor])}>Older changes</button>}
+              {cursor.after && <button type="button" onClick={cursor.newest}>Newest changes</button>}{' '}
+              {d.entitlementHistory.hasNextPage && <button type="button" onClick={() => cursor.older(d.entitlementHistory.endCursor)}>Older changes</button>}
             </p>
           </>
         )}

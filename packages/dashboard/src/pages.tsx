@@ -7,7 +7,7 @@ import {
 } from './generated/graphql';
 import { CustomerExtras, History, UsageList } from './more-pages';
 import { useIsAdmin } from './role';
-import { href, navigate } from './router';
+import { href, navigate, useCursor } from './router';
 import { fmtTime, Loadable, Section, useLoad } from './ui';
 
 Chart.register(BarController, BarElement, CategoryScale, LinearScale, Tooltip, Legend);
@@ -140,7 +140,8 @@ export function Overview() {
 
 export function Customers({ search }: { search: string }) {
   const [q, setQ] = useState(search);
-  const state = useLoad(() => gql(CustomersDocument, { search: search || null, first: 50 }), [search]);
+  const cursor = useCursor('after');
+  const state = useLoad(() => gql(CustomersDocument, { search: search || null, first: 50, after: cursor.after }), [search, cursor.after]);
   return (
     <>
       <h1>Customers</h1>
@@ -151,6 +152,7 @@ export function Customers({ search }: { search: string }) {
       </form>
       <Loadable state={state} empty={(d) => d.customers.items.length === 0}>
         {(d) => (
+          <>
           <table>
             <thead><tr><th scope="col">Id</th><th scope="col">Name</th><th scope="col">Email</th></tr></thead>
             <tbody>
@@ -159,6 +161,11 @@ export function Customers({ search }: { search: string }) {
               ))}
             </tbody>
           </table>
+          <p>
+            {cursor.after && <button type="button" onClick={cursor.newest}>First page</button>}{' '}
+            {d.customers.hasNextPage && <button type="button" onClick={() => cursor.older(d.customers.endCursor)}>Next customers</button>}
+          </p>
+          </>
         )}
       </Loadable>
     </>
@@ -168,8 +175,8 @@ export function Customers({ search }: { search: string }) {
 export function CustomerView({ id }: { id: string }) {
   const admin = useIsAdmin();
   const state = useLoad(() => gql(CustomerPageDocument, { id }), [id]);
-  const [cursors, setCursors] = useState<Array<string | null>>([null]);
-  const ledger = useLoad(() => gql(LedgerDocument, { id, first: 25, after: cursors[cursors.length - 1] }), [id, cursors]);
+  const cursor = useCursor('ledger');
+  const ledger = useLoad(() => gql(LedgerDocument, { id, first: 25, after: cursor.after }), [id, cursor.after]);
   const [notice, setNotice] = useState<string | null>(null);
   const grant = async (e: FormEvent<HTMLFormElement>) => {
     e.preventDefault();
@@ -180,7 +187,8 @@ export function CustomerView({ id }: { id: string }) {
       await gql(GrantCreditsDocument, { input: { customerId: id, feature: String(form.get('pool')), amount, idempotencyKey: `dashboard-${crypto.randomUUID()}`, reason: 'granted from the dashboard' } });
       setNotice(`Granted ${amount} credits.`);
       state.reload();
-      setCursors([null]);
+      cursor.newest();
+      ledger.reload();
     } catch (err) {
       setNotice(`Not granted: ${(err as Error).message}`);
     }
@@ -252,8 +260,8 @@ export function CustomerView({ id }: { id: string }) {
                     </tbody>
                   </table>
                   <p>
-                    {cursors.length > 1 && <button type="button" onClick={() => setCursors(cursors.slice(0, -1))}>Newer</button>}{' '}
-                    {l.ledger.hasNextPage && <button type="button" onClick={() => setCursors([...cursors, l.ledger.endCursor])}>Older</button>}
+                    {cursor.after && <button type="button" onClick={cursor.newest}>Newest entries</button>}{' '}
+                    {l.ledger.hasNextPage && <button type="button" onClick={() => cursor.older(l.ledger.endCursor)}>Older entries</button>}
                   </p>
                 </>
               )}

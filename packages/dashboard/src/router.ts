@@ -41,3 +41,32 @@ export function href(path: string): { href: string; onClick: (e: { preventDefaul
     },
   };
 }
+
+/** The current location's search parameters, re-read on every navigation. */
+export function useSearch(): URLSearchParams {
+  const [search, setSearch] = useState(() => location.search);
+  useEffect(() => {
+    const on = () => setSearch(location.search);
+    addEventListener('popstate', on);
+    return () => removeEventListener('popstate', on);
+  }, []);
+  return new URLSearchParams(search);
+}
+
+/**
+ * A list's cursor kept in the URL (`?<name>=<cursor>`), so that a reload or a shared link shows the
+ * same page and the browser's back button returns to the newer one. `older(c)` moves to the page
+ * after cursor c; `newest()` back to the first page.
+ */
+export function useCursor(name: string): { after: string | null; older: (cursor: string | null) => void; newest: () => void } {
+  const search = useSearch();
+  const go = (value: string | null) => {
+    const p = new URLSearchParams(location.search);
+    if (value) p.set(name, value);
+    else p.delete(name);
+    const q = p.toString();
+    history.pushState(null, '', `${location.pathname}${q ? `?${q}` : ''}`);
+    dispatchEvent(new PopStateEvent('popstate'));
+  };
+  return { after: search.get(name), older: (c) => go(c), newest: () => go(null) };
+}

@@ -290,10 +290,12 @@ export type ReplayPaymentEventMutationVariables = Exact<{
 
 export type ReplayPaymentEventMutation = { replayPaymentEvent: { id: string, status: PaymentEventStatus, detail: string | null, error: string | null } };
 
-export type WebhooksQueryVariables = Exact<{ [key: string]: never; }>;
+export type WebhooksQueryVariables = Exact<{
+  after?: string | null | undefined;
+}>;
 
 
-export type WebhooksQuery = { webhookEndpoints: Array<{ id: string, url: string, description: string | null, eventTypes: Array<string>, enabled: boolean, disabledReason: string | null, createdAt: string }>, webhookDeliveries: { items: Array<{ id: string, eventId: string, eventType: string, endpointId: string, status: WebhookDeliveryStatus, attempts: number, lastStatusCode: number | null, lastError: string | null, createdAt: string, attemptLog: Array<{ attempt: number, at: string, statusCode: number | null, error: string | null, durationMs: number }> }> } };
+export type WebhooksQuery = { webhookEndpoints: Array<{ id: string, url: string, description: string | null, eventTypes: Array<string>, enabled: boolean, disabledReason: string | null, createdAt: string }>, webhookDeliveries: { hasNextPage: boolean, endCursor: string | null, items: Array<{ id: string, eventId: string, eventType: string, endpointId: string, status: WebhookDeliveryStatus, attempts: number, lastStatusCode: number | null, lastError: string | null, createdAt: string, attemptLog: Array<{ attempt: number, at: string, statusCode: number | null, error: string | null, durationMs: number }> }> } };
 
 export type ReplayWebhookDeliveryMutationVariables = Exact<{
   id: string | number;
@@ -314,10 +316,11 @@ export type RevenueQueryVariables = Exact<{
   from: string;
   to: string;
   groupBy: Array<MarginGroup> | MarginGroup;
+  after?: string | null | undefined;
 }>;
 
 
-export type RevenueQuery = { margin: { items: Array<{ currency: string | null, revenue: string, providerCost: string, margin: string, marginPercent: string | null, count: number, group: Array<{ dimension: MarginGroup, value: string }> }> } };
+export type RevenueQuery = { margin: { hasNextPage: boolean, endCursor: string | null, items: Array<{ currency: string | null, revenue: string, providerCost: string, margin: string, marginPercent: string | null, count: number, group: Array<{ dimension: MarginGroup, value: string }> }> } };
 
 export type CatalogQueryVariables = Exact<{ [key: string]: never; }>;
 
@@ -333,10 +336,11 @@ export type SetCostRateMutation = { setCostRate: { feature: string, model: strin
 
 export type CustomerExtrasQueryVariables = Exact<{
   id: string | number;
+  after?: string | null | undefined;
 }>;
 
 
-export type CustomerExtrasQuery = { invoices: { items: Array<{ id: string | null, number: number | null, status: InvoiceStatus, currency: string, total: string, periodStart: string, periodEnd: string }> }, plans: Array<{ key: string, name: string }> };
+export type CustomerExtrasQuery = { invoices: { hasNextPage: boolean, endCursor: string | null, items: Array<{ id: string | null, number: number | null, status: InvoiceStatus, currency: string, total: string, periodStart: string, periodEnd: string }> }, plans: Array<{ key: string, name: string }> };
 
 export type AssignPlanMutationVariables = Exact<{
   customerId: string | number;
@@ -757,7 +761,7 @@ export const ReplayPaymentEventDocument = new TypedDocumentString(`
 }
     `) as unknown as TypedDocumentString<ReplayPaymentEventMutation, ReplayPaymentEventMutationVariables>;
 export const WebhooksDocument = new TypedDocumentString(`
-    query Webhooks {
+    query Webhooks($after: String) {
   webhookEndpoints {
     id
     url
@@ -767,7 +771,9 @@ export const WebhooksDocument = new TypedDocumentString(`
     disabledReason
     createdAt
   }
-  webhookDeliveries(first: 50) {
+  webhookDeliveries(first: 50, after: $after) {
+    hasNextPage
+    endCursor
     items {
       id
       eventId
@@ -820,8 +826,10 @@ export const LeakageDocument = new TypedDocumentString(`
 }
     `) as unknown as TypedDocumentString<LeakageQuery, LeakageQueryVariables>;
 export const RevenueDocument = new TypedDocumentString(`
-    query Revenue($from: DateTime!, $to: DateTime!, $groupBy: [MarginGroup!]!) {
-  margin(from: $from, to: $to, groupBy: $groupBy, first: 100) {
+    query Revenue($from: DateTime!, $to: DateTime!, $groupBy: [MarginGroup!]!, $after: String) {
+  margin(from: $from, to: $to, groupBy: $groupBy, first: 100, after: $after) {
+    hasNextPage
+    endCursor
     items {
       group {
         dimension
@@ -885,8 +893,10 @@ export const SetCostRateDocument = new TypedDocumentString(`
 }
     `) as unknown as TypedDocumentString<SetCostRateMutation, SetCostRateMutationVariables>;
 export const CustomerExtrasDocument = new TypedDocumentString(`
-    query CustomerExtras($id: ID!) {
-  invoices(customerId: $id, first: 20) {
+    query CustomerExtras($id: ID!, $after: String) {
+  invoices(customerId: $id, first: 20, after: $after) {
+    hasNextPage
+    endCursor
     items {
       id
       number
