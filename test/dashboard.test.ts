@@ -146,6 +146,23 @@ test('catalog (the cost form shows the server\'s validation error in place), pay
   await page.getByRole('button', { name: 'Save feature' }).click();
   await page.getByText('Saved feature beta-access.').waitFor();
   await page.getByRole('cell', { name: 'beta-access' }).waitFor();
+  // a plan edited as its input's JSON: a term the server refuses shows in place, a good edit saves
+  const planJson = page.getByLabel('Edit a plan (JSON)');
+  const TERMS = `{ plan(key: "pro") { currency basePrice providerPriceIds entitlements { feature allowance overage price { model unitAmount tiers { upTo unitAmount } } } } }`;
+  const termsBefore = (await ok(TERMS)).plan;
+  const pro = JSON.parse(await planJson.inputValue());
+  await page.getByLabel('Start from').first().selectOption('pro');
+  const edited = JSON.parse(await page.getByLabel('Edit a plan (JSON)').inputValue());
+  expect(edited.key).toBe('pro');
+  await planJson.fill(JSON.stringify({ ...edited, entitlements: [{ feature: 'credits', allowance: 5000, resetPeriod: 'MONTH', minMarginPercent: 101 }] }));
+  await page.getByRole('region', { name: 'Edit a plan' }).getByRole('button', { name: 'Save' }).click();
+  await page.getByRole('region', { name: 'Edit a plan' }).getByRole('alert').filter({ hasText: 'at most 100' }).waitFor();
+  await planJson.fill(JSON.stringify({ ...edited, name: 'Pro (edited)' }));
+  await page.getByRole('region', { name: 'Edit a plan' }).getByRole('button', { name: 'Save' }).click();
+  await page.getByText('Saved plan pro.').waitFor();
+  expect((await ok(`{ plan(key: "pro") { name } }`)).plan.name).toBe('Pro (edited)');
+  expect((await ok(TERMS)).plan).toEqual(termsBefore); // saving the JSON back lost no term
+  expect(pro).toBeTruthy();
   await page.getByLabel('Currency').fill('USD');
   await page.getByRole('button', { name: 'Set rate' }).click();
   await page.getByText('Saved: text.generate (any model) at 0.003 USD').waitFor();

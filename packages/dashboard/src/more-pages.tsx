@@ -4,7 +4,7 @@ import { ApiError, gql } from './api';
 import {
   AssignPlanDocument, CatalogDocument, PaymentEventDocument, CreateCustomerTokenDocument, CustomerExtrasDocument, PaymentEventsDocument,
   ReplayPaymentEventDocument, ReplayWebhookDeliveryDocument, RevenueDocument, SetCostRateDocument, UsageByIdDocument,
-  HistoryDocument, LeakageDocument, UpsertFeatureDocument, UsageEventsDocument, WebhooksDocument, type FeatureType, type MarginGroup, type PaymentEventStatus,
+  HistoryDocument, LeakageDocument, UpsertCreditPackDocument, UpsertFeatureDocument, UpsertPlanDocument, UsageEventsDocument, WebhooksDocument, type FeatureType, type MarginGroup, type PaymentEventStatus,
 } from './generated/graphql';
 import { href, navigate, useCursor } from './router';
 import { useIsAdmin } from './role';
@@ -225,9 +225,23 @@ export function Catalog() {
               <table><thead><tr><th scope="col">Key</th><th scope="col">Price</th><th scope="col">Entitlements</th></tr></thead>
                 <tbody>{d.plans.map((p) => <tr key={p.key}><td>{p.key}</td><td>{p.basePrice} {p.currency ?? ''}</td><td>{p.entitlements.map((e) => `${e.feature}${e.allowance ? ` ${e.allowance}/${e.resetPeriod?.toLowerCase() ?? ''}` : ''}`).join(', ')}</td></tr>)}</tbody></table>
             </Section>
+            <JsonEditor
+              title="Edit a plan"
+              id="plan-editor"
+              items={d.plans.map((p) => ({ key: p.key, value: withoutNulls(p) }))}
+              save={async (input) => `Saved plan ${(await gql(UpsertPlanDocument, { input: input as never })).upsertPlan.key}.`}
+              onSaved={state.reload}
+            />
             <Section title="Credit packs" id="packs">
-              <ul>{d.creditPacks.map((p) => <li key={p.key}>{p.name}: {p.amount} {p.feature}</li>)}</ul>
+              <ul>{d.creditPacks.map((p) => <li key={p.key}>{p.name}: {p.amount} {p.feature}{p.price ? ` for ${p.price} ${p.currency}` : ''}</li>)}</ul>
             </Section>
+            <JsonEditor
+              title="Edit a credit pack"
+              id="pack-editor"
+              items={d.creditPacks.map((p) => ({ key: p.key, value: withoutNulls(p) }))}
+              save={async (input) => `Saved pack ${(await gql(UpsertCreditPackDocument, { input: input as never })).upsertCreditPack.key}.`}
+              onSaved={state.reload}
+            />
             <Section title="Cost table" id="costs">
               <table><thead><tr><th scope="col">Feature</th><th scope="col">Model</th><th scope="col">Unit cost</th><th scope="col">From</th></tr></thead>
                 <tbody>{d.costRates.map((c, i) => <tr key={i}><td>{c.feature}</td><td>{c.model || '(any)'}</td><td>{c.unitCost} {c.currency}</td><td>{fmtTime(c.effectiveFrom)}</td></tr>)}</tbody></table>
@@ -416,4 +430,63 @@ export function History({ id }: { id: string }) {
       </Loadable>
     </Section>
   );
+}
+
+/**
+ * Edits a plan or pack as the JSON of its input (the API's own shape, every term available): pick
+ * one (or start a new one), change it, save; the server's validation error is shown in place.
+ */
+function JsonEditor({ title, id, items, save, onSaved }: { title: string; id: string; items: Array<{ key: string; value: unknown }>; save: (input: unknown) => Promise<string>; onSaved: () => void }) {
+  const [pick, setPick] = useState(items[0]?.key ?? '');
+  const [text, setText] = useState(() => JSON.stringify(items[0]?.value ?? {}, null, 2));
+  const [error, setError] = useState<string | null>(null);
+  const [saved, setSaved] = useState<string | null>(null);
+  const choose = (k: string) => {
+    setPick(k);
+    setText(JSON.stringify(items.find((i) => i.key === k)?.value ?? {}, null, 2));
+    setError(null);
+    setSaved(null);
+  };
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setError(null);
+    setSaved(null);
+    let input: unknown;
+    try {
+      input = JSON.parse(text);
+    } catch (err) {
+      setError(`Not valid JSON: ${(err as Error).message}`);
+      return;
+    }
+    try {
+      setSaved(await save(input));
+      onSaved();
+    } catch (err) {
+      setError(`${(err as Error).message}${err instanceof ApiError ? ` (${err.code})` : ''}`);
+    }
+  };
+  return (
+    <Section title={title} id={id}>
+      <form onSubmit={submit}>
+        <label htmlFor={`${id}-pick`}>Start from</label>{' '}
+        <select id={`${id}-pick`} value={pick} onChange={(e) => choose(e.target.value)}>
+          {items.map((i) => <option key={i.key} value={i.key}>{i.key}</option>)}
+        </select>
+        <div>
+          <label htmlFor={`${id}-json`}>{title} (JSON)</label>
+          <textarea id={`${id}-json`} value={text} onChange={(e) => setText(e.target.value)} rows={14} cols={80} spellCheck={false} />
+        </div>
+        <button type="submit">Save</button>
+        {error && <p className="error" role="alert">{error}</p>}
+        {saved && <p role="status">{saved}</p>}
+      </form>
+    </Section>
+  );
+}
+
+/** A plan or pack as its input: every field the API returned (the whole definition, so saving it back loses nothing), nulls left out. */
+function withoutNulls(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(withoutNulls);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== null).map(([k, x]) => [k, withoutNulls(x)]));
+  return v;
 }

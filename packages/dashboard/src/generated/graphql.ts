@@ -21,6 +21,13 @@ export type ActorType =
   | 'PAYMENT_EVENT'
   | 'SYSTEM';
 
+/** Length of a billing period, anchored on the plan start for the customer. */
+export type BillingInterval =
+  | 'DAY'
+  | 'MONTH'
+  | 'WEEK'
+  | 'YEAR';
+
 export type CostRateInput = {
   /** ISO 4217. */
   currency: string;
@@ -30,6 +37,20 @@ export type CostRateInput = {
   /** properties.model of the usage it applies to; '' or null: any model. */
   model?: string | null | undefined;
   unitCost: string | number;
+};
+
+export type CreditPackInput = {
+  amount: string | number;
+  /** ISO 4217; required with price. */
+  currency?: string | null | undefined;
+  feature: string;
+  key: string;
+  name: string;
+  /** List price of the pack, with currency. */
+  price?: string | number | null | undefined;
+  priority?: number | null | undefined;
+  providerPriceIds?: Array<string> | null | undefined;
+  validDays?: number | null | undefined;
 };
 
 export type EntitlementAction =
@@ -153,6 +174,64 @@ export type PaymentEventStatus =
   | 'PENDING_LINK'
   | 'RECEIVED';
 
+export type PlanEntitlementInput = {
+  /** Balance alerts: percentages of the period allowance used (1-1000) at which balance.threshold_crossed fires, once per crossing per period (docs/webhooks.md#thresholds). */
+  alertThresholds?: Array<number> | null | undefined;
+  allowance?: string | number | null | undefined;
+  /** Margin guard: deny with MARGIN_LIMIT below minMarginPercent (default false: only flag). */
+  denyBelowMargin?: boolean | null | undefined;
+  feature: string;
+  /** Margin guard: the least margin of a period, in percent (at most 100). */
+  minMarginPercent?: string | number | null | undefined;
+  overage?: OveragePolicy | null | undefined;
+  overageLimit?: string | number | null | undefined;
+  perSeat?: boolean | null | undefined;
+  price?: PriceInput | null | undefined;
+  resetPeriod?: ResetPeriod | null | undefined;
+  rolloverCap?: string | number | null | undefined;
+  value?: unknown;
+};
+
+export type PlanInput = {
+  /** Base fee per billing period (default 0). */
+  basePrice?: string | number | null | undefined;
+  /** Default MONTH. */
+  billingInterval?: BillingInterval | null | undefined;
+  /** ISO 4217 (USD, EUR, JPY, ...). Required with a basePrice, minimumSpend or price. */
+  currency?: string | null | undefined;
+  description?: string | null | undefined;
+  entitlements: Array<PlanEntitlementInput>;
+  key: string;
+  minimumSpend?: string | number | null | undefined;
+  name: string;
+  providerPriceIds?: Array<string> | null | undefined;
+  trialDays?: number | null | undefined;
+  /** Default PRORATED. */
+  upgradeAllowance?: UpgradeAllowance | null | undefined;
+};
+
+/** The price of a METERED entitlement's billable quantity (overage, or all usage when the allowance is 0). */
+export type PriceInput = {
+  model: PriceModel;
+  packageSize?: string | number | null | undefined;
+  tiers?: Array<PriceTierInput> | null | undefined;
+  unitAmount?: string | number | null | undefined;
+};
+
+/** UNIT: quantity x unitAmount. PACKAGE: ceil(quantity / packageSize) x unitAmount. GRADUATED: each tier prices its units (+ flatAmount once reached). VOLUME: the tier containing the total prices all units (+ its flatAmount). */
+export type PriceModel =
+  | 'GRADUATED'
+  | 'PACKAGE'
+  | 'UNIT'
+  | 'VOLUME';
+
+/** A tier: upTo is inclusive; null means no upper bound (the last tier only). */
+export type PriceTierInput = {
+  flatAmount?: string | number | null | undefined;
+  unitAmount?: string | number | null | undefined;
+  upTo?: string | number | null | undefined;
+};
+
 /** How often a metered allowance starts again, anchored on the entitlement start. */
 export type ResetPeriod =
   | 'DAY'
@@ -165,6 +244,11 @@ export type Role =
   | 'ADMIN'
   | 'CUSTOMER'
   | 'SERVER';
+
+/** Allowance of a plan entered mid-period. PRORATED: new allowance x remaining fraction of the period (the old grant ends). FULL_MINUS_USED: new allowance minus what the period already used. */
+export type UpgradeAllowance =
+  | 'FULL_MINUS_USED'
+  | 'PRORATED';
 
 export type UsageStatus =
   | 'CHARGED'
@@ -325,7 +409,7 @@ export type RevenueQuery = { margin: { hasNextPage: boolean, endCursor: string |
 export type CatalogQueryVariables = Exact<{ [key: string]: never; }>;
 
 
-export type CatalogQuery = { features: Array<{ key: string, name: string, type: FeatureType, unit: string | null, creditPool: string | null }>, plans: Array<{ key: string, name: string, currency: string | null, basePrice: string, entitlements: Array<{ feature: string, allowance: string | null, resetPeriod: ResetPeriod | null, overage: OveragePolicy | null }> }>, creditPacks: Array<{ key: string, name: string, feature: string, amount: string }>, costRates: Array<{ feature: string, model: string, currency: string, unitCost: string, effectiveFrom: string }> };
+export type CatalogQuery = { features: Array<{ key: string, name: string, type: FeatureType, unit: string | null, creditPool: string | null }>, plans: Array<{ key: string, name: string, description: string | null, currency: string | null, basePrice: string, billingInterval: BillingInterval, trialDays: number, providerPriceIds: Array<string>, upgradeAllowance: UpgradeAllowance, minimumSpend: string | null, entitlements: Array<{ feature: string, allowance: string | null, resetPeriod: ResetPeriod | null, overage: OveragePolicy | null, overageLimit: string | null, value: unknown, rolloverCap: string | null, perSeat: boolean, minMarginPercent: string | null, denyBelowMargin: boolean, alertThresholds: Array<number> | null, price: { model: PriceModel, unitAmount: string | null, packageSize: string | null, tiers: Array<{ upTo: string | null, unitAmount: string, flatAmount: string }> | null } | null }> }>, creditPacks: Array<{ key: string, name: string, feature: string, amount: string, validDays: number | null, priority: number, providerPriceIds: Array<string>, price: string | null, currency: string | null }>, costRates: Array<{ feature: string, model: string, currency: string, unitCost: string, effectiveFrom: string }> };
 
 export type SetCostRateMutationVariables = Exact<{
   input: CostRateInput;
@@ -390,6 +474,20 @@ export type HistoryQueryVariables = Exact<{
 
 
 export type HistoryQuery = { entitlementHistory: { hasNextPage: boolean, endCursor: string | null, items: Array<{ id: string, entitlementId: string, feature: string, action: EntitlementAction, actorType: ActorType, actorId: string | null, reason: string | null, createdAt: string }> } };
+
+export type UpsertPlanMutationVariables = Exact<{
+  input: PlanInput;
+}>;
+
+
+export type UpsertPlanMutation = { upsertPlan: { key: string, name: string } };
+
+export type UpsertCreditPackMutationVariables = Exact<{
+  input: CreditPackInput;
+}>;
+
+
+export type UpsertCreditPackMutation = { upsertCreditPack: { key: string, name: string } };
 
 export class TypedDocumentString<TResult, TVariables>
   extends String
@@ -857,13 +955,36 @@ export const CatalogDocument = new TypedDocumentString(`
   plans {
     key
     name
+    description
     currency
     basePrice
+    billingInterval
+    trialDays
+    providerPriceIds
+    upgradeAllowance
+    minimumSpend
     entitlements {
       feature
       allowance
       resetPeriod
       overage
+      overageLimit
+      value
+      rolloverCap
+      perSeat
+      minMarginPercent
+      denyBelowMargin
+      alertThresholds
+      price {
+        model
+        unitAmount
+        packageSize
+        tiers {
+          upTo
+          unitAmount
+          flatAmount
+        }
+      }
     }
   }
   creditPacks {
@@ -871,6 +992,11 @@ export const CatalogDocument = new TypedDocumentString(`
     name
     feature
     amount
+    validDays
+    priority
+    providerPriceIds
+    price
+    currency
   }
   costRates {
     feature
@@ -980,3 +1106,19 @@ export const HistoryDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<HistoryQuery, HistoryQueryVariables>;
+export const UpsertPlanDocument = new TypedDocumentString(`
+    mutation UpsertPlan($input: PlanInput!) {
+  upsertPlan(input: $input) {
+    key
+    name
+  }
+}
+    `) as unknown as TypedDocumentString<UpsertPlanMutation, UpsertPlanMutationVariables>;
+export const UpsertCreditPackDocument = new TypedDocumentString(`
+    mutation UpsertCreditPack($input: CreditPackInput!) {
+  upsertCreditPack(input: $input) {
+    key
+    name
+  }
+}
+    `) as unknown as TypedDocumentString<UpsertCreditPackMutation, UpsertCreditPackMutationVariables>;
