@@ -109,6 +109,21 @@ test('"why was I charged?" from a payment-funded grant to the Stripe event behin
   await accessible('payment-event');
 });
 
+test('from a finalized invoice\'s usage line to the ledger entries it billed and on to "why was I charged?"', async () => {
+  await ok(`mutation { assignPlan(customerId: "billed", plan: "pro") { id } }`);
+  await ok(`mutation { consume(input: { customerId: "billed", feature: "image.generate", quantity: 300, idempotencyKey: "big-batch" }) { allowed overage } }`); // 6,000 credits: 1,000 past the allowance
+  const inv = (await ok(`mutation { finalizeInvoice(customerId: "billed") { id number lines { kind feature amount } } }`)).finalizeInvoice;
+  expect(inv.lines.find((l: any) => l.kind === 'USAGE').amount).not.toBe('0');
+  await page.goto(`${svc.url}/dashboard/customers/billed`);
+  await page.getByRole('link', { name: `#${inv.number}` }).click();
+  await page.getByRole('heading', { name: new RegExp(`Invoice #${inv.number}`) }).waitFor();
+  await page.getByRole('button', { name: /^Usage behind/ }).first().click();
+  await page.getByRole('link', { name: 'why: big-batch' }).click();
+  await page.getByRole('heading', { name: 'Why was billed charged?' }).waitFor();
+  expect(await page.getByTestId('charged').textContent()).toBe('6000');
+  await accessible('invoice-why');
+});
+
 test('grant credits from the UI (the ledger shows it), revoke an entitlement (canAccess then denies)', async () => {
   await page.goto(`${svc.url}/dashboard/customers/demo-pro`);
   await page.getByTestId('balance-credits').waitFor();

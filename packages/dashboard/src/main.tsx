@@ -2,7 +2,7 @@ import { StrictMode, useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { credential, gql } from './api';
 import { ViewerDocument } from './generated/graphql';
-import { Catalog, PaymentEventView, Payments, Revenue, UsageById, Webhooks } from './more-pages';
+import { Catalog, InvoiceView, PaymentEventView, Payments, Revenue, UsageById, Webhooks } from './more-pages';
 import { CustomerView, Customers, Overview, Portal, SignIn, WhyCharged } from './pages';
 import { RoleContext } from './role';
 import { href, match, navigate, usePath } from './router';
@@ -40,6 +40,7 @@ function App() {
   else if ((m = match(path, '/usage/:customerId/:key'))) page = <WhyCharged customerId={m.customerId} keyParam={m.key} />;
   else if ((m = match(path, '/usage-id/:customerId/:id'))) page = <UsageById customerId={m.customerId} id={m.id} />;
   else if (match(path, '/customers')) page = <Customers search={new URLSearchParams(location.search).get('q') ?? ''} />;
+  else if ((m = match(path, '/invoices/:id'))) page = <InvoiceView id={m.id} />;
   else if ((m = match(path, '/payments/:provider/:id'))) page = <PaymentEventView provider={m.provider} id={m.id} />;
   else if (match(path, '/payments')) page = <Payments status={new URLSearchParams(location.search).get('status') ?? ''} after={new URLSearchParams(location.search).get('after') ?? ''} />;
   else if (match(path, '/revenue')) page = <Revenue by={new URLSearchParams(location.search).get('by') ?? 'CUSTOMER'} />;

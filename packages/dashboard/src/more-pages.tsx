@@ -4,7 +4,7 @@ import { ApiError, gql } from './api';
 import {
   AssignPlanDocument, CatalogDocument, PaymentEventDocument, CreateCustomerTokenDocument, CustomerExtrasDocument, PaymentEventsDocument,
   ReplayPaymentEventDocument, ReplayWebhookDeliveryDocument, RevenueDocument, SetCostRateDocument, UsageByIdDocument,
-  HistoryDocument, LeakageDocument, UpsertCreditPackDocument, UpsertFeatureDocument, UpsertPlanDocument, UsageEventsDocument, WebhooksDocument, type FeatureType, type MarginGroup, type PaymentEventStatus,
+  HistoryDocument, InvoiceLineEntriesDocument, InvoiceViewDocument, LeakageDocument, UpsertCreditPackDocument, UpsertFeatureDocument, UpsertPlanDocument, UsageEventsDocument, WebhooksDocument, type FeatureType, type MarginGroup, type PaymentEventStatus,
 } from './generated/graphql';
 import { href, navigate, useCursor } from './router';
 import { useIsAdmin } from './role';
@@ -286,7 +286,7 @@ export function CustomerExtras({ id, onChanged }: { id: string; onChanged: () =>
           <Section title="Invoices" id="invoices">
             {d.invoices.items.length === 0 ? <p className="muted">No finalized invoice yet.</p> : (
               <table><thead><tr><th scope="col">Number</th><th scope="col">Period</th><th scope="col">Status</th><th scope="col">Total</th></tr></thead>
-                <tbody>{d.invoices.items.map((i) => <tr key={i.id ?? i.number}><td>{i.number}</td><td>{fmtTime(i.periodStart)} – {fmtTime(i.periodEnd)}</td><td>{i.status}</td><td>{i.total} {i.currency}</td></tr>)}</tbody></table>
+                <tbody>{d.invoices.items.map((i) => <tr key={i.id ?? i.number}><td>{i.id ? <a {...href(`/invoices/${encodeURIComponent(i.id)}`)}>#{i.number}</a> : i.number}</td><td>{fmtTime(i.periodStart)} – {fmtTime(i.periodEnd)}</td><td>{i.status}</td><td>{i.total} {i.currency}</td></tr>)}</tbody></table>
             )}
             <p>
               {cursor.after && <button type="button" onClick={cursor.newest}>Newest invoices</button>}{' '}
@@ -489,4 +489,59 @@ function withoutNulls(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(withoutNulls);
   if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== null).map(([k, x]) => [k, withoutNulls(x)]));
   return v;
+}
+
+/** A finalized invoice: its lines, and for a usage line the ledger entries it billed, each opening its "why" page. */
+export function InvoiceView({ id }: { id: string }) {
+  const state = useLoad(() => gql(InvoiceViewDocument, { id }), [id]);
+  const [open, setOpen] = useState<string | null>(null);
+  return (
+    <Loadable state={state} empty={(d) => !d.invoice}>
+      {(d) => {
+        const inv = d.invoice!;
+        return (
+          <>
+            <h1>Invoice #{inv.number} <small className="muted">{inv.customerId}</small></h1>
+            <p>{inv.status}: {inv.total} {inv.currency}, {fmtTime(inv.periodStart)} – {fmtTime(inv.periodEnd)}</p>
+            <table>
+              <thead><tr><th scope="col">Line</th><th scope="col">Quantity</th><th scope="col">Amount</th><th scope="col"><span className="sr-only">Actions</span></th></tr></thead>
+              <tbody>
+                {inv.lines.map((l) => (
+                  <tr key={l.id ?? l.description}>
+                    <td>{l.description}</td><td>{l.quantity}</td><td>{l.amount} {inv.currency}</td>
+                    <td>{l.id && l.feature && <button type="button" onClick={() => setOpen(l.id)}>Usage behind {l.description}</button>}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+            {open && <LineEntries invoiceId={inv.id!} lineId={open} customerId={inv.customerId} />}
+          </>
+        );
+      }}
+    </Loadable>
+  );
+}
+
+function LineEntries({ invoiceId, lineId, customerId }: { invoiceId: string; lineId: string; customerId: string }) {
+  const cursor = useCursor('entries');
+  const state = useLoad(() => gql(InvoiceLineEntriesDocument, { invoiceId, lineId, after: cursor.after }), [invoiceId, lineId, cursor.after]);
+  return (
+    <Section title="Ledger entries billed on this line" id="line-entries">
+      <Loadable state={state} empty={(d) => d.invoiceLineEntries.items.length === 0}>
+        {(d) => (
+          <>
+            <ul>
+              {d.invoiceLineEntries.items.map((x) => (
+                <li key={x.id}>
+                  {fmtTime(x.createdAt)} {x.kind} {x.amount}{' '}
+                  {x.idempotencyKey ? <a {...href(`/usage/${encodeURIComponent(customerId)}/${encodeURIComponent(x.idempotencyKey)}`)}>why: {x.idempotencyKey}</a> : ''}
+                </li>
+              ))}
+            </ul>
+            {d.invoiceLineEntries.hasNextPage && <button type="button" onClick={() => cursor.older(d.invoiceLineEntries.endCursor)}>More entries</button>}
+          </>
+        )}
+      </Loadable>
+    </Section>
+  );
 }

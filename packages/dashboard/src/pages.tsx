@@ -230,12 +230,13 @@ export function CustomerView({ id }: { id: string }) {
           </Section>
           <Section title="Entitlements" id="entitlements">
             <table>
-              <thead><tr><th scope="col">Feature</th><th scope="col">Source</th><th scope="col">Valid</th><th scope="col">Status</th><th scope="col"><span className="sr-only">Actions</span></th></tr></thead>
+              <thead><tr><th scope="col">Feature</th><th scope="col">Source</th><th scope="col">Terms</th><th scope="col">Valid</th><th scope="col">Status</th><th scope="col"><span className="sr-only">Actions</span></th></tr></thead>
               <tbody>
                 {d.entitlements.map((e) => (
                   <tr key={e.id}>
                     <td>{e.feature}</td>
                     <td>{e.source}{e.plan ? ` (${e.plan})` : ''}{e.sourceRef ? ` ${e.sourceRef}` : ''}</td>
+                    <td>{e.allowance ? `${e.allowance} per ${e.resetPeriod?.toLowerCase() ?? 'grant'}` : '—'}{e.overage ? `, overage ${e.overage.toLowerCase()}` : ''}</td>
                     <td>{fmtTime(e.validFrom)} – {fmtTime(e.validUntil)}</td>
                     <td>{e.revokedAt ? 'revoked' : e.validUntil && new Date(e.validUntil) < new Date() ? 'ended' : 'active'}</td>
                     <td>{admin && !e.revokedAt && <button type="button" onClick={() => revoke(e.id, e.feature)}>Revoke {e.feature}</button>}</td>

@@ -489,6 +489,22 @@ export type UpsertCreditPackMutationVariables = Exact<{
 
 export type UpsertCreditPackMutation = { upsertCreditPack: { key: string, name: string } };
 
+export type InvoiceViewQueryVariables = Exact<{
+  id: string | number;
+}>;
+
+
+export type InvoiceViewQuery = { invoice: { id: string | null, number: number | null, customerId: string, status: InvoiceStatus, currency: string, periodStart: string, periodEnd: string, total: string, lines: Array<{ id: string | null, kind: InvoiceLineKind, feature: string | null, description: string, quantity: string, amount: string }> } | null };
+
+export type InvoiceLineEntriesQueryVariables = Exact<{
+  invoiceId: string | number;
+  lineId: string | number;
+  after?: string | null | undefined;
+}>;
+
+
+export type InvoiceLineEntriesQuery = { invoiceLineEntries: { hasNextPage: boolean, endCursor: string | null, items: Array<{ id: string, kind: string, amount: string, usageId: string | null, idempotencyKey: string | null, createdAt: string }> } };
+
 export class TypedDocumentString<TResult, TVariables>
   extends String
   implements DocumentTypeDecoration<TResult, TVariables>
@@ -1122,3 +1138,46 @@ export const UpsertCreditPackDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<UpsertCreditPackMutation, UpsertCreditPackMutationVariables>;
+export const InvoiceViewDocument = new TypedDocumentString(`
+    query InvoiceView($id: ID!) {
+  invoice(id: $id) {
+    id
+    number
+    customerId
+    status
+    currency
+    periodStart
+    periodEnd
+    total
+    lines {
+      id
+      kind
+      feature
+      description
+      quantity
+      amount
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<InvoiceViewQuery, InvoiceViewQueryVariables>;
+export const InvoiceLineEntriesDocument = new TypedDocumentString(`
+    query InvoiceLineEntries($invoiceId: ID!, $lineId: ID!, $after: String) {
+  invoiceLineEntries(
+    invoiceId: $invoiceId
+    lineId: $lineId
+    first: 50
+    after: $after
+  ) {
+    items {
+      id
+      kind
+      amount
+      usageId
+      idempotencyKey
+      createdAt
+    }
+    hasNextPage
+    endCursor
+  }
+}
+    `) as unknown as TypedDocumentString<InvoiceLineEntriesQuery, InvoiceLineEntriesQueryVariables>;
