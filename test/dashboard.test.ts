@@ -75,7 +75,12 @@ test('an operator signs in, finds demo-pro, watches a consume reach the balance 
   const balance = page.getByTestId('balance-credits');
   await balance.waitFor();
   const before = Number(await balance.textContent());
+  await page.getByTestId('live').getByText('Live: changes appear as they happen.').waitFor();
+  const ledgerRows = await page.getByRole('region', { name: 'Ledger' }).getByRole('row').count();
   await ok(`mutation { consume(input: { customerId: "demo-pro", feature: "image.generate", quantity: 1, idempotencyKey: "why-20" }) { allowed charged } }`);
+  // the open page follows the change (accessChanged over SSE): balance and ledger, no reload
+  await page.getByTestId('balance-credits').getByText(String(before - 20), { exact: true }).waitFor();
+  await page.waitForFunction(`document.querySelectorAll('#ledger ~ table tr, section[aria-labelledby="ledger"] tr').length > ${ledgerRows}`);
   await page.reload(); // the URL is the state: the same customer's page
   await page.getByTestId('balance-credits').waitFor();
   expect(Number(await page.getByTestId('balance-credits').textContent())).toBe(before - 20);

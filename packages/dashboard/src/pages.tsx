@@ -7,6 +7,7 @@ import {
 } from './generated/graphql';
 import { CustomerExtras, History, UsageList } from './more-pages';
 import { useIsAdmin } from './role';
+import { useCustomerChanges } from './live';
 import { href, navigate, useCursor } from './router';
 import { fmtTime, Loadable, Section, useLoad } from './ui';
 
@@ -177,6 +178,11 @@ export function CustomerView({ id }: { id: string }) {
   const state = useLoad(() => gql(CustomerPageDocument, { id }), [id]);
   const cursor = useCursor('ledger');
   const ledger = useLoad(() => gql(LedgerDocument, { id, first: 25, after: cursor.after }), [id, cursor.after]);
+  // A change on any replica (a consume, a grant, a payment) reloads the page's figures.
+  const live = useCustomerChanges(id, () => {
+    state.reload();
+    ledger.reload();
+  });
   const [notice, setNotice] = useState<string | null>(null);
   const grant = async (e: FormEvent<HTMLFormElement>) => {
     e.preventDefault();
@@ -208,6 +214,7 @@ export function CustomerView({ id }: { id: string }) {
       {(d) => (
         <>
           <h1>{d.customer?.name ?? id} <small className="muted">{id}</small></h1>
+          <p className="muted" data-testid="live">{live === 'live' ? 'Live: changes appear as they happen.' : live === 'connecting' ? 'Connecting to live updates…' : 'Live updates unavailable: reload to see changes.'}</p>
           {notice && <p role="status">{notice}</p>}
           <Section title="Balances" id="balances">
             {d.balances.map((b) => (

@@ -3,6 +3,13 @@ type Exact<T extends { [key: string]: unknown }> = { [K in keyof T]: T[K] };
 /** Internal type. DO NOT USE DIRECTLY. */
 export type Incremental<T> = T | { [P in keyof T]?: P extends ' $fragmentName' | '__typename' ? T[P] : never };
 import type { DocumentTypeDecoration } from '@graphql-typed-document-node/core';
+/** Why an accessChanged event was sent (see AccessChange). */
+export type AccessChangeCause =
+  | 'CHANGED'
+  | 'RESYNC'
+  | 'SUBSCRIBED'
+  | 'UNAVAILABLE';
+
 /** Why an access or consume was allowed or denied (machine-readable). */
 export type AccessReason =
   | 'ENTITLED'
@@ -504,6 +511,13 @@ export type InvoiceLineEntriesQueryVariables = Exact<{
 
 
 export type InvoiceLineEntriesQuery = { invoiceLineEntries: { hasNextPage: boolean, endCursor: string | null, items: Array<{ id: string, kind: string, amount: string, usageId: string | null, idempotencyKey: string | null, createdAt: string }> } };
+
+export type AccessChangedSubscriptionVariables = Exact<{
+  customerId: string | number;
+}>;
+
+
+export type AccessChangedSubscription = { accessChanged: { cause: AccessChangeCause, at: string } };
 
 export class TypedDocumentString<TResult, TVariables>
   extends String
@@ -1181,3 +1195,11 @@ export const InvoiceLineEntriesDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<InvoiceLineEntriesQuery, InvoiceLineEntriesQueryVariables>;
+export const AccessChangedDocument = new TypedDocumentString(`
+    subscription AccessChanged($customerId: ID!) {
+  accessChanged(customerId: $customerId) {
+    cause
+    at
+  }
+}
+    `) as unknown as TypedDocumentString<AccessChangedSubscription, AccessChangedSubscriptionVariables>;
