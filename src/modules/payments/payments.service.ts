@@ -239,14 +239,14 @@ export class PaymentsService {
         order by event_created, id`,
       [provider, providerCustomerId],
     );
-    for (const p of pending) await this.process(provider, p.id);
+    for (const p of pending) await this.process(provider, p.id, { nested: true });
     return pending.length;
   }
 
   // ---- applying ----------------------------------------------------------------------------
 
   /** Applies a stored event in one transaction; on failure nothing is changed and it is marked FAILED. */
-  async process(providerName: string, id: string): Promise<PaymentEventRow> {
+  async process(providerName: string, id: string, opts: { rechecked?: boolean; nested?: boolean } = {}): Promise<PaymentEventRow> {
     const provider = this.provider(providerName);
     let outcome: Outcome | undefined;
     try {
@@ -273,8 +273,50 @@ export class PaymentsService {
       ]);
       if (!(err instanceof DomainError)) throw err;
     }
-    for (const f of outcome?.follow ?? []) await this.process(providerName, f);
-    return this.get(providerName, id);
+    const followed = new Set(outcome?.follow ?? []);
+    for (const f of followed) await this.process(providerName, f, { nested: true });
+    const row = await this.get(providerName, id);
+    // The race between this event and the one that links its provider customer: each reads the
+    // other's table before the other commits, so each also looks again after its own commit. One of
+    // the two looks late enough to see the other (an event left PENDING_LINK is found by the sweeper
+    // too, but a minute later).
+    if (row.providerCustomerId && !opts.nested) {
+      if (row.status === 'PENDING_LINK') {
+        if (!opts.rechecked && (await this.resolvableNow(providerName, id))) return this.process(providerName, id, { rechecked: true });
+      } else if (row.customerId) {
+        for (const p of await this.pendingOf(this.db, providerName, row.providerCustomerId, id)) {
+          if (!followed.has(p)) await this.process(providerName, p, { nested: true });
+        }
+      }
+    }
+    return row;
+  }
+
+  /** Whether a PENDING_LINK event can now be applied (what processResolvable looks for, for one event). */
+  private async resolvableNow(provider: string, id: string): Promise<boolean> {
+    const rows = await this.db.query(
+      `select 1 from payment_event e
+        where e.provider = $1 and e.id = $2 and e.status = 'PENDING_LINK'
+          and (exists (select 1 from provider_customer c where c.provider = e.provider and c.provider_customer_id = e.provider_customer_id)
+               or exists (select 1 from provider_purchase p where p.provider = e.provider and p.payment_intent = e.object_id)
+               or exists (select 1 from provider_invoice i where i.provider = e.provider and i.payment_intent = e.object_id))`,
+      [provider, id],
+    );
+    return rows.length > 0;
+  }
+
+  /** A provider customer's events waiting for its link (refunds and disputes: also for their payment). */
+  private async pendingOf(sql: Pick<Sql, 'query'>, provider: string, providerCustomerId: string, except: string): Promise<string[]> {
+    const pending = await sql.query<{ id: string }>(
+      `select e.id from payment_event e
+        where e.provider = $1 and e.provider_customer_id = $2 and e.status = 'PENDING_LINK' and e.id <> $3
+          and (e.type not in ('charge.refunded', 'charge.dispute.created')
+               or exists (select 1 from provider_purchase p where p.provider = e.provider and p.payment_intent = e.object_id)
+               or exists (select 1 from provider_invoice i where i.provider = e.provider and i.payment_intent = e.object_id))
+        order by e.event_created, e.id`,
+      [provider, providerCustomerId, except],
+    );
+    return pending.map((p) => p.id);
   }
 
   private async apply(tx: { em: EntityManager; sql: Sql }, provider: PaymentProvider, event: ProviderEvent): Promise<Outcome> {
@@ -301,18 +343,7 @@ export class PaymentsService {
         );
         customerId = link?.customer_id ?? null;
       }
-      if (customerId) {
-        const pending = await sql.query<{ id: string }>(
-          `select e.id from payment_event e
-            where e.provider = $1 and e.provider_customer_id = $2 and e.status = 'PENDING_LINK' and e.id <> $3
-              and (e.type not in ('charge.refunded', 'charge.dispute.created')
-                   or exists (select 1 from provider_purchase p where p.provider = e.provider and p.payment_intent = e.object_id)
-                   or exists (select 1 from provider_invoice i where i.provider = e.provider and i.payment_intent = e.object_id))
-            order by e.event_created, e.id`,
-          [provider.name, event.providerCustomerId, event.id],
-        );
-        follow.push(...pending.map((p) => p.id));
-      }
+      if (customerId) follow.push(...(await this.pendingOf(sql, provider.name, event.providerCustomerId, event.id)));
     }
     if (!customerId && (intent.kind === 'refund' || intent.kind === 'dispute')) {
       // Stripe's dispute object names no customer; a purchase made without a Stripe customer
