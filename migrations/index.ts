@@ -16,6 +16,7 @@ import { Migration20261201193857_alert_thresholds } from './Migration20261201193
 import { Migration20261201194500_webhooks } from './Migration20261201194500_webhooks';
 import { Migration20261201201000_balance_alerts } from './Migration20261201201000_balance_alerts';
 import { Migration20261201203000_webhook_public_ids } from './Migration20261201203000_webhook_public_ids';
+import { Migration20261201213000_balance_alerts_lookup } from './Migration20261201213000_balance_alerts_lookup';
 
 /**
  * Every migration, in order. `npm run migration:create` adds new ones here; CI fails when a
@@ -39,4 +40,5 @@ export const migrationsList: MigrationObject[] = [
   { name: 'Migration20261201194500_webhooks', class: Migration20261201194500_webhooks },
   { name: 'Migration20261201201000_balance_alerts', class: Migration20261201201000_balance_alerts },
   { name: 'Migration20261201203000_webhook_public_ids', class: Migration20261201203000_webhook_public_ids },
+  { name: 'Migration20261201213000_balance_alerts_lookup', class: Migration20261201213000_balance_alerts_lookup },
 ];

@@ -144,10 +144,8 @@ export async function createHttpServer(
       return pool ? { used: pool.numUsed(), free: pool.numFree(), pending: pool.numPendingAcquires() } : null;
     },
     sweeperLagSeconds: () => opts.sweeperLagSeconds?.() ?? null,
-    outbox: async () => ({
-      backlog: await services.webhooks.backlog(),
-      events: await services.webhooks.eventCounts(),
-    }),
+    outboxBacklog: () => services.webhooks.backlog(),
+    outboxEvents: () => services.webhooks.eventCounts(),
   });
   services.usage.observer = metrics;
   // GraphQL Armor: depth, alias and directive limits, and no "Did you mean ..." with introspection

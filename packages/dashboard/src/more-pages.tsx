@@ -8,7 +8,7 @@ import {
 } from './generated/graphql';
 import { href, navigate, useCursor } from './router';
 import { useIsAdmin } from './role';
-import { fmtTime, Loadable, Section, useLoad } from './ui';
+import { fmtTime, Loadable, Pager, Section, useLoad } from './ui';
 
 const STATUSES: PaymentEventStatus[] = ['RECEIVED', 'APPLIED', 'IGNORED', 'PENDING_LINK', 'FAILED'];
 
@@ -96,10 +96,7 @@ export function Webhooks() {
                   </tbody>
                 </table>
               )}
-              <p>
-                {cursor.after && <button type="button" onClick={cursor.newest}>Newest deliveries</button>}{' '}
-                {d.webhookDeliveries.hasNextPage && <button type="button" onClick={() => cursor.older(d.webhookDeliveries.endCursor)}>Older deliveries</button>}
-              </p>
+              <Pager cursor={cursor} page={d.webhookDeliveries} newest="Newest deliveries" older="Older deliveries" />
             </Section>
           </>
         )}
@@ -170,10 +167,7 @@ export function Revenue({ by }: { by: string }) {
                 <thead><tr><th scope="col">{group.toLowerCase()}</th><th scope="col">Revenue</th><th scope="col">Provider cost</th><th scope="col">Margin</th><th scope="col">Usages</th></tr></thead>
                 <tbody>{d.margin.items.map((i, n) => <tr key={n}><td>{i.group[0]?.value || '(none)'}</td><td>{i.revenue} {i.currency ?? ''}</td><td>{i.providerCost}</td><td>{i.margin}{i.marginPercent ? ` (${Number(i.marginPercent).toFixed(1)} %)` : ''}</td><td>{i.count}</td></tr>)}</tbody>
               </table>
-              <p>
-                {cursor.after && <button type="button" onClick={cursor.newest}>First groups</button>}{' '}
-                {d.margin.hasNextPage && <button type="button" onClick={() => cursor.older(d.margin.endCursor)}>Next groups</button>}
-              </p>
+              <Pager cursor={cursor} page={d.margin} newest="First groups" older="Next groups" />
             </Section>
           </>
         )}
@@ -288,10 +282,7 @@ export function CustomerExtras({ id, onChanged }: { id: string; onChanged: () =>
               <table><thead><tr><th scope="col">Number</th><th scope="col">Period</th><th scope="col">Status</th><th scope="col">Total</th></tr></thead>
                 <tbody>{d.invoices.items.map((i) => <tr key={i.id ?? i.number}><td>{i.id ? <a {...href(`/invoices/${encodeURIComponent(i.id)}`)}>#{i.number}</a> : i.number}</td><td>{fmtTime(i.periodStart)} – {fmtTime(i.periodEnd)}</td><td>{i.status}</td><td>{i.total} {i.currency}</td></tr>)}</tbody></table>
             )}
-            <p>
-              {cursor.after && <button type="button" onClick={cursor.newest}>Newest invoices</button>}{' '}
-              {d.invoices.hasNextPage && <button type="button" onClick={() => cursor.older(d.invoices.endCursor)}>Older invoices</button>}
-            </p>
+            <Pager cursor={cursor} page={d.invoices} newest="Newest invoices" older="Older invoices" />
           </Section>
           <Section title="Actions" id="actions">
             {admin && <form onSubmit={assign} className="inline">
@@ -354,10 +345,7 @@ export function UsageList({ id, status, title }: { id: string; status: string | 
                 ))}
               </tbody>
             </table>
-            <p>
-              {cursor.after && <button type="button" onClick={cursor.newest}>Newest</button>}{' '}
-              {d.usageEvents.hasNextPage && <button type="button" onClick={() => cursor.older(d.usageEvents.endCursor)}>{status === 'HELD' ? 'Older reservations' : 'Older usage'}</button>}
-            </p>
+            <Pager cursor={cursor} page={d.usageEvents} newest="Newest" older={status === 'HELD' ? 'Older reservations' : 'Older usage'} />
           </>
         )}
       </Loadable>
@@ -421,10 +409,7 @@ export function History({ id }: { id: string }) {
                 })}
               </tbody>
             </table>
-            <p>
-              {cursor.after && <button type="button" onClick={cursor.newest}>Newest changes</button>}{' '}
-              {d.entitlementHistory.hasNextPage && <button type="button" onClick={() => cursor.older(d.entitlementHistory.endCursor)}>Older changes</button>}
-            </p>
+            <Pager cursor={cursor} page={d.entitlementHistory} newest="Newest changes" older="Older changes" />
           </>
         )}
       </Loadable>

@@ -9,7 +9,7 @@ import { CustomerExtras, History, UsageList } from './more-pages';
 import { useIsAdmin } from './role';
 import { useCustomerChanges } from './live';
 import { href, navigate, useCursor } from './router';
-import { fmtTime, Loadable, Section, useLoad } from './ui';
+import { fmtTime, Loadable, Pager, Section, useLoad } from './ui';
 
 Chart.register(BarController, BarElement, CategoryScale, LinearScale, Tooltip, Legend);
 
@@ -162,10 +162,7 @@ export function Customers({ search }: { search: string }) {
               ))}
             </tbody>
           </table>
-          <p>
-            {cursor.after && <button type="button" onClick={cursor.newest}>First page</button>}{' '}
-            {d.customers.hasNextPage && <button type="button" onClick={() => cursor.older(d.customers.endCursor)}>Next customers</button>}
-          </p>
+          <Pager cursor={cursor} page={d.customers} newest="First page" older="Next customers" />
           </>
         )}
       </Loadable>
@@ -267,10 +264,7 @@ export function CustomerView({ id }: { id: string }) {
                       ))}
                     </tbody>
                   </table>
-                  <p>
-                    {cursor.after && <button type="button" onClick={cursor.newest}>Newest entries</button>}{' '}
-                    {l.ledger.hasNextPage && <button type="button" onClick={() => cursor.older(l.ledger.endCursor)}>Older entries</button>}
-                  </p>
+                  <Pager cursor={cursor} page={l.ledger} newest="Newest entries" older="Older entries" />
                 </>
               )}
             </Loadable>

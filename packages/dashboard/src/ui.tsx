@@ -39,3 +39,13 @@ export function Section({ title, children, id }: { title: string; children: Reac
     </section>
   );
 }
+
+/** A list's keyset paging: back to the first page, on to the next (the cursor lives in the URL, see useCursor). */
+export function Pager({ cursor, page, newest, older }: { cursor: { after: string | null; newest: () => void; older: (c: string | null) => void }; page: { hasNextPage: boolean; endCursor: string | null }; newest: string; older: string }) {
+  return (
+    <p>
+      {cursor.after && <button type="button" onClick={cursor.newest}>{newest}</button>}{' '}
+      {page.hasNextPage && <button type="button" onClick={() => cursor.older(page.endCursor)}>{older}</button>}
+    </p>
+  );
+}

@@ -1,6 +1,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Db, Sql } from '../../db/sql';
 import { ceilTo, D, dec, fmt } from '../../shared/decimal';
+import { decodeTimeCursor, encodeTimeCursor } from '../../shared/cursor';
 import { badInput, DomainError, ErrorCode, notFound } from '../../shared/errors';
 import { Feature } from '../catalog/catalog.entities';
 import type { CatalogService } from '../catalog/catalog.service';
@@ -141,15 +142,7 @@ export class PaymentsService {
 
   async list(args: { status?: PaymentEventStatus | null; first: number; after?: string | null }) {
     if (!Number.isInteger(args.first) || args.first < 1 || args.first > 200) throw badInput('first must be between 1 and 200');
-    let after: { t: string; id: string } | null = null;
-    if (args.after) {
-      try {
-        after = JSON.parse(Buffer.from(args.after, 'base64url').toString('utf8'));
-      } catch {
-        throw badInput('invalid cursor');
-      }
-      if (!after || typeof after.t !== 'string' || typeof after.id !== 'string') throw badInput('invalid cursor');
-    }
+    const after = decodeTimeCursor(args.after);
     const rows = await this.db.query(
       `select * from payment_event
         where ($1::text is null or status = $1)
@@ -162,7 +155,7 @@ export class PaymentsService {
     return {
       items,
       hasNextPage: rows.length > args.first,
-      endCursor: last ? Buffer.from(JSON.stringify({ t: last.receivedAt.toISOString(), id: last.id })).toString('base64url') : null,
+      endCursor: last ? encodeTimeCursor(last.receivedAt.toISOString(), last.id) : null,
     };
   }
 

@@ -2,6 +2,7 @@ import { Field, ID, Int, ObjectType } from 'type-graphql';
 import { encodeUsageId } from '../../shared/ids';
 import { DateTimeScalar } from '../../graphql/scalars';
 import type { Db } from '../../db/sql';
+import { decodeTimeCursor, encodeTimeCursor } from '../../shared/cursor';
 import { badInput } from '../../shared/errors';
 import { DecimalScalar } from '../../graphql/scalars';
 import { validateCustomerId } from '../entitlements/entitlements.service';
@@ -85,15 +86,7 @@ export async function usageEvents(db: Db, args: { customerId: string; status: st
   validateCustomerId(args.customerId);
   if (args.status !== null && !STATUSES.includes(args.status)) throw badInput(`status must be one of ${STATUSES.join(', ')}`, { field: 'status' });
   if (!Number.isInteger(args.first) || args.first < 1 || args.first > 200) throw badInput('first must be between 1 and 200', { field: 'first' });
-  let after: { t: string; id: string } | null = null;
-  if (args.after) {
-    try {
-      after = JSON.parse(Buffer.from(args.after, 'base64url').toString('utf8'));
-    } catch {
-      after = null;
-    }
-    if (!after || typeof after.t !== 'string' || Number.isNaN(Date.parse(after.t)) || !/^[0-9a-f-]{36}$/.test(String(after.id))) throw badInput('invalid cursor', { field: 'after' });
-  }
+  const after = decodeTimeCursor(args.after, (id) => /^[0-9a-f-]{36}$/.test(id));
   const rows = await db.query<Record<string, unknown>>(
     `select id::text, idempotency_key, kind, feature_key, trim_scale(quantity)::text as quantity, status, reason, trim_scale(charged)::text as charged,
             trim_scale(held)::text as held, expires_at, created_at, resolved_at,
@@ -122,6 +115,6 @@ export async function usageEvents(db: Db, args: { customerId: string; status: st
       resolvedAt: (r.resolved_at as Date | null) ?? null,
     })),
     hasNextPage: rows.length > args.first,
-    endCursor: last ? Buffer.from(JSON.stringify({ t: last.cursor_t, id: last.id }), 'utf8').toString('base64url') : null,
+    endCursor: last ? encodeTimeCursor(last.cursor_t as string, last.id as string) : null,
   };
 }

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Db } from '../../db/sql';
+import { decodeTimeCursor, encodeTimeCursor } from '../../shared/cursor';
 import { badInput, conflict, notFound } from '../../shared/errors';
 import { dec, fmt } from '../../shared/decimal';
 import { alertPercentages } from '../catalog/catalog.service';
@@ -78,6 +79,10 @@ export function newSecret(): string {
 
 const ENDPOINT_COLS = `id::text, url, description, event_types as "eventTypes", disabled_at as "disabledAt", disabled_reason as "disabledReason",
   previous_secret_until as "previousSecretUntil", created_at as "createdAt", updated_at as "updatedAt"`;
+/** A delivery with its event's type and body (`d` the delivery, `ev` its event). */
+const DELIVERY_COLS = `d.id::text, d.event_id as "eventId", ev.type as "eventType", d.endpoint_id::text as "endpointId", d.status, d.attempts,
+  d.next_attempt_at as "nextAttemptAt", d.last_status_code as "lastStatusCode", d.last_error as "lastError",
+  d.created_at as "createdAt", d.delivered_at as "deliveredAt", ev.payload`;
 const MAX_ENDPOINTS = 100;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -166,19 +171,9 @@ export class WebhooksService {
   async deliveries(args: { endpointId?: string | null; status?: DeliveryStatus | null; first: number; after?: string | null }): Promise<{ items: DeliveryRow[]; hasNextPage: boolean; endCursor: string | null }> {
     if (!Number.isInteger(args.first) || args.first < 1 || args.first > 200) throw badInput('first must be between 1 and 200', { field: 'first' });
     if (args.endpointId) this.id(args.endpointId);
-    let after: { t: string; id: string } | null = null;
-    if (args.after) {
-      try {
-        after = JSON.parse(Buffer.from(args.after, 'base64url').toString('utf8'));
-      } catch {
-        after = null;
-      }
-      if (!after || typeof after.t !== 'string' || typeof after.id !== 'string' || !UUID_RE.test(after.id) || Number.isNaN(Date.parse(after.t))) throw badInput('invalid cursor', { field: 'after' });
-    }
+    const after = decodeTimeCursor(args.after, (id) => UUID_RE.test(id));
     const rows = await this.db.query<DeliveryRow & { cursorT: string }>(
-      `select d.id::text, d.event_id as "eventId", ev.type as "eventType", d.endpoint_id::text as "endpointId", d.status, d.attempts,
-              d.next_attempt_at as "nextAttemptAt", d.last_status_code as "lastStatusCode", d.last_error as "lastError",
-              d.created_at as "createdAt", d.delivered_at as "deliveredAt", ev.payload,
+      `select ${DELIVERY_COLS},
               to_char(d.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as "cursorT",
               coalesce((select json_agg(json_build_object('attempt', a.attempt, 'at', a.at, 'statusCode', a.status_code, 'error', a.error, 'durationMs', a.duration_ms) order by a.id)
                           from webhook_attempt a where a.delivery_id = d.id), '[]') as "attemptLog"
@@ -193,7 +188,7 @@ export class WebhooksService {
     return {
       items: page.map((r) => ({ ...r, attemptLog: r.attemptLog.map((a) => ({ ...a, at: new Date(a.at as unknown as string) })) })),
       hasNextPage: rows.length > args.first,
-      endCursor: last ? Buffer.from(JSON.stringify({ t: last.cursorT, id: last.id }), 'utf8').toString('base64url') : null,
+      endCursor: last ? encodeTimeCursor(last.cursorT, last.id) : null,
     };
   }
 
@@ -212,9 +207,7 @@ export class WebhooksService {
 
   private async deliveryById(id: string): Promise<DeliveryRow[] | null> {
     const all = await this.db.query<DeliveryRow>(
-      `select d.id::text, d.event_id as "eventId", ev.type as "eventType", d.endpoint_id::text as "endpointId", d.status, d.attempts,
-              d.next_attempt_at as "nextAttemptAt", d.last_status_code as "lastStatusCode", d.last_error as "lastError",
-              d.created_at as "createdAt", d.delivered_at as "deliveredAt", ev.payload, '[]'::json as "attemptLog"
+      `select ${DELIVERY_COLS}, '[]'::json as "attemptLog"
          from webhook_delivery d join webhook_event ev on ev.id = d.event_id where d.id = $1::uuid`,
       [id],
     );
