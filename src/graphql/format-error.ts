@@ -16,6 +16,8 @@ const CLIENT_CODES = new Set([
   'QUERY_TOO_COMPLEX',
   'UNAUTHENTICATED',
   'FORBIDDEN',
+  // Set by the context when the key lookup cannot reach the database (our own words).
+  'SERVICE_UNAVAILABLE',
 ]);
 
 function validationDetails(errors: ValidationError[]): Array<{ field: string; problems: string[] }> {

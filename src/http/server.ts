@@ -18,7 +18,8 @@ import { createArmor } from '../graphql/armor';
 import { costLimitPlugin } from '../graphql/limits';
 import { createLoaders } from '../graphql/loaders';
 import { getSchema } from '../graphql/schema';
-import { DomainError } from '../shared/errors';
+import { DomainError, ErrorCode } from '../shared/errors';
+import { mapDbError } from '../shared/db-errors';
 import type { Services } from '../services';
 import { registerStream } from './stream';
 import { registerWebhooks } from './webhooks';
@@ -180,6 +181,11 @@ export async function createHttpServer(
     try {
       principal = await services.auth.authenticate(authorization);
     } catch (err) {
+      const mapped = mapDbError(err);
+      // The key lookup could not reach the database: retry later (503), not a credential problem.
+      if (mapped instanceof DomainError && mapped.code === ErrorCode.SERVICE_UNAVAILABLE) {
+        throw new GraphQLError(mapped.message, { extensions: { code: mapped.code, http: { status: 503 } } });
+      }
       if (err instanceof DomainError) {
         throw new GraphQLError(err.message, { extensions: { code: err.code, http: { status: 401 } } });
       }

@@ -54,8 +54,19 @@ export function mapDbError(err: unknown): unknown {
     case '08000':
     case '08003':
     case '08006':
+    // The connection itself failed (node's codes): the database is out of reach, not the request wrong.
+    case 'ECONNREFUSED':
+    case 'ECONNRESET':
+    case 'ETIMEDOUT':
+    case 'EPIPE':
       return new DomainError(ErrorCode.SERVICE_UNAVAILABLE, 'The database is unavailable; retry later');
     default:
+      // pg and pg-pool raise these without a code when a connection is lost or cannot be had.
+      if (err instanceof Error && CONNECTION_LOST.test(err.message)) {
+        return new DomainError(ErrorCode.SERVICE_UNAVAILABLE, 'The database is unavailable; retry later');
+      }
       return err;
   }
 }
+
+const CONNECTION_LOST = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection terminated unexpectedly)/;

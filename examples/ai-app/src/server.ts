@@ -1,4 +1,4 @@
-import { TollgateClient, TollgateDenied, type TollgateClientOptions } from '@tollgate/client';
+import { TollgateClient, TollgateDenied, TollgateReplayed, type TollgateClientOptions } from '@tollgate/client';
 import { tollgateMiddleware, type ModelPrice } from '@tollgate/client/ai-sdk';
 import { denialStatus, requireAccess } from '@tollgate/client/fastify';
 import { generateText, wrapLanguageModel } from 'ai';
@@ -12,7 +12,7 @@ import { createMockModel, MOCK_PRICES } from './mock-model';
  * - `POST /generate` `{ prompt }`: `requireAccess` turns away a customer who may not use
  *   `llm.tokens` (402 when out of credits), then `generateText` runs on the model wrapped with
  *   `tollgateMiddleware`: it holds an estimate before the model runs and charges the tokens the
- *   model reports, once per `x-request-id`.
+ *   model reports, once per `x-request-id` (the same id again answers 409: it is not run twice).
  * - `POST /image` `{ prompt }`: `withCredits` by hand around a (fake) image job: hold, run, commit.
  *
  * Both read the customer from `x-customer-id` (a stand-in for your session) and the idempotency
@@ -117,6 +117,8 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
     } catch (err) {
       // The hold of the estimate was refused (e.g. fewer credits left than the estimate): the model never ran.
       if (err instanceof TollgateDenied) return denied(reply, err);
+      // This request id was already generated and charged: it is not run again (it would be free).
+      if (err instanceof TollgateReplayed) return replayed(reply, err);
       throw err;
     }
   });
@@ -132,6 +134,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
       return { image: result, tollgate: { charged: charge.charged, balance: charge.balance, replayed: charge.replayed } };
     } catch (err) {
       if (err instanceof TollgateDenied) return denied(reply, err);
+      if (err instanceof TollgateReplayed) return replayed(reply, err);
       throw err;
     }
   });
@@ -142,6 +145,11 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
 /** The same answer as the guards': 402 when out of credits, 403 otherwise. */
 function denied(reply: FastifyReply, err: TollgateDenied): FastifyReply {
   return reply.code(denialStatus(err.reason)).send({ error: 'denied', reason: err.reason, detail: err.detail });
+}
+
+/** The guards' answer to a finished request id: 409, the work did not run again. */
+function replayed(reply: FastifyReply, err: TollgateReplayed): FastifyReply {
+  return reply.code(409).send({ error: 'replayed', status: err.reservation.status, detail: err.message });
 }
 
 async function placeholderImage(prompt: string): Promise<Image> {

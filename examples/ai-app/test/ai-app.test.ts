@@ -349,42 +349,40 @@ test('Tollgate SIGKILLed between reserve and commit and restarted: the generatio
     'bob-img': { feature: 'image.generate', charged: '20' },
   });
 
-  // The caller, unsure its first attempt got through, sends the same requests again: not charged again.
-  const again = post('/generate', 'bob', 'bob-gen', prompt);
-  (await model.next()).open({ text: 'Still here.', input: 6, output: 44 });
-  const imageAgain = post('/image', 'bob', 'bob-img', 'a lighthouse in a storm');
-  (await images.next()).open({ url: 'data:image/png;base64,AAAA', width: 64, height: 64 });
-  expect(await again).toMatchObject({ status: 200, body: { tollgate: { charged: tokenCredits(50), replayed: true } } });
-  expect(await imageAgain).toMatchObject({ status: 200, body: { tollgate: { charged: '20', replayed: true } } });
+  // The caller, unsure its first attempt got through, sends the same requests again: answered 409
+  // (already charged), and neither the model nor the image job runs again.
+  const [modelCalls, imageJobs] = [model.started.length, images.started.length];
+  expect(await post('/generate', 'bob', 'bob-gen', prompt)).toMatchObject({ status: 409, body: { error: 'replayed', status: 'COMMITTED' } });
+  expect(await post('/image', 'bob', 'bob-img', 'a lighthouse in a storm')).toMatchObject({ status: 409, body: { error: 'replayed', status: 'COMMITTED' } });
+  expect([model.started.length, images.started.length]).toEqual([modelCalls, imageJobs]);
   await expectChargedOnce('bob', '100', {
     'bob-gen': { feature: 'llm.tokens', charged: tokenCredits(50) },
     'bob-img': { feature: 'image.generate', charged: '20' },
   });
 }, 120_000);
 
-test('the same request id sent again is charged once, whatever the repeated call reports', async () => {
+test('the same request id sent again is answered 409 and charged nothing more: the model (or the image job) does not run again', async () => {
   await grant('carol', '100');
   const first = post('/generate', 'carol', 'carol-1', 'Tell me a story about tokens');
   (await model.next()).open({ text: 'Once upon a time', input: 12, output: 30 });
   expect(await first).toMatchObject({ status: 200, body: { tollgate: { charged: '0.126', balance: '99.874', replayed: false } } });
 
-  for (const output of [30, 500]) {
-    const startedBefore = model.started.length;
-    const repeat = post('/generate', 'carol', 'carol-1', 'Tell me a story about tokens');
-    // The middleware lets the model run again (its documented rule), and charges nothing for it.
-    (await model.next()).open({ text: 'Once upon a time', input: 12, output });
-    const { status, body } = await repeat;
-    expect(model.started.length).toBe(startedBefore + 1);
-    expect(status).toBe(200);
-    expect(body.tollgate).toMatchObject({ idempotencyKey: 'carol-1', charged: '0.126', replayed: true });
+  const startedBefore = model.started.length;
+  for (let i = 0; i < 2; i++) {
+    // A second run would be delivered uncharged, so it is refused before the model is called.
+    const { status, body } = await post('/generate', 'carol', 'carol-1', 'Tell me a story about tokens');
+    expect(status).toBe(409);
+    expect(body).toMatchObject({ error: 'replayed', status: 'COMMITTED' });
+    expect(body.detail).toMatch(/already committed \(charged 0\.126\)/);
   }
+  expect(model.started.length).toBe(startedBefore);
 
   const image = post('/image', 'carol', 'carol-img', 'a cat');
   (await images.next()).open({ url: 'data:,cat', width: 1, height: 1 });
   expect(await image).toMatchObject({ status: 200, body: { tollgate: { charged: '20', balance: '79.874', replayed: false } } });
-  const imageAgain = post('/image', 'carol', 'carol-img', 'a cat');
-  (await images.next()).open({ url: 'data:,cat', width: 1, height: 1 });
-  expect(await imageAgain).toMatchObject({ status: 200, body: { tollgate: { charged: '20', balance: '79.874', replayed: true } } });
+  const imagesBefore = images.started.length;
+  expect(await post('/image', 'carol', 'carol-img', 'a cat')).toMatchObject({ status: 409, body: { error: 'replayed', status: 'COMMITTED' } });
+  expect(images.started.length).toBe(imagesBefore);
 
   await expectChargedOnce('carol', '100', {
     'carol-1': { feature: 'llm.tokens', charged: '0.126' },

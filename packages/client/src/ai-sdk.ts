@@ -8,7 +8,7 @@ import type {
   LanguageModelV3Usage,
   SharedV3ProviderMetadata,
 } from '@ai-sdk/provider';
-import { TollgateDenied, TollgateError, type ChargeResult, type Reservation, type TollgateClient } from './index';
+import { TollgateDenied, TollgateError, TollgateReplayed, type ChargeResult, type Reservation, type TollgateClient } from './index';
 
 /**
  * `@tollgate/client/ai-sdk`: charge a Vercel AI SDK language model call in tokens, exactly once.
@@ -19,7 +19,8 @@ import { TollgateDenied, TollgateError, type ChargeResult, type Reservation, typ
  *
  * Each model call (one `doGenerate` / `doStream`) reserves its estimate before the model runs
  * (a denial throws TollgateDenied and the model is never called), then commits what the call
- * used, or releases the hold when the model failed before producing anything. The middleware is
+ * used, or releases the hold when the model failed before producing anything. A key already
+ * committed throws TollgateReplayed and the model is not called again. The middleware is
  * the LanguageModelV3 middleware of `ai` 6 (`specificationVersion: 'v3'`). Only types are
  * imported from the AI SDK: the client has no runtime dependency on it.
  *
@@ -67,7 +68,9 @@ export interface TollgateMiddlewareOptions {
   feature: string | { input: string; output: string };
   /**
    * Names one model call: the same key is charged once, however often the call is retried (by
-   * the client, by the AI SDK's `maxRetries`, or by you). A string names ONE call: a multi-step
+   * the client, by the AI SDK's `maxRetries`, or by you). Once a call is committed, the same key
+   * again throws TollgateReplayed (code ALREADY_RESOLVED) before the model runs: a second run
+   * would be delivered uncharged. A string names ONE call: a multi-step
    * generation (tools, `stopWhen`) makes several, so pass a function of the call's params, e.g.
    * `(params) => \`${requestId}:${params.prompt.length}\``. Reused for a different call (another
    * estimate), the reserve fails with TollgateError IDEMPOTENCY_KEY_REUSED before the model runs.
@@ -126,6 +129,7 @@ export function tollgateMiddleware(options: TollgateMiddlewareOptions): Language
 
     async wrapGenerate({ doGenerate, params, model }) {
       const call = await meter.open(params, model);
+      if (call.alreadyCharged) await call.refuseReplay();
       let result: LanguageModelV3GenerateResult;
       try {
         result = await doGenerate();
@@ -133,7 +137,6 @@ export function tollgateMiddleware(options: TollgateMiddlewareOptions): Language
         await call.release('model-error', err);
         throw err;
       }
-      if (call.alreadyCharged) return withMetadata(result, await call.replay());
       const input = count(result.usage?.inputTokens?.total);
       const output = outputTotal(result.usage);
       const s = await call.commit('generate', {
@@ -147,16 +150,13 @@ export function tollgateMiddleware(options: TollgateMiddlewareOptions): Language
 
     async wrapStream({ doStream, params, model }) {
       const call = await meter.open(params, model);
+      if (call.alreadyCharged) await call.refuseReplay();
       let result: Awaited<ReturnType<LanguageModelV3['doStream']>>;
       try {
         result = await doStream();
       } catch (err) {
         await call.release('model-error', err);
         throw err;
-      }
-      if (call.alreadyCharged) {
-        void call.replay();
-        return result;
       }
       const counter = new OutputCounter();
       const source = result.stream.getReader();
@@ -349,13 +349,20 @@ class MeteredCall {
     return (this.settlement ??= this.doRelease(reason, error));
   }
 
-  replay(): Promise<Settlement> {
-    return (this.settlement ??= Promise.resolve(
+  /**
+   * Every hold under this key is committed: the call already ran and was charged. It is not run
+   * again (its output would go out uncharged): reported as `already-charged`, then TollgateReplayed.
+   */
+  async refuseReplay(): Promise<never> {
+    this.settlement ??= Promise.resolve(
       this.report({
         ...this.base('already-charged', 'replay', { input: 0, output: 0, estimated: false }),
         charged: sum(this.holds.map((h) => h.reservation.charged)),
       }),
-    ));
+    );
+    await this.settlement;
+    const h = this.holds[this.holds.length - 1];
+    throw new TollgateReplayed(this.key, this.holds.length === 1 ? h.reservation : { ...h.reservation, charged: sum(this.holds.map((x) => x.reservation.charged)) });
   }
 
   /** A stream that ended without its finish part: what was produced (never nothing), or nothing before any output. */

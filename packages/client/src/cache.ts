@@ -44,6 +44,7 @@ export class DecisionCache<D extends { resetsAt: string | null }> {
   readonly stats: CacheStats = { hits: 0, misses: 0, events: 0, watching: 0 };
   /** Customers whose watch was refused for good (their decisions are never cached). */
   private readonly refused = new Set<string>();
+  private disposed = false;
 
   constructor(
     private readonly live: LiveUpdates,
@@ -59,7 +60,8 @@ export class DecisionCache<D extends { resetsAt: string | null }> {
 
   /** The customer's entry, watching it from now on. */
   private entry(customerId: string): Entry<D> | null {
-    if (this.refused.has(customerId)) return null;
+    // After dispose (the client's close()) nothing is watched or cached: every decision is fetched.
+    if (this.disposed || this.refused.has(customerId)) return null;
     let e = this.entries.get(customerId);
     if (e) {
       // Most recently used last.
@@ -148,7 +150,7 @@ export class DecisionCache<D extends { resetsAt: string | null }> {
   /** Starts watching the customer (if not yet) and resolves once its stream is live. */
   watch(customerId: string): Promise<void> {
     const e = this.entry(customerId);
-    if (!e) return Promise.reject(new Error(`watching ${customerId} was refused`));
+    if (!e) return Promise.reject(new Error(`${customerId} is not watched (its watch was refused, or the client is closed)`));
     if (e.live) return Promise.resolve();
     return new Promise((resolve) => e.waiters.push(resolve));
   }
@@ -181,6 +183,7 @@ export class DecisionCache<D extends { resetsAt: string | null }> {
   }
 
   dispose(): void {
+    this.disposed = true;
     for (const id of [...this.entries.keys()]) this.forget(id);
   }
 }

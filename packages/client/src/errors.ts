@@ -1,7 +1,15 @@
-import type { AccessReason } from './generated/graphql';
+import type { AccessReason, ReserveMutation } from './generated/graphql';
+
+type Reservation = NonNullable<ReserveMutation['reserve']['reservation']>;
 
 /** An error from the service (its `extensions.code`), or from the client (a code of its own). */
 export class TollgateError extends Error {
+  /**
+   * Set when this error replaced another: `withCredits` committing what a function had reported
+   * before it threw, and that commit failing, throws the commit's error with the function's here.
+   */
+  failure?: unknown;
+
   constructor(
     readonly code: string,
     message: string,
@@ -26,23 +34,53 @@ export class TollgateDenied extends Error {
 
 /**
  * A commit or release was not acknowledged within the retry budget. The hold stays until it
- * lapses (its `expiresAt`); the service then gives it back, or charges a late commit that
- * arrives afterwards in full (what was held is never given away for free). Retrying the same
- * call later is safe.
+ * lapses (its `expiresAt`). Then the service gives it back, and records it as
+ * `LAPSED_RESERVATION` in the leakage report (the usage it stood for is never lost from view);
+ * a commit that arrives after the lapse is still charged, against the balance as it is then,
+ * and any shortfall is recorded as uncollected. Retrying the same call is safe: a reservation
+ * resolves once. `code`, `details` and `cause` are those of the last attempt's error.
  */
 export class HoldNotResolved extends TollgateError {
+  readonly lastCode: string | undefined;
+
   constructor(
     readonly reservationId: string,
     readonly action: 'commit' | 'release',
-    cause: unknown,
+    override readonly cause: unknown,
   ) {
+    const last = cause instanceof TollgateError ? cause : undefined;
     super(
       'HOLD_NOT_RESOLVED',
       `${action} of reservation ${reservationId} was not acknowledged: the hold stays until it lapses at its expiresAt; ` +
-        `then it is given back, and a late commit is still charged in full (retrying the same call is safe). Last error: ${describe(cause)}`,
+        `then it is given back and recorded as a lapsed reservation (leakage), and a later commit is still charged against the balance then ` +
+        `(retrying the same call is safe). Last error: ${describe(cause)}`,
       true,
+      { lastCode: last?.code, ...(last?.details ?? {}) },
     );
+    this.lastCode = last?.code;
     this.name = 'HoldNotResolved';
+  }
+}
+
+/**
+ * `withCredits` (or the AI SDK middleware) was given an idempotency key whose operation already
+ * finished: its reservation is COMMITTED (charged) or RELEASED (given back after a failure). The
+ * work is not run again, because a second run under a finished key would be delivered uncharged;
+ * name a new operation with a new key to run it again.
+ */
+export class TollgateReplayed extends TollgateError {
+  constructor(
+    readonly idempotencyKey: string,
+    readonly reservation: Reservation,
+  ) {
+    const what = reservation.status === 'COMMITTED' ? `already committed (charged ${reservation.charged})` : `already ${reservation.status.toLowerCase()}`;
+    super(
+      'ALREADY_RESOLVED',
+      `the operation '${idempotencyKey}' was ${what}; it is not run again (a second run would be delivered uncharged): use a new idempotency key to run it again`,
+      false,
+      { reservationId: reservation.id, status: reservation.status, charged: reservation.charged },
+    );
+    this.name = 'TollgateReplayed';
   }
 }
 

@@ -57,7 +57,9 @@ const meters = new WeakMap<Response, Meter>();
  * it ends the response with a status below 500, commit what it reported (`metered(res).report(n)`,
  * else `quantity`, else the estimate), then send the response. A 5xx answer, a throw, `next(err)`
  * or `next()` (it did not answer), or the client going away first release the hold: nothing is
- * charged.
+ * charged — unless part of a body had already gone out (`res.write`): then the answer was cut,
+ * not failed, and what the route reported so far (report as you stream), else `quantity`, else
+ * the estimate, is charged before the error goes on.
  *
  * The response is held until the commit is acknowledged: the route's `res.end` is deferred, so a
  * client that receives a complete 2xx/4xx answer was charged. If the commit fails
@@ -86,6 +88,8 @@ export function meter(client: TollgateClient, feature: string, options: MeterOpt
         runRoute(handler, req, res, held);
         const ended = await held.first;
         if (ended.kind !== 'end' || res.statusCode >= 500) {
+          // Part of the answer went out before the route failed or the client left: that is charged.
+          if (held.began && res.statusCode < 500) return { ok: 'cut', result: ended, ...(await used(record, req, res, options, input.estimate)) };
           record.close();
           return { ok: false, result: ended };
         }
@@ -106,6 +110,7 @@ export function meter(client: TollgateClient, feature: string, options: MeterOpt
         held?.forwardLate(next);
         return;
       case 'charged':
+      case 'cut':
       case 'released':
         held?.send();
         if (out.result.kind === 'error') next(out.result.error);
@@ -153,11 +158,19 @@ class HeldResponse {
   private late: Passed[] = [];
   private forward: ((e: Passed) => void) | null = null;
   private readonly end: Response['end'];
+  /** True once the route wrote part of a body (`res.write`): from then on the client has received output. */
+  began = false;
 
   constructor(private readonly res: Response) {
     this.first = new Promise((resolve) => (this.decide = resolve));
     this.end = res.end;
     const self = this;
+    const write = res.write;
+    res.write = function (this: Response, ...args: unknown[]) {
+      const chunk = args[0];
+      if (chunk !== undefined && chunk !== null && (typeof chunk === 'string' ? chunk.length > 0 : (chunk as Uint8Array).byteLength > 0)) self.began = true;
+      return (write as (...a: unknown[]) => boolean).apply(res, args);
+    } as Response['write'];
     res.end = function (this: Response, ...args: unknown[]) {
       if (!self.open) return (self.end as (...a: unknown[]) => Response).apply(res, args);
       if (self.pending === null) {

@@ -59,7 +59,8 @@ export function metered(request: FastifyRequest): Meter {
   return s.record.meter;
 }
 
-type Ending = { kind: 'sent' } | { kind: 'failed' };
+/** `cut`: a stream payload had begun going out when it failed or the client left (what went out is charged). */
+type Ending = { kind: 'sent' } | { kind: 'failed' } | { kind: 'cut' };
 
 interface MeterState {
   record: MeterRecord;
@@ -79,7 +80,9 @@ const states = new WeakMap<FastifyRequest, MeterState>();
  * 500, onSend commits what the route reported (`metered(request).report(n)`, else `quantity`, else
  * the estimate) before the reply is written, so a client that receives a complete 2xx/4xx answer
  * was charged. A thrown error (whatever status the error handler gives it), a 5xx, or the client
- * going away before the reply releases the hold: nothing is charged. If the commit fails
+ * going away before the reply releases the hold: nothing is charged. A stream payload cut after
+ * its first chunk went out (the client left, or the stream failed) is charged: what the route
+ * reported so far (report as you stream), else `quantity`, else the estimate. If the commit fails
  * (`HoldNotResolved`: the hold then lapses and is given back), the route's reply is dropped and the
  * error goes to Fastify's error handler (500). A stream payload is sent as it comes and its end is
  * held: the commit happens when the stream ends (report before that), and a failed commit destroys
@@ -99,9 +102,10 @@ export function meter(client: TollgateClient, feature: string, options: MeterOpt
         const e = await ended;
         const reported = record.reported();
         record.close();
-        if (e.kind === 'failed' || states.get(request)!.errored || reply.statusCode >= 500) return { ok: false, result: undefined };
-        if (reported) return { ok: true, result: undefined, ...reported };
-        return { ok: true, result: undefined, quantity: options.quantity ? await options.quantity(request, reply) : estimate };
+        const ok: true | 'cut' = e.kind === 'cut' && reply.statusCode < 500 ? 'cut' : true;
+        if (ok !== 'cut' && (e.kind === 'failed' || states.get(request)!.errored || reply.statusCode >= 500)) return { ok: false, result: undefined };
+        if (reported) return { ok, result: undefined, ...reported };
+        return { ok, result: undefined, quantity: options.quantity ? await options.quantity(request, reply) : estimate };
       });
       // Awaited where the reply ends (onSend / onRequestAbort); never left to reject unobserved.
       done.catch(() => undefined);
@@ -145,8 +149,10 @@ function isStream(payload: unknown): payload is Readable {
 /** Passes the stream through and holds its end until the commit; a failed commit (or a failed stream) destroys it. */
 function holdEnd(source: Readable, s: MeterState): Transform {
   let ended = false;
+  let began = false;
   const through = new Transform({
     transform(chunk, _encoding, callback) {
+      if (chunk && (chunk as Uint8Array).length > 0) began = true;
       callback(null, chunk);
     },
     flush(callback) {
@@ -160,7 +166,8 @@ function holdEnd(source: Readable, s: MeterState): Transform {
   });
   source.on('error', (err) => through.destroy(err));
   through.on('close', () => {
-    if (!ended) s.ending({ kind: 'failed' });
+    // Cut after output began (the client left, or the stream failed): charged, never free.
+    if (!ended) s.ending({ kind: began ? 'cut' : 'failed' });
   });
   source.pipe(through);
   return through;

@@ -1,4 +1,4 @@
-import { TollgateDenied, TollgateError, type AccessReason, type ChargeResult, type Reservation, type ReserveInput, type TollgateClient } from './index';
+import { TollgateDenied, TollgateError, TollgateReplayed, type AccessReason, type ChargeResult, type Reservation, type ReserveInput, type TollgateClient } from './index';
 
 /**
  * What the route guards of every framework (`./fetch`, `./express`, `./fastify`) decide, in one
@@ -46,14 +46,23 @@ export function estimateOf<R>(estimate: Estimate<R>, request: R): Quantity | Pro
   return typeof estimate === 'function' ? estimate(request) : estimate;
 }
 
-/** How a metered route ended: `ok: false` when it produced nothing to charge for (a 5xx, an abort...). */
-export type RouteOutcome<T> = { ok: false; result: T } | { ok: true; result: T; quantity: Quantity; providerCost?: Quantity };
+/**
+ * How a metered route ended: `ok: false` when it produced nothing to charge for (a 5xx, a throw or
+ * the client leaving before any output); `ok: 'cut'` when its answer had begun going out and then
+ * failed or the client left (what went out is charged: the quantity reported so far, else the
+ * estimate); `ok: true` when it completed.
+ */
+export type RouteOutcome<T> =
+  | { ok: false; result: T }
+  | { ok: true | 'cut'; result: T; quantity: Quantity; providerCost?: Quantity };
 
 export type Metered<T> =
   /** Denied (402/403), Tollgate unreachable (503) or a finished request id (409): the route never ran, nothing is held. */
   | { kind: 'answered'; answer: GuardAnswer }
   /** The route succeeded and what it used is charged (the commit is acknowledged). */
   | { kind: 'charged'; result: T; charge: ChargeResult }
+  /** The route's answer began going out, then failed or its client left: what went out is charged (acknowledged). */
+  | { kind: 'cut'; result: T; charge: ChargeResult }
   /** The route failed (`ok: false`): the hold is given back, nothing charged. */
   | { kind: 'released'; result: T }
   /** The route threw: the hold is given back, nothing charged; `error` is what it threw. */
@@ -75,7 +84,9 @@ export async function runMetered<T>(
   route: (hold: Reservation) => Promise<RouteOutcome<T>>,
 ): Promise<Metered<T>> {
   try {
+    let cut = false;
     const { result, charge } = await client.withCredits(input, async (hold) => {
+      // withCredits refuses COMMITTED and RELEASED keys; a lapsed one is not run again here either.
       if (hold.status !== 'HELD') throw new Replayed(hold);
       let out: RouteOutcome<T>;
       try {
@@ -84,15 +95,17 @@ export async function runMetered<T>(
         throw new RouteThrew(error);
       }
       if (!out.ok) throw new RouteFailed(out.result);
+      cut = out.ok === 'cut';
       return { result: out.result, quantity: out.quantity, ...(out.providerCost !== undefined ? { providerCost: out.providerCost } : {}) };
     });
-    return { kind: 'charged', result, charge };
+    return { kind: cut ? 'cut' : 'charged', result, charge };
   } catch (err) {
     // The markers come from this call's route only; anything the route throws is wrapped, so a
     // TollgateDenied or TollgateError here is from the reservation (or the commit) itself.
     if (err instanceof RouteFailed) return { kind: 'released', result: err.result as T };
     if (err instanceof RouteThrew) return { kind: 'threw', error: err.error };
     if (err instanceof Replayed) return { kind: 'answered', answer: replayed(input.idempotencyKey, err.hold) };
+    if (err instanceof TollgateReplayed) return { kind: 'answered', answer: replayed(input.idempotencyKey, err.reservation) };
     if (err instanceof TollgateDenied) return { kind: 'answered', answer: denial(err.reason, err.detail) };
     if (reserveUnavailable(err)) return { kind: 'answered', answer: { status: 503, body: { error: 'unavailable', detail: `Tollgate unavailable: ${err.message}; nothing was held and the route did not run` } } };
     throw err;

@@ -13,8 +13,8 @@ import {
 } from './generated/graphql';
 
 export type { AccessReason, AccessChangeCause } from './generated/graphql';
-export { HoldNotResolved, TollgateDenied, TollgateError } from './errors';
-import { describe, HoldNotResolved, TollgateDenied, TollgateError } from './errors';
+export { HoldNotResolved, TollgateDenied, TollgateError, TollgateReplayed } from './errors';
+import { describe, HoldNotResolved, TollgateDenied, TollgateError, TollgateReplayed } from './errors';
 import { DecisionCache, type CacheOptions, type CacheStats } from './cache';
 import { graphqlEndpoint, LiveUpdates, type LiveOptions, type WatchHandlers } from './live';
 export type { CacheOptions, CacheStats } from './cache';
@@ -86,7 +86,22 @@ export interface ReserveInput {
   properties?: Record<string, unknown>;
 }
 
-const RETRYABLE_CODES = new Set(['RETRY_LATER', 'SERVICE_UNAVAILABLE']);
+/**
+ * Retried besides network errors, timeouts and 5xx. INTERNAL_SERVER_ERROR is retried too: a failed
+ * request leaves no partial write and every write is keyed, so sending it again is safe, and an
+ * unexpected failure (a database connection lost mid-request) is usually transient.
+ */
+const RETRYABLE_CODES = new Set(['RETRY_LATER', 'SERVICE_UNAVAILABLE', 'INTERNAL_SERVER_ERROR']);
+
+/** What `withCredits` hands the function besides the hold. */
+export interface Progress {
+  /**
+   * Reports what has been produced so far (the last report counts). If the function then throws,
+   * this quantity is committed instead of releasing the hold: output that went out is charged,
+   * never free. A function that produces everything at the end need not call it.
+   */
+  report(quantity: string | number, opts?: { providerCost?: string | number }): void;
+}
 
 /** Fetches a customer token (e.g. from the product's backend). */
 export type TokenSource = () => string | Promise<string>;
@@ -203,6 +218,25 @@ export class TollgateClient {
       );
     }
     return this.token.promise;
+  }
+
+  /** The credential, within `timeoutMs` (a token function that hangs is an attempt that timed out, retried like one). */
+  private async boundedCredential(): Promise<string | undefined> {
+    const pending = this.credential();
+    if (typeof (this.options.apiKey ?? this.options.token) !== 'function') return pending;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        // The hung fetch is not kept: the next attempt calls the token function again.
+        if (this.token && this.token.value === undefined) this.token = null;
+        reject(new TollgateError('TIMEOUT', `the token function gave no token within ${this.timeoutMs} ms`, true));
+      }, this.timeoutMs);
+    });
+    try {
+      return await Promise.race([pending, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** The service refused `used`: forget it, unless a newer token already replaced it. */
@@ -330,21 +364,46 @@ export class TollgateClient {
 
   /**
    * The monetization middleware: reserve the estimate (denied: TollgateDenied, `fn` is never
-   * called), run `fn`, commit the quantity it reports (which may exceed the estimate), or release
-   * the hold if `fn` throws. If this process dies between `fn` and the commit, the hold lapses as
-   * the service defines (never free).
+   * called), run `fn`, and commit the quantity it reports (which may exceed the estimate). If `fn`
+   * throws before producing anything the hold is released; if it throws after
+   * `progress.report(q)`, `q` is committed and the error is rethrown. A key whose operation already
+   * finished (COMMITTED, or RELEASED after a failure) throws TollgateReplayed and `fn` is not run
+   * again: a second run would be delivered uncharged. A key still HELD (the process that held it
+   * died before its commit, or a duplicate in flight) runs `fn` and is charged once; a lapsed one
+   * (EXPIRED) runs `fn` and the late commit is charged against the balance then. If this process
+   * dies between `fn` and the commit, the hold lapses: it is given back and recorded as a lapsed
+   * reservation in the leakage report (`HoldNotResolved` says the same when a commit is never
+   * acknowledged).
    */
   async withCredits<T>(
     input: ReserveInput,
-    fn: (hold: Reservation) => Promise<{ result: T; quantity: string | number; providerCost?: string | number }>,
+    fn: (hold: Reservation, progress: Progress) => Promise<{ result: T; quantity: string | number; providerCost?: string | number }>,
   ): Promise<{ result: T; charge: ChargeResult; reservation: Reservation }> {
     const reserved = await this.reserve(input);
     if (!reserved.allowed || !reserved.reservation) throw new TollgateDenied(reserved.reason, reserved.detail);
     const hold = reserved.reservation;
+    if (hold.status === 'COMMITTED' || hold.status === 'RELEASED') throw new TollgateReplayed(input.idempotencyKey, hold);
+    let produced: { quantity: string | number; providerCost?: string | number } | undefined;
+    const progress: Progress = {
+      report(quantity, opts = {}) {
+        produced = { quantity, ...(opts.providerCost !== undefined ? { providerCost: opts.providerCost } : {}) };
+      },
+    };
     let out: { result: T; quantity: string | number; providerCost?: string | number };
     try {
-      out = await fn(hold);
+      out = await fn(hold, progress);
     } catch (err) {
+      if (produced) {
+        // Output went out before the failure: it is charged, and the failure still reaches the caller.
+        const partial: { quantity: string | number; providerCost?: string | number } = produced;
+        try {
+          await this.commit(hold.id, partial.quantity, partial.providerCost !== undefined ? { providerCost: partial.providerCost } : {});
+        } catch (commitErr) {
+          if (commitErr instanceof TollgateError) commitErr.failure = err;
+          throw commitErr;
+        }
+        throw err;
+      }
       // Nothing was produced: give the hold back (if that fails too, it lapses on its own).
       await this.release(hold.id).catch(() => undefined);
       throw err;
@@ -405,7 +464,7 @@ export class TollgateClient {
     for (let attempt = 0; ; ) {
       let credential: string | undefined;
       try {
-        credential = await this.credential();
+        credential = await this.boundedCredential();
         return await this.once<R, V>(doc, variables, credential);
       } catch (err) {
         // An expired token: fetch a fresh one and send again at once (not counted as a retry).

@@ -70,15 +70,16 @@ export class LiveUpdates {
     });
   }
 
-  /** Watches one customer until the returned function is called. */
+  /** Watches one customer until the returned function is called (after dispose: nothing, a no-op stop). */
   watch(customerId: string, features: string[], handlers: WatchHandlers): () => void {
+    if (this.disposed) return () => undefined;
     let stopped = false;
     let unsubscribe: (() => void) | null = null;
     let attempt = 0;
     let timer: ReturnType<typeof setTimeout> | null = null;
 
     const interrupted = (err: unknown) => {
-      if (stopped) return;
+      if (stopped || this.disposed) return;
       handlers.onInterrupted?.(err);
       const wait = Math.random() * Math.min(this.maxMs, this.baseMs * 2 ** attempt);
       attempt = Math.min(attempt + 1, 30);
@@ -91,7 +92,7 @@ export class LiveUpdates {
     };
     const connect = () => {
       timer = null;
-      if (stopped) return;
+      if (stopped || this.disposed) return;
       let ended = false;
       unsubscribe = this.client.subscribe<AccessChangedSubscription>(
         { query: AccessChangedDocument.toString(), variables: { customerId, features } },
@@ -141,8 +142,11 @@ export class LiveUpdates {
     };
   }
 
-  /** Stops every watch and frees the connections. */
+  private disposed = false;
+
+  /** Stops every watch and frees the connections; watches asked for afterwards do nothing. */
   dispose(): void {
+    this.disposed = true;
     this.client.dispose();
   }
 }

@@ -4,7 +4,7 @@ import { MockLanguageModelV3 } from 'ai/test';
 import { startTestApp, type TestApp } from '../../../test/support/app';
 import { faultyProxy } from '../../../test/support/net';
 import { startService } from '../../../test/support/service';
-import { TollgateClient, TollgateDenied, TollgateError } from '../src';
+import { TollgateClient, TollgateDenied, TollgateError, TollgateReplayed } from '../src';
 import { promptChars, tollgateMiddleware, type Settlement, type TollgateMiddlewareOptions } from '../src/ai-sdk';
 
 /**
@@ -358,34 +358,39 @@ describe('releases, denials, replays', () => {
     expect(await available()).toBe('100');
   });
 
-  test('the same call retried with the same key is charged once; the key reused for another call is IDEMPOTENCY_KEY_REUSED before the model runs', async () => {
+  test('the same call sent again under a committed key is refused (TollgateReplayed) before the model runs; the key reused for another call is IDEMPOTENCY_KEY_REUSED', async () => {
     const model = generating({ text: 'first', usage: usage(12, 30) }, { text: 'second', usage: usage(20, 44) });
     const wrapped = wrapLanguageModel({ model, middleware: middleware({ idempotencyKey: 'req-7' }) });
     const first = await generateText({ model: wrapped, prompt: PROMPT, maxOutputTokens: 100 });
-    const again = await generateText({ model: wrapped, prompt: PROMPT, maxOutputTokens: 100 });
-    expect([first.text, again.text]).toEqual(['first', 'second']);
-    expect(model.doGenerateCalls).toHaveLength(2);
-    expect(again.providerMetadata?.tollgate).toMatchObject({ replayed: true, charged: '0.126' });
+    expect(first.text).toBe('first');
+    const again = generateText({ model: wrapped, prompt: PROMPT, maxOutputTokens: 100 });
+    await expect(again).rejects.toBeInstanceOf(TollgateReplayed);
+    await expect(again).rejects.toMatchObject({ code: 'ALREADY_RESOLVED', idempotencyKey: 'req-7', reservation: { status: 'COMMITTED', charged: '0.126' } });
+    // The model ran once: a second run would have gone out uncharged.
+    expect(model.doGenerateCalls).toHaveLength(1);
     expect(await captures()).toBe(1);
     expect(await charged()).toBe('0.126');
 
     const other = generateText({ model: wrapped, prompt: 'Another prompt entirely, and longer', maxOutputTokens: 100 });
     await expect(other).rejects.toBeInstanceOf(TollgateError);
     await expect(other).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
-    expect(model.doGenerateCalls).toHaveLength(2);
+    expect(model.doGenerateCalls).toHaveLength(1);
     expect(settled.map((s) => s.outcome)).toEqual(['committed', 'already-charged']);
 
-    // A stream replayed under a committed key passes through uncharged, too.
+    // A stream sent again under a committed key is refused before the model streams, too.
     const { model: sm } = streaming(['hi'], 'finish');
     const sw = wrapLanguageModel({ model: sm, middleware: middleware({ idempotencyKey: 'req-8' }) });
     expect(await streamText({ model: sw, prompt: PROMPT }).text).toBe('hi');
-    expect(await streamText({ model: sw, prompt: PROMPT }).text).toBe('hi');
-    expect(sm.doStreamCalls).toHaveLength(2);
+    let streamError: unknown;
+    const replayedStream = streamText({ model: sw, prompt: PROMPT, onError: ({ error }) => void (streamError = error) });
+    await expect(replayedStream.text).rejects.toThrow(); // streamText: no output was generated
+    expect(streamError).toBeInstanceOf(TollgateReplayed);
+    expect(sm.doStreamCalls).toHaveLength(1);
     expect(await captures()).toBe(2);
     expect(await charged()).toBe('0.165');
   });
 
-  test("the AI SDK's own retry after a model failure charges once: the released attempt's key moves on to <key>#2, and a replay finds it", async () => {
+  test("the AI SDK's own retry after a model failure charges once: the released attempt's key moves on to <key>#2, and the same call sent again finds it committed", async () => {
     const overloaded = new APICallError({ message: 'overloaded', url: 'http://provider.test', requestBodyValues: {}, statusCode: 529, isRetryable: true, responseHeaders: { 'retry-after-ms': '1' } });
     const model = generating(overloaded, { text: 'ok', usage: usage(12, 30) });
     const wrapped = wrapLanguageModel({ model, middleware: middleware({ idempotencyKey: 'req-9' }) });
@@ -395,9 +400,10 @@ describe('releases, denials, replays', () => {
       ['req-9', 'RELEASED', '0'],
       ['req-9#2', 'COMMITTED', '0.126'],
     ]);
-    // The caller retries the whole generation: the chain is found again, nothing new is charged.
-    const again = await generateText({ model: wrapped, prompt: PROMPT, maxRetries: 1 });
-    expect(again.providerMetadata?.tollgate).toMatchObject({ replayed: true });
+    // The caller retries the whole generation: the chain is found again, committed, so it is refused
+    // before the model runs; nothing new is charged.
+    await expect(generateText({ model: wrapped, prompt: PROMPT, maxRetries: 1 })).rejects.toMatchObject({ code: 'ALREADY_RESOLVED', idempotencyKey: 'req-9' });
+    expect(model.doGenerateCalls).toHaveLength(2);
     expect(await rows()).toHaveLength(2);
     expect(await captures()).toBe(1);
     expect(await charged()).toBe('0.126');

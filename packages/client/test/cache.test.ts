@@ -149,3 +149,27 @@ test('watchAccess: SUBSCRIBED with decisions, then fresh decisions after a chang
   expect(refused).toEqual(['FORBIDDEN']);
   customer.close();
 });
+
+test('after close() the client still answers, uncached, and watches nothing (no stream is opened again)', async () => {
+  let streams = 0;
+  const counting: typeof fetch = (input, init) => {
+    if (String(input instanceof Request ? input.url : input).endsWith('/graphql/stream')) streams += 1;
+    return fetch(input, init);
+  };
+  const tg = new TollgateClient({ url: t.address, apiKey: key, cache: true, fetch: counting });
+  await tg.warm('cc');
+  expect(tg.cacheStats!.watching).toBe(1);
+  tg.close();
+  expect(tg.cacheStats!.watching).toBe(0);
+  const opened = streams;
+  for (const customer of ['cc', 'cc-2']) {
+    const misses = tg.cacheStats!.misses;
+    expect(await tg.canAccess(customer, 'text.generate')).toMatchObject({ fallback: false });
+    expect(await tg.canAccess(customer, 'text.generate')).toMatchObject({ fallback: false });
+    // Both answers came from the service, and no watch (so no reconnect loop) was started.
+    expect(tg.cacheStats!.misses).toBe(misses + 2);
+    expect(tg.cacheStats!.watching).toBe(0);
+  }
+  expect(streams).toBe(opened);
+  await expect(tg.warm('cc')).rejects.toThrow(/client is closed/);
+});

@@ -1,7 +1,7 @@
 import { freePort } from '../../../bench/harness';
 import { startTestApp, type TestApp } from '../../../test/support/app';
 import { faultyProxy } from '../../../test/support/net';
-import { HoldNotResolved, TollgateClient, TollgateDenied, TollgateError } from '../src';
+import { HoldNotResolved, TollgateClient, TollgateDenied, TollgateError, TollgateReplayed } from '../src';
 
 /**
  * @tollgate/client against a real Tollgate on loopback, through a proxy that injects faults: a
@@ -136,6 +136,83 @@ describe('@tollgate/client', () => {
     expect(await direct.commit(r.reservation!.id, 4)).toMatchObject({ allowed: true, charged: '4', balance: '96' });
     expect(await charges()).toBe(1);
     await proxy.close();
+  });
+
+  test('withCredits under a finished key: COMMITTED or RELEASED throws TollgateReplayed and the function never runs again (it would go out uncharged)', async () => {
+    const tg = new TollgateClient({ url: t.address, apiKey: serverKey });
+    await tg.withCredits({ customerId: 'cl', feature: 'text.generate', estimate: 5, idempotencyKey: 'op-1' }, async () => ({ result: 'a', quantity: 5 }));
+    await expect(tg.withCredits({ customerId: 'cl', feature: 'text.generate', estimate: 5, idempotencyKey: 'op-2' }, async () => {
+      throw new Error('provider down');
+    })).rejects.toThrow('provider down');
+    let runs = 0;
+    for (const [key, status, charged] of [['op-1', 'COMMITTED', '5'], ['op-2', 'RELEASED', '0']] as const) {
+      const err = await tg
+        .withCredits({ customerId: 'cl', feature: 'text.generate', estimate: 5, idempotencyKey: key }, async () => {
+          runs += 1;
+          return { result: 'again', quantity: 5 };
+        })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TollgateReplayed);
+      expect(err).toMatchObject({ code: 'ALREADY_RESOLVED', idempotencyKey: key, reservation: { status, charged } });
+      expect((err as Error).message).toMatch(/not run again/);
+    }
+    expect(runs).toBe(0);
+    expect(await charges()).toBe(1);
+    const [{ available }] = await t.sql<{ available: string }>(`select sum(remaining)::text as available from credit_grant where customer_id = 'cl'`);
+    expect(available).toBe('95');
+  });
+
+  test('withCredits: a function that reported what it produced and then threw is charged that, and its error still reaches the caller', async () => {
+    const tg = new TollgateClient({ url: t.address, apiKey: serverKey });
+    const err = await tg
+      .withCredits({ customerId: 'cl', feature: 'text.generate', estimate: 10, idempotencyKey: 'stream-1' }, async (_hold, progress) => {
+        progress.report(3);
+        progress.report(6, { providerCost: '0.01' }); // the last report counts
+        throw new Error('connection reset mid-stream');
+      })
+      .catch((e: unknown) => e);
+    expect((err as Error).message).toBe('connection reset mid-stream');
+    const rows = await t.sql<{ status: string; charged: string; cost: string | null }>(
+      `select status, charged::text, provider_cost::text as cost from usage_event where customer_id = 'cl' and idempotency_key = 'stream-1'`,
+    );
+    expect(rows).toEqual([{ status: 'COMMITTED', charged: '6', cost: '0.01' }]);
+    expect(await charges()).toBe(1);
+  });
+
+  test('an INTERNAL_SERVER_ERROR answer is retried with the same key (no partial write stands behind it): charged once', async () => {
+    let attempts = 0;
+    // The first answer is replaced by an internal error, after the server charged.
+    const flaky: typeof fetch = async (input, init) => {
+      attempts += 1;
+      const res = await fetch(input, init);
+      if (attempts > 1) return res;
+      await res.text();
+      return new Response(JSON.stringify({ errors: [{ message: 'Internal server error', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] }), { status: 200, headers: { 'content-type': 'application/json' } });
+    };
+    const tg = new TollgateClient({ url: t.address, apiKey: serverKey, fetch: flaky, ...fast });
+    expect(await tg.consume({ customerId: 'cl', feature: 'image.generate', idempotencyKey: 'ise' })).toMatchObject({ allowed: true, charged: '20', replayed: true });
+    expect(attempts).toBe(2);
+    expect(await charges()).toBe(1);
+  });
+
+  test('a token function that never answers is bounded by timeoutMs like any attempt: canAccess falls back, and the next call asks it again', async () => {
+    const { createCustomerToken: token } = await t.ok<{ createCustomerToken: string }>(`mutation { createCustomerToken(customerId: "cl") }`);
+    let asked = 0;
+    const tg = new TollgateClient({
+      url: t.address,
+      token: () => {
+        asked += 1;
+        return asked <= 2 ? new Promise<string>(() => undefined) : token;
+      },
+      timeoutMs: 100,
+      retries: 1,
+      ...fast,
+    });
+    const d = await tg.canAccess('cl', 'text.generate');
+    expect(d).toMatchObject({ allowed: false, fallback: true });
+    expect(d.detail).toMatch(/token function gave no token within 100 ms/);
+    expect(asked).toBe(2); // the hung fetch was not kept: the retry asked again
+    expect(await tg.canAccess('cl', 'text.generate')).toMatchObject({ allowed: true, fallback: false });
   });
 
   test('consumeBatch through the client: one result per item, refused items carry their error', async () => {

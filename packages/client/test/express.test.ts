@@ -91,6 +91,26 @@ beforeAll(async () => {
     }),
   );
   app.post(
+    '/stream/cut',
+    meter(tg, 'text.generate', metering, (_req, res) => {
+      calls += 1;
+      res.type('text/plain').write('first ');
+      metered(res).report(4); // what has gone out so far
+      started();
+      // Keeps streaming until the client goes away.
+    }),
+  );
+  app.post(
+    '/stream/throw',
+    meter(tg, 'text.generate', metering, async (_req, res) => {
+      calls += 1;
+      res.type('text/plain').write('partial ');
+      metered(res).report(2);
+      await new Promise((r) => setImmediate(r));
+      throw new Error('provider reset mid-stream');
+    }),
+  );
+  app.post(
     '/slow',
     meter(tg, 'text.generate', metering, (_req, res) => {
       calls += 1;
@@ -271,6 +291,29 @@ describe('meter', () => {
       ['s-1', 'COMMITTED'],
       ['s-2', 'HELD'],
     ]);
+  });
+
+  test('a streamed answer cut after output began is charged what the route reported so far: the client leaving, or the route throwing', async () => {
+    const running = new Promise<void>((r) => (started = r));
+    const ctl = new AbortController();
+    const res = await post('/stream/cut', { 'x-request-id': 'cut-1' }, { signal: ctl.signal });
+    const reader = res.body!.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toBe('first ');
+    await running;
+    const committed = wire.answered('CommitReservation');
+    ctl.abort();
+    await committed;
+    expect(await charged()).toBe('4');
+
+    const thrown = await post('/stream/throw', { 'x-request-id': 'cut-2' });
+    expect(thrown.status).toBe(200); // the status line went out with the first chunk
+    await expect(thrown.text()).rejects.toThrow(); // then the connection was cut
+    expect(await charged()).toBe('6');
+    expect((await usage()).map((u) => [u.k, u.status])).toEqual([
+      ['cut-1', 'COMMITTED'],
+      ['cut-2', 'COMMITTED'],
+    ]);
+    expect(calls).toBe(2);
   });
 
   test('a client that goes away before the route answers is not charged: the hold is released', async () => {

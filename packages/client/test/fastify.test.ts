@@ -83,6 +83,32 @@ beforeAll(async () => {
     );
     return reply.type('text/plain').send(body);
   });
+  app.post('/stream/cut', { ...meter(tg, 'text.generate', metering) }, async (request, reply) => {
+    calls += 1;
+    const meterOf = metered(request);
+    const body = Readable.from(
+      (async function* () {
+        yield 'first ';
+        meterOf.report(4); // what has gone out so far
+        started();
+        await new Promise((r) => reply.raw.once('close', r)); // keeps streaming until the client goes away
+        yield 'never read';
+      })(),
+    );
+    return reply.type('text/plain').send(body);
+  });
+  app.post('/stream/fail', { ...meter(tg, 'text.generate', metering) }, async (request, reply) => {
+    calls += 1;
+    const meterOf = metered(request);
+    const body = Readable.from(
+      (async function* () {
+        yield 'partial ';
+        meterOf.report(2);
+        throw new Error('provider reset mid-stream');
+      })(),
+    );
+    return reply.type('text/plain').send(body);
+  });
   app.post('/slow', { ...meter(tg, 'text.generate', metering) }, async (_request, reply) => {
     calls += 1;
     started();
@@ -256,6 +282,32 @@ describe('meter', () => {
       ['s-1', 'COMMITTED'],
       ['s-2', 'HELD'],
     ]);
+  });
+
+  test('a stream cut after output began is charged what the route reported so far: the client leaving, or the stream failing', async () => {
+    const running = new Promise<void>((r) => (started = r));
+    const ctl = new AbortController();
+    const res = await post('/stream/cut', { 'x-request-id': 'cut-1' }, { signal: ctl.signal });
+    const reader = res.body!.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toBe('first ');
+    await running;
+    const committed = wire.answered('CommitReservation');
+    ctl.abort();
+    await committed;
+    expect(await charged()).toBe('4');
+
+    // The stream is cut at once; its commit follows.
+    const cutShort = wire.answered('CommitReservation');
+    const failed = await post('/stream/fail', { 'x-request-id': 'cut-2' });
+    expect(failed.status).toBe(200); // the status line went out with the stream
+    await expect(failed.text()).rejects.toThrow(); // then the connection was cut
+    await cutShort;
+    expect(await charged()).toBe('6');
+    expect((await usage()).map((u) => [u.k, u.status])).toEqual([
+      ['cut-1', 'COMMITTED'],
+      ['cut-2', 'COMMITTED'],
+    ]);
+    expect(calls).toBe(2);
   });
 
   test('a client that goes away before the route answers is not charged: the hold is released', async () => {
