@@ -213,3 +213,17 @@ class HeldResponse {
     for (const e of this.late.splice(0)) this.forward(e);
   }
 }
+
+/**
+ * The guards bound to one client, in the shape `requireAccess(feature, { customerId })` /
+ * `meter(feature, …)`: `const { requireAccess, meter } = guards(tg);`.
+ */
+export function guards(client: TollgateClient): {
+  requireAccess: (feature: string, options: GuardOptions) => RequestHandler;
+  meter: (feature: string, options: MeterOptions, handler: RequestHandler) => RequestHandler;
+} {
+  return {
+    requireAccess: (feature, options) => requireAccess(client, feature, options),
+    meter: (feature, options, handler) => meter(client, feature, options, handler),
+  };
+}

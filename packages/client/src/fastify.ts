@@ -176,3 +176,17 @@ function holdEnd(source: Readable, s: MeterState): Transform {
 function toError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
+
+/**
+ * The guards bound to one client, in the shape `requireAccess(feature, { customerId })` /
+ * `meter(feature, …)`: `const { requireAccess, meter } = guards(tg);`.
+ */
+export function guards(client: TollgateClient): {
+  requireAccess: (feature: string, options: GuardOptions) => preHandlerAsyncHookHandler;
+  meter: (feature: string, options: MeterOptions) => MeterHooks;
+} {
+  return {
+    requireAccess: (feature, options) => requireAccess(client, feature, options),
+    meter: (feature, options) => meter(client, feature, options),
+  };
+}

@@ -65,3 +65,17 @@ export function meter(client: TollgateClient, feature: string, options: MeterOpt
     }
   };
 }
+
+/**
+ * The guards bound to one client, in the shape `requireAccess(feature, { customerId })` /
+ * `meter(feature, …)`: `const { requireAccess, meter } = guards(tg);`.
+ */
+export function guards(client: TollgateClient): {
+  requireAccess: (feature: string, options: GuardOptions, handler: FetchHandler) => FetchHandler;
+  meter: (feature: string, options: MeterOptions, handler: FetchHandler) => FetchHandler;
+} {
+  return {
+    requireAccess: (feature, options, handler) => requireAccess(client, feature, options, handler),
+    meter: (feature, options, handler) => meter(client, feature, options, handler),
+  };
+}

@@ -5,7 +5,7 @@ import { startTestApp, type TestApp } from '../../../test/support/app';
 import { closedPort } from '../../../test/support/net';
 import { Wire } from './wire';
 import { TollgateClient } from '../src';
-import { meter, metered, requireAccess } from '../src/express';
+import { guards, meter, metered, requireAccess } from '../src/express';
 
 /**
  * The Express guards against a real Tollgate, through a real Express server on loopback and real
@@ -43,7 +43,9 @@ beforeAll(async () => {
 
   const app = express();
   app.get('/video', requireAccess(tg, 'video', who), ok);
-  app.get('/text', requireAccess(tg, 'text.generate', who), ok);
+  // The bound form, as the issue writes it: requireAccess(feature, { customerId }), meter(feature, ...).
+  const bound = guards(tg);
+  app.get('/text', bound.requireAccess('text.generate', who), ok);
   app.get('/down/deny', requireAccess(downDeny, 'text.generate', who), ok);
   app.get('/down/allow', requireAccess(downAllow, 'text.generate', who), ok);
 
@@ -56,7 +58,7 @@ beforeAll(async () => {
       res.json({ ok: true });
     }),
   );
-  app.post('/generate/by-estimate', meter(tg, 'text.generate', metering, ok));
+  app.post('/generate/by-estimate', bound.meter('text.generate', metering, ok));
   app.post('/big', meter(tg, 'text.generate', { ...metering, estimate: async () => 1000 }, generate));
   app.post('/video/generate', meter(tg, 'video.generate', { ...metering, estimate: 1 }, generate));
   app.post(

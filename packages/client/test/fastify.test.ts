@@ -4,7 +4,7 @@ import { startTestApp, type TestApp } from '../../../test/support/app';
 import { closedPort } from '../../../test/support/net';
 import { Wire } from './wire';
 import { TollgateClient } from '../src';
-import { meter, metered, requireAccess } from '../src/fastify';
+import { guards, meter, metered, requireAccess } from '../src/fastify';
 
 /**
  * The Fastify guards against a real Tollgate, through a real Fastify server on loopback and real
@@ -40,7 +40,9 @@ beforeAll(async () => {
   // An aborted request's socket lingers on the server side; close() ends it instead of waiting.
   app = Fastify({ logger: false, forceCloseConnections: true });
   app.get('/video', { preHandler: requireAccess(tg, 'video', who) }, ok);
-  app.get('/text', { preHandler: requireAccess(tg, 'text.generate', who) }, ok);
+  // The bound form, as the issue writes it: requireAccess(feature, { customerId }), meter(feature, ...).
+  const bound = guards(tg);
+  app.get('/text', { preHandler: bound.requireAccess('text.generate', who) }, ok);
   app.get('/down/deny', { preHandler: requireAccess(downDeny, 'text.generate', who) }, ok);
   app.get('/down/allow', { preHandler: requireAccess(downAllow, 'text.generate', who) }, ok);
 
@@ -55,7 +57,7 @@ beforeAll(async () => {
     calls += 1;
     return reply.send({ ok: true }); // reply.send inside the handler is held as well
   });
-  app.post('/generate/by-estimate', { ...meter(tg, 'text.generate', metering) }, ok);
+  app.post('/generate/by-estimate', { ...bound.meter('text.generate', metering) }, ok);
   app.post('/big', { ...meter(tg, 'text.generate', { ...metering, estimate: async () => 1000 }) }, ok);
   app.post('/video/generate', { ...meter(tg, 'video.generate', { ...metering, estimate: 1 }) }, ok);
   app.post('/fail/502', { ...meter(tg, 'text.generate', metering) }, async (_request, reply) => {

@@ -1,7 +1,7 @@
 import { startTestApp, type TestApp } from '../../../test/support/app';
 import { closedPort } from '../../../test/support/net';
 import { TollgateClient } from '../src';
-import { meter, requireAccess } from '../src/fetch';
+import { guards, meter, requireAccess } from '../src/fetch';
 
 /** The fetch-style route guards against a real Tollgate: statuses, reasons, and what gets charged. */
 
@@ -41,7 +41,7 @@ test('requireAccess: 403 with the reason when not entitled, 402 when the balance
   const denied = await video(req('rt'));
   expect(denied.status).toBe(403);
   expect(await denied.json()).toMatchObject({ reason: 'NO_ENTITLEMENT' });
-  const text = requireAccess(tg, 'text.generate', who, route);
+  const text = guards(tg).requireAccess('text.generate', who, route); // the bound form
   expect((await text(req('rt'))).status).toBe(200);
   expect(calls).toBe(1);
   await tg.consume({ customerId: 'rt', feature: 'text.generate', quantity: 30, idempotencyKey: 'drain' });
@@ -81,7 +81,7 @@ test('meter: charges what the route used, once per request id; a 5xx or a throw 
     { k: 'gen-3', status: 'RELEASED' },
   ]);
 
-  const big = meter(tg, 'text.generate', { ...who, idempotencyKey: () => 'gen-4', estimate: 1000 }, async () => {
+  const big = guards(tg).meter('text.generate', { ...who, idempotencyKey: () => 'gen-4', estimate: 1000 }, async () => {
     calls += 1;
     return new Response('never');
   });
