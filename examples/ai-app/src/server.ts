@@ -1,4 +1,4 @@
-import { TollgateClient, TollgateDenied, TollgateReplayed, type TollgateClientOptions } from '@tollgate/client';
+import { TollgateClient, TollgateDenied, TollgateInProgress, TollgateReplayed, type TollgateClientOptions } from '@tollgate/client';
 import { tollgateMiddleware, type ModelPrice } from '@tollgate/client/ai-sdk';
 import { denialStatus, requireAccess } from '@tollgate/client/fastify';
 import { generateText, wrapLanguageModel } from 'ai';
@@ -118,7 +118,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
       // The hold of the estimate was refused (e.g. fewer credits left than the estimate): the model never ran.
       if (err instanceof TollgateDenied) return denied(reply, err);
       // This request id was already generated and charged: it is not run again (it would be free).
-      if (err instanceof TollgateReplayed) return replayed(reply, err);
+      if (err instanceof TollgateReplayed || err instanceof TollgateInProgress) return replayed(reply, err);
       throw err;
     }
   });
@@ -134,7 +134,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
       return { image: result, tollgate: { charged: charge.charged, balance: charge.balance, replayed: charge.replayed } };
     } catch (err) {
       if (err instanceof TollgateDenied) return denied(reply, err);
-      if (err instanceof TollgateReplayed) return replayed(reply, err);
+      if (err instanceof TollgateReplayed || err instanceof TollgateInProgress) return replayed(reply, err);
       throw err;
     }
   });
@@ -147,9 +147,10 @@ function denied(reply: FastifyReply, err: TollgateDenied): FastifyReply {
   return reply.code(denialStatus(err.reason)).send({ error: 'denied', reason: err.reason, detail: err.detail });
 }
 
-/** The guards' answer to a finished request id: 409, the work did not run again. */
-function replayed(reply: FastifyReply, err: TollgateReplayed): FastifyReply {
-  return reply.code(409).send({ error: 'replayed', status: err.reservation.status, detail: err.message });
+/** The guards' answer to a finished request id, or one another request still holds: 409, the work did not run again. */
+function replayed(reply: FastifyReply, err: TollgateReplayed | TollgateInProgress): FastifyReply {
+  const error = err instanceof TollgateInProgress ? 'in_progress' : 'replayed';
+  return reply.code(409).send({ error, status: err.reservation.status, detail: err.message });
 }
 
 async function placeholderImage(prompt: string): Promise<Image> {

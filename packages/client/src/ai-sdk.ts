@@ -8,7 +8,7 @@ import type {
   LanguageModelV3Usage,
   SharedV3ProviderMetadata,
 } from '@ai-sdk/provider';
-import { TollgateDenied, TollgateError, TollgateReplayed, type ChargeResult, type Reservation, type TollgateClient } from './index';
+import { HOLDER_PROPERTY, TollgateError, TollgateReplayed, type ChargeResult, type Reservation, type TollgateClient } from './index';
 
 /**
  * `@tollgate/client/ai-sdk`: charge a Vercel AI SDK language model call in tokens, exactly once.
@@ -70,7 +70,8 @@ export interface TollgateMiddlewareOptions {
    * Names one model call: the same key is charged once, however often the call is retried (by
    * the client, by the AI SDK's `maxRetries`, or by you). Once a call is committed, the same key
    * again throws TollgateReplayed (code ALREADY_RESOLVED) before the model runs: a second run
-   * would be delivered uncharged. A string names ONE call: a multi-step
+   * would be delivered uncharged. While another call holds the key (a duplicate in flight), the
+   * same key throws TollgateInProgress (OPERATION_IN_PROGRESS), and the model is not called. A string names ONE call: a multi-step
    * generation (tools, `stopWhen`) makes several, so pass a function of the call's params, e.g.
    * `(params) => \`${requestId}:${params.prompt.length}\``. Reused for a different call (another
    * estimate), the reserve fails with TollgateError IDEMPOTENCY_KEY_REUSED before the model runs.
@@ -284,10 +285,13 @@ class Meter {
       wanted.push({ feature: this.o.feature.input, key: `${key}:input`, quantity: e.input });
       wanted.push({ feature: this.o.feature.output, key: `${key}:output`, quantity: e.output });
     }
-    const properties = { model: model.modelId, provider: model.provider, ...this.o.properties };
+    // Who holds this call's reservations: another caller bringing the same key while they are
+    // held gets TollgateInProgress instead of running the model a second time for one charge.
+    const holder = globalThis.crypto.randomUUID();
+    const properties = { model: model.modelId, provider: model.provider, ...this.o.properties, [HOLDER_PROPERTY]: holder };
     const holds: Hold[] = [];
     try {
-      for (const w of wanted) holds.push(await this.hold(w.feature, w.key, w.quantity, properties));
+      for (const w of wanted) holds.push(await this.hold(w.feature, w.key, w.quantity, properties, holder));
     } catch (err) {
       await Promise.all(holds.filter(usable).map((h) => this.o.client.release(h.reservation.id).catch(() => undefined)));
       throw err;
@@ -300,19 +304,28 @@ class Meter {
    * failed before output) cannot be charged any more, so the attempt moves on to `key#2`, `key#3`...
    * A replay of the same call finds the same chain, so it is charged once.
    */
-  private async hold(feature: string, key: string, quantity: number, properties: Record<string, unknown>): Promise<Hold> {
+  private async hold(feature: string, key: string, quantity: number, properties: Record<string, unknown>, holder: string): Promise<Hold> {
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
       const k = attempt === 1 ? key : `${key}#${attempt}`;
-      const r = await this.o.client.reserve({
-        customerId: this.o.customerId,
-        feature,
-        estimate: quantity,
-        idempotencyKey: k,
-        properties,
-        ...(this.o.ttlSeconds !== undefined ? { ttlSeconds: this.o.ttlSeconds } : {}),
-      });
-      if (!r.allowed || !r.reservation) throw new TollgateDenied(r.reason, r.detail);
-      if (r.reservation.status !== 'RELEASED') return { feature, key: k, reservation: r.reservation };
+      try {
+        const reservation = await this.o.client.holdFor(
+          {
+            customerId: this.o.customerId,
+            feature,
+            estimate: quantity,
+            idempotencyKey: k,
+            properties,
+            ...(this.o.ttlSeconds !== undefined ? { ttlSeconds: this.o.ttlSeconds } : {}),
+          },
+          holder,
+        );
+        return { feature, key: k, reservation };
+      } catch (err) {
+        if (!(err instanceof TollgateReplayed)) throw err; // denied, in progress elsewhere, unreachable...
+        if (err.reservation.status === 'RELEASED') continue;
+        // COMMITTED: this call already ran and was charged (refused by the caller when every hold is).
+        return { feature, key: k, reservation: err.reservation };
+      }
     }
     throw new TollgateError('ATTEMPTS_EXHAUSTED', `${MAX_ATTEMPTS} attempts under the idempotency key '${key}' were released; use a new key`);
   }

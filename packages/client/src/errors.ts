@@ -87,3 +87,26 @@ export class TollgateReplayed extends TollgateError {
 export function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * `withCredits` (or the AI SDK middleware) was given an idempotency key whose reservation is still
+ * HELD by another caller (a duplicate of a request that is still running, or a caller that died
+ * before its commit): the work is not run a second time for one charge. It can run once that hold
+ * is resolved (then TollgateReplayed says how) or has lapsed (`reservation.expiresAt`). A caller
+ * that resumes its own work after a restart passes the same `holder` to continue the hold.
+ */
+export class TollgateInProgress extends TollgateError {
+  constructor(
+    readonly idempotencyKey: string,
+    readonly reservation: Reservation,
+  ) {
+    super(
+      'OPERATION_IN_PROGRESS',
+      `the operation '${idempotencyKey}' is held by another caller (reservation ${reservation.id}, until ${reservation.expiresAt ?? 'it is resolved'}); ` +
+        'it is not run twice for one charge: retry after it is resolved or has lapsed, or use a new idempotency key',
+      false,
+      { reservationId: reservation.id, status: reservation.status, expiresAt: reservation.expiresAt },
+    );
+    this.name = 'TollgateInProgress';
+  }
+}

@@ -1,4 +1,4 @@
-import { TollgateDenied, TollgateError, TollgateReplayed, type AccessReason, type ChargeResult, type Reservation, type ReserveInput, type TollgateClient } from './index';
+import { TollgateDenied, TollgateError, TollgateInProgress, TollgateReplayed, type AccessReason, type ChargeResult, type Reservation, type ReserveInput, type TollgateClient } from './index';
 
 /**
  * What the route guards of every framework (`./fetch`, `./express`, `./fastify`) decide, in one
@@ -13,7 +13,9 @@ export type GuardBody =
   /** `meter` could not reach Tollgate to hold credits: 503, the route did not run (fail closed). */
   | { error: 'unavailable'; detail: string }
   /** `meter` got a request id whose reservation is already committed, released or lapsed: 409, the route did not run. */
-  | { error: 'replayed'; status: Reservation['status']; detail: string };
+  | { error: 'replayed'; status: Reservation['status']; detail: string }
+  /** `meter` got a request id whose reservation another request still holds (a duplicate in flight): 409, the route did not run. */
+  | { error: 'in_progress'; expiresAt: string | null; detail: string };
 
 export interface GuardAnswer {
   status: number;
@@ -106,6 +108,9 @@ export async function runMetered<T>(
     if (err instanceof RouteThrew) return { kind: 'threw', error: err.error };
     if (err instanceof Replayed) return { kind: 'answered', answer: replayed(input.idempotencyKey, err.hold) };
     if (err instanceof TollgateReplayed) return { kind: 'answered', answer: replayed(input.idempotencyKey, err.reservation) };
+    if (err instanceof TollgateInProgress) {
+      return { kind: 'answered', answer: { status: 409, body: { error: 'in_progress', expiresAt: err.reservation.expiresAt, detail: err.message } } };
+    }
     if (err instanceof TollgateDenied) return { kind: 'answered', answer: denial(err.reason, err.detail) };
     if (reserveUnavailable(err)) return { kind: 'answered', answer: { status: 503, body: { error: 'unavailable', detail: `Tollgate unavailable: ${err.message}; nothing was held and the route did not run` } } };
     throw err;

@@ -5,6 +5,7 @@ import {
   ConsumeBatchDocument,
   ConsumeDocument,
   ReleaseReservationDocument,
+  ReservationHolderDocument,
   ReserveDocument,
   type ChargeFragment,
   type DecisionFragment,
@@ -13,8 +14,8 @@ import {
 } from './generated/graphql';
 
 export type { AccessReason, AccessChangeCause } from './generated/graphql';
-export { HoldNotResolved, TollgateDenied, TollgateError, TollgateReplayed } from './errors';
-import { describe, HoldNotResolved, TollgateDenied, TollgateError, TollgateReplayed } from './errors';
+export { HoldNotResolved, TollgateDenied, TollgateError, TollgateInProgress, TollgateReplayed } from './errors';
+import { describe, HoldNotResolved, TollgateDenied, TollgateError, TollgateInProgress, TollgateReplayed } from './errors';
 import { DecisionCache, type CacheOptions, type CacheStats } from './cache';
 import { graphqlEndpoint, LiveUpdates, type LiveOptions, type WatchHandlers } from './live';
 export type { CacheOptions, CacheStats } from './cache';
@@ -84,6 +85,18 @@ export interface ReserveInput {
   idempotencyKey: string;
   ttlSeconds?: number;
   properties?: Record<string, unknown>;
+}
+
+/** The property under which `withCredits` and the AI SDK middleware store who holds a reservation. */
+export const HOLDER_PROPERTY = 'tollgate.holder';
+
+export interface WithCreditsInput extends ReserveInput {
+  /**
+   * Who holds the reservation (default: a random id for this call). Another caller that brings the
+   * same key while the hold is live gets TollgateInProgress instead of running the work a second
+   * time. Pass your own (a durable job id) to resume a hold after a restart of this process.
+   */
+  holder?: string;
 }
 
 /**
@@ -368,21 +381,21 @@ export class TollgateClient {
    * throws before producing anything the hold is released; if it throws after
    * `progress.report(q)`, `q` is committed and the error is rethrown. A key whose operation already
    * finished (COMMITTED, or RELEASED after a failure) throws TollgateReplayed and `fn` is not run
-   * again: a second run would be delivered uncharged. A key still HELD (the process that held it
-   * died before its commit, or a duplicate in flight) runs `fn` and is charged once; a lapsed one
-   * (EXPIRED) runs `fn` and the late commit is charged against the balance then. If this process
+   * again: a second run would be delivered uncharged. A key still HELD by another caller (a
+   * duplicate in flight, or a process that died before its commit) throws TollgateInProgress and
+   * `fn` is not run; this call's own retries (a lost answer to its reserve) are recognised by the
+   * `holder` stored with the hold. A lapsed one (EXPIRED) runs `fn`, and the late commit is charged
+   * against the balance then. If this process
    * dies between `fn` and the commit, the hold lapses: it is given back and recorded as a lapsed
    * reservation in the leakage report (`HoldNotResolved` says the same when a commit is never
    * acknowledged).
    */
   async withCredits<T>(
-    input: ReserveInput,
+    input: WithCreditsInput,
     fn: (hold: Reservation, progress: Progress) => Promise<{ result: T; quantity: string | number; providerCost?: string | number }>,
   ): Promise<{ result: T; charge: ChargeResult; reservation: Reservation }> {
-    const reserved = await this.reserve(input);
-    if (!reserved.allowed || !reserved.reservation) throw new TollgateDenied(reserved.reason, reserved.detail);
-    const hold = reserved.reservation;
-    if (hold.status === 'COMMITTED' || hold.status === 'RELEASED') throw new TollgateReplayed(input.idempotencyKey, hold);
+    const { holder = randomId(), ...reserveInput } = input;
+    const hold = await this.holdFor({ ...reserveInput, properties: { ...reserveInput.properties, [HOLDER_PROPERTY]: holder } }, holder);
     let produced: { quantity: string | number; providerCost?: string | number } | undefined;
     const progress: Progress = {
       report(quantity, opts = {}) {
@@ -410,6 +423,25 @@ export class TollgateClient {
     }
     const charge = await this.commit(hold.id, out.quantity, out.providerCost !== undefined ? { providerCost: out.providerCost } : {});
     return { result: out.result, charge, reservation: hold };
+  }
+
+  /**
+   * Reserves for `withCredits` and the AI SDK middleware: denied → TollgateDenied; a finished key →
+   * TollgateReplayed; a key HELD by another holder → TollgateInProgress. Returns a hold `fn` may run
+   * under: new, this holder's own (a retried reserve), or lapsed.
+   */
+  async holdFor(input: ReserveInput, holder: string): Promise<Reservation> {
+    const reserved = await this.reserve(input);
+    if (!reserved.allowed || !reserved.reservation) throw new TollgateDenied(reserved.reason, reserved.detail);
+    const hold = reserved.reservation;
+    if (hold.status === 'COMMITTED' || hold.status === 'RELEASED') throw new TollgateReplayed(input.idempotencyKey, hold);
+    if (reserved.replayed && hold.status === 'HELD') {
+      // Rare: a reserve answered from an earlier one. Its own retry, or another caller's hold?
+      const r = await this.request(ReservationHolderDocument, { customerId: input.customerId, idempotencyKey: input.idempotencyKey });
+      const stored = (r.usageEvent?.properties as Record<string, unknown> | null | undefined)?.[HOLDER_PROPERTY];
+      if (stored !== holder) throw new TollgateInProgress(input.idempotencyKey, hold);
+    }
+    return hold;
   }
 
   // ---- transport ---------------------------------------------------------------------------
@@ -541,3 +573,8 @@ function consumeVars(input: ConsumeInput) {
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** A random holder id (Web Crypto: Node 20 and browsers). */
+function randomId(): string {
+  return globalThis.crypto.randomUUID();
+}

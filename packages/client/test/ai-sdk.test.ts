@@ -4,7 +4,7 @@ import { MockLanguageModelV3 } from 'ai/test';
 import { startTestApp, type TestApp } from '../../../test/support/app';
 import { faultyProxy } from '../../../test/support/net';
 import { startService } from '../../../test/support/service';
-import { TollgateClient, TollgateDenied, TollgateError, TollgateReplayed } from '../src';
+import { TollgateClient, TollgateDenied, TollgateError, TollgateInProgress, TollgateReplayed } from '../src';
 import { promptChars, tollgateMiddleware, type Settlement, type TollgateMiddlewareOptions } from '../src/ai-sdk';
 
 /**
@@ -183,7 +183,10 @@ describe('generateText', () => {
       replayed: false,
     });
     expect(settled).toMatchObject([{ outcome: 'committed', reason: 'generate', inputTokens: 12, outputTokens: 30 }]);
-    expect(await t.sql(`select properties from usage_event where customer_id = 'ai'`)).toEqual([{ properties: { model: 'mock-model-id', provider: 'mock-provider' } }]);
+    // The model and provider, and who held the reservation (a random id per model call).
+    expect(await t.sql(`select properties from usage_event where customer_id = 'ai'`)).toEqual([
+      { properties: { model: 'mock-model-id', provider: 'mock-provider', 'tollgate.holder': expect.stringMatching(/^[0-9a-f-]{36}$/) } },
+    ]);
   });
 
   test('with an input and an output feature: one hold and one commit each, under <key>:input and <key>:output', async () => {
@@ -388,6 +391,33 @@ describe('releases, denials, replays', () => {
     expect(sm.doStreamCalls).toHaveLength(1);
     expect(await captures()).toBe(2);
     expect(await charged()).toBe('0.165');
+  });
+
+  test('the same key while another call still runs the model: TollgateInProgress, and the model is called once', async () => {
+    let finish!: () => void;
+    const gate = new Promise<void>((r) => (finish = r));
+    let running!: () => void;
+    const started = new Promise<void>((r) => (running = r));
+    let calls = 0;
+    const model = new MockLanguageModelV3({
+      doGenerate: async (): Promise<LanguageModelV3GenerateResult> => {
+        calls += 1;
+        running();
+        await gate; // still generating while the duplicate arrives
+        return { content: [{ type: 'text', text: 'once' }], finishReason: stop, usage: usage(12, 30), warnings: [] };
+      },
+    });
+    const first = generateText({ model: wrapLanguageModel({ model, middleware: middleware({ idempotencyKey: 'req-dup' }) }), prompt: PROMPT, maxOutputTokens: 100 });
+    await started;
+    // Another process (its own client) with the same request id.
+    const other = new TollgateClient({ url: t.address, apiKey: serverKey });
+    const duplicate = generateText({ model: wrapLanguageModel({ model, middleware: middleware({ idempotencyKey: 'req-dup' }, other) }), prompt: PROMPT, maxOutputTokens: 100, maxRetries: 0 });
+    await expect(duplicate).rejects.toBeInstanceOf(TollgateInProgress);
+    finish();
+    expect((await first).text).toBe('once');
+    expect(calls).toBe(1);
+    expect(await captures()).toBe(1);
+    expect(await charged()).toBe('0.126');
   });
 
   test("the AI SDK's own retry after a model failure charges once: the released attempt's key moves on to <key>#2, and the same call sent again finds it committed", async () => {

@@ -1,7 +1,7 @@
 import { freePort } from '../../../bench/harness';
 import { startTestApp, type TestApp } from '../../../test/support/app';
 import { faultyProxy } from '../../../test/support/net';
-import { HoldNotResolved, TollgateClient, TollgateDenied, TollgateError, TollgateReplayed } from '../src';
+import { HoldNotResolved, TollgateClient, TollgateDenied, TollgateError, TollgateInProgress, TollgateReplayed } from '../src';
 
 /**
  * @tollgate/client against a real Tollgate on loopback, through a proxy that injects faults: a
@@ -160,6 +160,64 @@ describe('@tollgate/client', () => {
     expect(await charges()).toBe(1);
     const [{ available }] = await t.sql<{ available: string }>(`select sum(remaining)::text as available from credit_grant where customer_id = 'cl'`);
     expect(available).toBe('95');
+  });
+
+  test('a duplicate brought while the first still holds the key gets TollgateInProgress and never runs; the first is charged once', async () => {
+    const first = new TollgateClient({ url: t.address, apiKey: serverKey });
+    const duplicate = new TollgateClient({ url: t.address, apiKey: serverKey });
+    let runs = 0;
+    let running!: () => void;
+    const started = new Promise<void>((r) => (running = r));
+    let finish!: () => void;
+    const gate = new Promise<void>((r) => (finish = r));
+    const input = { customerId: 'cl', feature: 'text.generate', estimate: 5, idempotencyKey: 'dup-1' };
+    const a = first.withCredits(input, async () => {
+      runs += 1;
+      running();
+      await gate; // still running while the duplicate arrives
+      return { result: 'a', quantity: 5 };
+    });
+    await started;
+    // Two duplicates at once, really in parallel with the first's hold.
+    const dups = await Promise.all([1, 2].map(() => duplicate.withCredits(input, async () => {
+      runs += 1;
+      return { result: 'b', quantity: 5 };
+    }).catch((e: unknown) => e)));
+    for (const err of dups) {
+      expect(err).toBeInstanceOf(TollgateInProgress);
+      expect(err).toMatchObject({ code: 'OPERATION_IN_PROGRESS', idempotencyKey: 'dup-1', reservation: { status: 'HELD' } });
+    }
+    finish();
+    expect((await a).charge).toMatchObject({ allowed: true, charged: '5' });
+    expect(runs).toBe(1);
+    // Once committed, the same key is TollgateReplayed.
+    await expect(duplicate.withCredits(input, async () => ({ result: 'c', quantity: 5 }))).rejects.toBeInstanceOf(TollgateReplayed);
+    expect(await charges()).toBe(1);
+  });
+
+  test("withCredits' own retry of a reserve whose answer was lost is recognised by its holder and runs once; a caller resuming with the same holder continues the hold", async () => {
+    const proxy = await faultyProxy(t.address, (n) => (n === 1 ? 'drop' : 'pass'), 600);
+    const tg = new TollgateClient({ url: proxy.url, apiKey: serverKey, retries: 3, ...fast });
+    let runs = 0;
+    const done = await tg.withCredits({ customerId: 'cl', feature: 'text.generate', estimate: 4, idempotencyKey: 'lost-reserve' }, async () => {
+      runs += 1;
+      return { result: 'ok', quantity: 4 };
+    });
+    expect(done.charge).toMatchObject({ allowed: true, charged: '4' });
+    expect(runs).toBe(1);
+    expect(proxy.requests()).toBeGreaterThanOrEqual(3); // the lost reserve, its replay, the holder check, the commit
+    await proxy.close();
+
+    // A worker that held a key under its job id, died before its commit, and restarts that job.
+    const direct = new TollgateClient({ url: t.address, apiKey: serverKey });
+    const held = await direct.reserve({ customerId: 'cl', feature: 'text.generate', estimate: 3, idempotencyKey: 'job-7', properties: { 'tollgate.holder': 'job-7@worker' } });
+    expect(held.reservation?.status).toBe('HELD');
+    const resumed = await direct.withCredits({ customerId: 'cl', feature: 'text.generate', estimate: 3, idempotencyKey: 'job-7', holder: 'job-7@worker' }, async (hold) => {
+      expect(hold.id).toBe(held.reservation!.id);
+      return { result: 'resumed', quantity: 3 };
+    });
+    expect(resumed.charge).toMatchObject({ charged: '3' });
+    expect(await charges()).toBe(2);
   });
 
   test('withCredits: a function that reported what it produced and then threw is charged that, and its error still reaches the caller', async () => {

@@ -105,6 +105,29 @@ test('meter: the same request id after it finished answers 409 without running t
   expect(await charged()).toBe('5');
 });
 
+test('meter: the same request id while the first is still running answers 409 in_progress and does not run the route a second time', async () => {
+  let calls = 0;
+  let running!: () => void;
+  const started = new Promise<void>((r) => (running = r));
+  let finish!: () => void;
+  const gate = new Promise<void>((r) => (finish = r));
+  const route = meter(tg, 'text.generate', { ...who, idempotencyKey: (r) => r.headers.get('x-request-id')!, estimate: 5 }, async () => {
+    calls += 1;
+    running();
+    await gate;
+    return new Response('done');
+  });
+  const first = route(req('rt', 'slow-1'));
+  await started;
+  const duplicate = await route(req('rt', 'slow-1'));
+  expect(duplicate.status).toBe(409);
+  expect(await duplicate.json()).toMatchObject({ error: 'in_progress', expiresAt: expect.any(String) });
+  finish();
+  expect((await first).status).toBe(200);
+  expect(calls).toBe(1);
+  expect(await charged()).toBe('5');
+});
+
 test('meter: Tollgate unreachable answers 503 and the route never runs; a denial thrown by the route itself is not mistaken for the meter\'s', async () => {
   const down = new TollgateClient({ url: `http://127.0.0.1:${await closedPort()}`, apiKey: 'tg_whatever_0123456789abcdef', retries: 0 });
   let calls = 0;

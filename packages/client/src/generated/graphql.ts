@@ -53,6 +53,14 @@ export type ReserveInput = {
   ttlSeconds?: number;
 };
 
+export type UsageStatus =
+  | 'CHARGED'
+  | 'COMMITTED'
+  | 'DENIED'
+  | 'EXPIRED'
+  | 'HELD'
+  | 'RELEASED';
+
 export type DecisionFragment = { allowed: boolean, reason: AccessReason, feature: string, value: unknown, pool: string | null, cost: string | null, balance: string | null, limit: string | null, used: string | null, resetsAt: string | null, detail: string | null };
 
 export type CanAccessQueryVariables = Exact<{
@@ -118,6 +126,14 @@ export type ReleaseReservationMutationVariables = Exact<{
 
 
 export type ReleaseReservationMutation = { releaseReservation: { id: string, status: ReservationStatus, held: string, charged: string } };
+
+export type ReservationHolderQueryVariables = Exact<{
+  customerId: string | number;
+  idempotencyKey: string;
+}>;
+
+
+export type ReservationHolderQuery = { usageEvent: { status: UsageStatus, properties: unknown } | null };
 
 export class TypedDocumentString<TResult, TVariables>
   extends String
@@ -322,3 +338,11 @@ export const ReleaseReservationDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<ReleaseReservationMutation, ReleaseReservationMutationVariables>;
+export const ReservationHolderDocument = new TypedDocumentString(`
+    query ReservationHolder($customerId: ID!, $idempotencyKey: String!) {
+  usageEvent(customerId: $customerId, idempotencyKey: $idempotencyKey) {
+    status
+    properties
+  }
+}
+    `) as unknown as TypedDocumentString<ReservationHolderQuery, ReservationHolderQueryVariables>;
