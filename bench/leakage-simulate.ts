@@ -532,6 +532,9 @@ async function runTollgate(base: string, script: Customer[]): Promise<CustomerRu
         return { delivered: true, cost };
       } catch (err) {
         if ((err as Error).name === 'TollgateDenied') return { delivered: false, cost: 0n };
+        // A duplicate (a double click, a retry) of an operation that already ran or is running: the
+        // client refuses it before the work runs, so nothing is delivered and nothing is spent.
+        if ((err as Error).name === 'TollgateReplayed' || (err as Error).name === 'TollgateInProgress') return { delivered: false, cost: 0n };
         if (ran && op.fault === 'timeout') return { delivered: false, cost };
         throw err;
       }
