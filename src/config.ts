@@ -84,6 +84,7 @@ const EnvSchema = z.object({
   TOLLGATE_STATE_CACHE_STRICT: bool(true),
   TOLLGATE_SUBSCRIPTIONS_MAX: int(10_000, 0, 1_000_000),
   TOLLGATE_LIVE_MIN_INTERVAL_MS: int(100, 0, 60_000),
+  TOLLGATE_LIVE_KEEPALIVE_MS: int(15_000, 10, 300_000),
   TOLLGATE_WEBHOOK_ALLOW_HTTP: bool(false),
   TOLLGATE_WEBHOOK_ALLOW_PRIVATE: bool(false),
   TOLLGATE_WEBHOOK_TIMEOUT_MS: int(15_000, 100, 120_000),
@@ -133,6 +134,8 @@ export type Config = {
   subscriptionsMax: number;
   /** At most one `accessChanged` event per subscriber per this many ms (later changes are coalesced). */
   liveMinIntervalMs: number;
+  /** An SSE comment is sent on an idle `accessChanged` stream this often, so clients can tell a dead connection from a quiet one. */
+  liveKeepAliveMs: number;
   stripe: { webhookSecrets: string[]; secretKey: string | undefined; apiBase: string | undefined };
   /** The dashboard at /dashboard; the portal may be framed by these origins (CSP frame-ancestors). */
   dashboard: { enabled: boolean; portalFrameAncestors: string };
@@ -205,6 +208,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stateCacheStrict: e.TOLLGATE_STATE_CACHE_STRICT,
     subscriptionsMax: e.TOLLGATE_SUBSCRIPTIONS_MAX,
     liveMinIntervalMs: e.TOLLGATE_LIVE_MIN_INTERVAL_MS,
+    liveKeepAliveMs: e.TOLLGATE_LIVE_KEEPALIVE_MS,
     metricsToken: e.TOLLGATE_METRICS_TOKEN,
     dashboard: { enabled: e.TOLLGATE_DASHBOARD, portalFrameAncestors: portalFrameAncestors(e.TOLLGATE_PORTAL_FRAME_ANCESTORS) },
     webhooks: {

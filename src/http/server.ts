@@ -235,6 +235,7 @@ export async function createHttpServer(
     context: buildContext,
     formatError,
     onClose: () => services.accessChanges.close(),
+    keepAliveMs: config.liveKeepAliveMs,
   });
   await registerWebhooks(fastify, services, (type, status) => metrics.paymentEvents.inc({ type: type.slice(0, 64), status }));
 

@@ -23,6 +23,8 @@ export interface StreamOptions {
   context: (authorization: string | undefined, requestId: string) => Promise<Context>;
   formatError: (formatted: GraphQLFormattedError, error: unknown) => GraphQLFormattedError;
   onClose: () => void;
+  /** An SSE comment (`:`) goes out after this many ms without an event: a client that hears nothing for longer knows the connection is dead. */
+  keepAliveMs: number;
 }
 
 type Refusal = [string, { status: number; statusText: string; headers: Record<string, string> }];
@@ -118,13 +120,24 @@ export async function registerStream(fastify: FastifyInstance, opts: StreamOptio
       return;
     }
     const events = body[Symbol.asyncIterator]();
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
+      let pending = events.next();
       for (;;) {
-        const next = await Promise.race([events.next(), closed]);
+        // A quiet stream sends a comment now and then (clients ignore it; it proves the connection is alive).
+        const idle = new Promise<'idle'>((resolve) => (timer = setTimeout(() => resolve('idle'), opts.keepAliveMs)));
+        const next = await Promise.race([pending, closed, idle]);
+        clearTimeout(timer);
+        if (next === 'idle') {
+          if (!reply.raw.write(':\n\n')) await Promise.race([once(reply.raw, 'drain'), closed]);
+          continue;
+        }
         if (!next || next.done) break;
         if (!reply.raw.write(next.value)) await Promise.race([once(reply.raw, 'drain'), closed]);
+        pending = events.next();
       }
     } finally {
+      clearTimeout(timer);
       await events.return?.();
       reply.raw.end();
     }

@@ -45,12 +45,14 @@ export async function faultyProxy(target: string, plan: (n: number) => Fault, sl
 
 /**
  * A TCP proxy to `target` (a base URL): `cut()` destroys every open connection; `down()` does so
- * and refuses new ones until `up()`.
+ * and refuses new ones until `up()`; `freeze()` keeps every connection open but passes no byte
+ * either way (a partition without FIN or RST: what is sent meanwhile is lost) until `thaw()`.
  */
 export async function tcpProxy(target: string) {
   const sockets = new Set<net.Socket>();
   const port = Number(new URL(target).port);
   let down = false;
+  let frozen = false;
   const server = net.createServer((client) => {
     if (down) return void client.destroy();
     const upstream = net.connect(port, '127.0.0.1');
@@ -63,7 +65,10 @@ export async function tcpProxy(target: string) {
     };
     client.on('error', gone).on('close', gone);
     upstream.on('error', gone).on('close', gone);
-    client.pipe(upstream).pipe(client);
+    client.on('data', (d) => void (frozen || upstream.write(d)));
+    upstream.on('data', (d) => void (frozen || client.write(d)));
+    client.on('end', () => upstream.end());
+    upstream.on('end', () => client.end());
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const cut = () => sockets.forEach((s) => s.destroy());
@@ -76,6 +81,12 @@ export async function tcpProxy(target: string) {
     },
     up: () => {
       down = false;
+    },
+    freeze: () => {
+      frozen = true;
+    },
+    thaw: () => {
+      frozen = false;
     },
     close: () => new Promise<void>((resolve) => (cut(), server.close(() => resolve()))),
   };

@@ -55,6 +55,11 @@ export interface TollgateClientOptions {
    * See src/cache.ts for the rules. Call `close()` to end the streams.
    */
   cache?: boolean | CacheOptions;
+  /**
+   * Live updates (the cache's and `watchAccess`'s): a stream silent for this long is reconnected
+   * (default 45,000 ms; the service sends a keep-alive comment every 15 s).
+   */
+  liveIdleTimeoutMs?: number;
 }
 
 export type AccessDecision = DecisionFragment & {
@@ -193,7 +198,10 @@ export class TollgateClient {
     if (this.liveUpdates) return this.liveUpdates;
     const credential = this.options.apiKey ?? this.options.token;
     if (!credential) throw new TollgateError('MISSING_CREDENTIALS', 'live updates need an apiKey or a token');
-    const fetchOption = this.options.fetch ? { fetch: this.options.fetch } : {};
+    const fetchOption = {
+      ...(this.options.fetch ? { fetch: this.options.fetch } : {}),
+      ...(this.options.liveIdleTimeoutMs !== undefined ? { idleTimeoutMs: this.options.liveIdleTimeoutMs } : {}),
+    };
     if (typeof credential === 'function') {
       const streamCredential = async (): Promise<string> => (this.streamToken = (await this.credential())!);
       this.liveUpdates = new RefreshingLiveUpdates({ url: this.options.url, credential: streamCredential, ...fetchOption }, () => this.dropToken(this.streamToken));

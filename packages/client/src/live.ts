@@ -31,6 +31,12 @@ export interface LiveOptions {
   fetch?: typeof fetch;
   /** Reconnect backoff: a random wait up to min(maxMs, baseMs * 2^attempt) (defaults 250 / 10,000 ms). */
   backoff?: { baseMs?: number; maxMs?: number };
+  /**
+   * A stream that brings no byte for this long is taken for dead and reconnected (default 45,000
+   * ms: three of the service's keep-alive comments, `TOLLGATE_LIVE_KEEPALIVE_MS`, 15 s). Catches a
+   * connection that died without a FIN or RST (a network partition, a NAT that forgot it).
+   */
+  idleTimeoutMs?: number;
 }
 
 export interface WatchHandlers {
@@ -66,7 +72,7 @@ export class LiveUpdates {
       headers: async () => ({ authorization: `Bearer ${typeof credential === 'function' ? await credential() : credential}` }),
       // Reconnects are ours (below): graphql-sse would also retry refusals (a 401 is a NetworkError to it).
       retryAttempts: 0,
-      ...(options.fetch ? { fetchFn: options.fetch } : {}),
+      fetchFn: idleBounded(options.fetch ?? fetch, options.idleTimeoutMs ?? 45_000),
     });
   }
 
@@ -149,4 +155,65 @@ export class LiveUpdates {
     this.disposed = true;
     this.client.dispose();
   }
+}
+
+/**
+ * The fetch the stream client uses: an event stream's body errors when no byte has come for
+ * `idleMs` (the service sends a comment on a quiet stream, so silence means the connection is
+ * dead), and the watcher reconnects as after any broken stream.
+ */
+function idleBounded(base: typeof fetch, idleMs: number): typeof fetch {
+  return async (input, init) => {
+    // No answer at all within idleMs (the request itself went into the void) is the same silence.
+    const connecting = new AbortController();
+    const outer = init?.signal;
+    if (outer?.aborted) connecting.abort(outer.reason);
+    else outer?.addEventListener('abort', () => connecting.abort(outer.reason), { once: true });
+    const connectTimer = setTimeout(() => connecting.abort(new TollgateError('STREAM_IDLE', `the event stream gave no answer within ${idleMs} ms`, true)), idleMs);
+    let res: Response;
+    try {
+      res = await base(input, { ...init, signal: connecting.signal });
+    } finally {
+      clearTimeout(connectTimer);
+    }
+    if (!res.body || !(res.headers.get('content-type') ?? '').includes('text/event-stream')) return res;
+    const reader = res.body.getReader();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        const arm = () => {
+          clearTimeout(timer);
+          timer = setTimeout(() => {
+            controller.error(new TollgateError('STREAM_IDLE', `the event stream brought nothing for ${idleMs} ms`, true));
+            reader.cancel().catch(() => undefined);
+          }, idleMs);
+        };
+        arm();
+        void (async () => {
+          try {
+            for (;;) {
+              const { done, value } = await reader.read();
+              if (done) break;
+              arm();
+              controller.enqueue(value);
+            }
+            clearTimeout(timer);
+            controller.close();
+          } catch (err) {
+            clearTimeout(timer);
+            try {
+              controller.error(err);
+            } catch {
+              // already errored by the idle timer
+            }
+          }
+        })();
+      },
+      cancel(reason) {
+        clearTimeout(timer);
+        return reader.cancel(reason);
+      },
+    });
+    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+  };
 }

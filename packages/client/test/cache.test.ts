@@ -16,7 +16,8 @@ let replicaUrl: string;
 let key: string;
 
 beforeAll(async () => {
-  t = await startTestApp({ TOLLGATE_LIVE_MIN_INTERVAL_MS: '0' });
+  // Keep-alive comments every 100 ms, so that the idle-timeout test need not wait 15 s.
+  t = await startTestApp({ TOLLGATE_LIVE_MIN_INTERVAL_MS: '0', TOLLGATE_LIVE_KEEPALIVE_MS: '100' });
   replica = await createApp(testConfig(), t.url, { logger: false, migrate: false });
   replicaUrl = await replica.http.fastify.listen({ host: '127.0.0.1', port: 0 });
   key = await t.serverKey();
@@ -172,4 +173,49 @@ test('after close() the client still answers, uncached, and watches nothing (no 
   }
   expect(streams).toBe(opened);
   await expect(tg.warm('cc')).rejects.toThrow(/client is closed/);
+});
+
+test('a connection that dies silently (no FIN, no RST) is noticed by the idle timeout and reconnected; keep-alive comments keep a quiet stream up', async () => {
+  const proxy = await tcpProxy(t.address);
+  let comments = 0;
+  // Counts the keep-alive comments the stream brings.
+  const counting: typeof fetch = async (input, init) => {
+    const res = await fetch(input, init);
+    if (!res.body || !(res.headers.get('content-type') ?? '').includes('text/event-stream')) return res;
+    const decoder = new TextDecoder();
+    const body = res.body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, out) {
+          comments += decoder.decode(chunk, { stream: true }).split(':\n\n').length - 1;
+          out.enqueue(chunk);
+        },
+      }),
+    );
+    return new Response(body, { status: res.status, headers: res.headers });
+  };
+  const tg = new TollgateClient({ url: proxy.url, apiKey: key, fetch: counting, liveIdleTimeoutMs: 400 });
+  const causes: string[] = [];
+  const interruptions: unknown[] = [];
+  const stop = tg.watchAccess('cc', ['text.generate'], { onEvent: (e) => causes.push(e.cause), onInterrupted: (err) => interruptions.push(err) });
+  const subscribed = () => causes.filter((c) => c === 'SUBSCRIBED').length;
+  try {
+    await until(() => subscribed() === 1);
+    // Quiet for at least five keep-alives (500 ms, longer than the 400 ms idle timeout): still up.
+    const before = comments;
+    await until(() => comments >= before + 5);
+    expect(interruptions).toEqual([]);
+
+    proxy.freeze();
+    await until(() => interruptions.length >= 1);
+    expect(String((interruptions[0] as Error).message ?? interruptions[0])).toMatch(/brought nothing for 400 ms|gave no answer within 400 ms/);
+    proxy.thaw();
+    // Reconnected: SUBSCRIBED again, and a change made now arrives.
+    await until(() => subscribed() >= 2);
+    await grantVia(t.address, 1, 'after-thaw');
+    await until(() => causes.includes('CHANGED'));
+  } finally {
+    stop();
+    tg.close();
+    await proxy.close();
+  }
 });
