@@ -1,7 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { Webhook } from 'standardwebhooks';
+import { Receiver } from './receiver';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -272,31 +270,17 @@ let stopping = false; // end of the run: no more random timeouts
 const receiver = {
   secret: '',
   endpointCreatedAt: '' as string,
-  got: [] as Array<{ id: string; body: string; ts: string; sig: string }>,
   failing: true,
-  rng: null as Rng | null,
-  server: null as http.Server | null,
-  url: '',
+  hook: new Receiver(),
 };
 async function startReceiver(rng: Rng): Promise<void> {
-  receiver.rng = rng;
-  receiver.server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      receiver.got.push({ id: String(req.headers['webhook-id']), body, ts: String(req.headers['webhook-timestamp']), sig: String(req.headers['webhook-signature']) });
-      const r = receiver.rng!.next();
-      if (receiver.failing && r < 0.2) {
-        res.writeHead(500).end();
-      } else if (receiver.failing && r < 0.25) {
-        setTimeout(() => res.writeHead(200).end(), 300); // slow: a kill may land mid-delivery
-      } else {
-        res.writeHead(200).end();
-      }
-    });
-  });
-  await new Promise<void>((resolve) => receiver.server!.listen(0, '127.0.0.1', resolve));
-  receiver.url = `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`;
+  receiver.hook.respond = () => {
+    const r = rng.next();
+    if (receiver.failing && r < 0.2) return { status: 500 };
+    if (receiver.failing && r < 0.25) return { status: 200, delayMs: 300 }; // slow: a kill may land mid-delivery
+    return { status: 200 };
+  };
+  await receiver.hook.start();
 }
 const RETRYABLE = new Set(['INTERNAL_SERVER_ERROR', 'SERVICE_UNAVAILABLE', 'RETRY_LATER', 'HTTP']);
 
@@ -1498,7 +1482,7 @@ async function check(env: Env): Promise<Check[]> {
       const entEvents = (await db.query(`select count(*)::int as n from webhook_event where type like 'entitlement.%' and created_at >= $1`, [receiver.endpointCreatedAt])).rows[0].n as number;
       if (changes !== entEvents) outbox.violations.push(`${changes} entitlement changes since the endpoint was created, ${entEvents} entitlement events`);
       const deliveries = (await db.query(`select d.event_id, d.status, d.attempts from webhook_delivery d`)).rows as Array<{ event_id: string; status: string; attempts: number }>;
-      const got = new Set(receiver.got.map((g) => g.id));
+      const got = new Set(receiver.hook.got.map((g) => g.id));
       for (const d of deliveries) {
         outbox.checked += 1;
         if (d.status !== 'SUCCEEDED') outbox.violations.push(`delivery of ${d.event_id}: ${d.status} after ${d.attempts} attempts`);
@@ -1506,11 +1490,10 @@ async function check(env: Env): Promise<Check[]> {
       }
       const known = new Set(deliveries.map((d) => d.event_id));
       for (const id of got) if (!known.has(id)) outbox.violations.push(`the receiver got ${id}, which is not in the outbox`);
-      const wh = new Webhook(receiver.secret);
       let bad = 0;
-      for (const g of receiver.got) {
+      for (const g of receiver.hook.got) {
         try {
-          wh.verify(g.body, { 'webhook-id': g.id, 'webhook-timestamp': g.ts, 'webhook-signature': g.sig });
+          receiver.hook.verify(receiver.secret, g);
         } catch {
           bad += 1;
         }
@@ -1518,7 +1501,7 @@ async function check(env: Env): Promise<Check[]> {
       if (bad > 0) outbox.violations.push(`${bad} deliveries failed signature verification`);
       if (deliveries.length === 0) outbox.violations.push('no webhook event was emitted during the run');
       webhookCounts.events = deliveries.length;
-      webhookCounts.received = receiver.got.length;
+      webhookCounts.received = receiver.hook.got.length;
       webhookCounts.retried = deliveries.filter((d) => d.attempts > 1).length;
     }
     const exits = add('the service never exited on its own');
@@ -1609,7 +1592,7 @@ async function main(): Promise<number> {
     await Promise.all(services.map((s) => s.start()));
     await startReceiver(prng(SEED ^ 0x7e7e));
     {
-      const { answer } = await sendClean(prng(SEED ^ 0x7e7f), `mutation($u: String!) { createWebhookEndpoint(input: { url: $u, eventTypes: ["entitlement.granted", "entitlement.revoked", "entitlement.changed", "balance.threshold_crossed", "balance.exhausted", "reservation.lapsed", "usage.uncollected", "invoice.finalized", "invoice.sync_failed", "payment_event.failed", "leakage.detected"] }) { secret endpoint { createdAt } } }`, { u: receiver.url }, services[0]);
+      const { answer } = await sendClean(prng(SEED ^ 0x7e7f), `mutation($u: String!) { createWebhookEndpoint(input: { url: $u, eventTypes: ["entitlement.granted", "entitlement.revoked", "entitlement.changed", "balance.threshold_crossed", "balance.exhausted", "reservation.lapsed", "usage.uncollected", "invoice.finalized", "invoice.sync_failed", "payment_event.failed", "leakage.detected"] }) { secret endpoint { createdAt } } }`, { u: receiver.hook.url }, services[0]);
       if (answer?.kind !== 'data') throw new Error(`could not create the webhook endpoint: ${JSON.stringify(answer)}`);
       const made = (answer.data as { createWebhookEndpoint: { secret: string; endpoint: { createdAt: string } } }).createWebhookEndpoint;
       receiver.secret = made.secret;
@@ -1728,8 +1711,7 @@ async function main(): Promise<number> {
     code = 1;
   } finally {
     await Promise.all(services.map((s) => s.stop().catch(() => undefined)));
-    receiver.server?.closeAllConnections();
-    receiver.server?.close();
+    await receiver.hook.close();
     await env.pg.stop().catch(() => undefined);
     if (code === 0 && !KEEP) fs.rmSync(dir, { recursive: true, force: true });
   }

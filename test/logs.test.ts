@@ -1,7 +1,7 @@
 import { loggerOptions } from '../src/http/server';
 import { ADMIN_KEY, startTestApp, testConfig, type TestApp } from './support/app';
 import { until } from './support/net';
-import { Receiver } from './support/receiver';
+import { Receiver } from '../bench/receiver';
 
 /**
  * The logs of a full run (docs/observability.md#logs): every denial with its customer, reason and

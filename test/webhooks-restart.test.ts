@@ -1,6 +1,6 @@
 import { startService, type Service } from './support/service';
 import { until } from './support/net';
-import { Receiver } from './support/receiver';
+import { Receiver } from '../bench/receiver';
 
 /**
  * The outbox's promise end to end (docs/webhooks.md#delivery), on the compiled service: a scripted

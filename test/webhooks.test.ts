@@ -2,7 +2,7 @@ import { WebhooksService } from '../src/modules/webhooks/webhooks.service';
 import { isBlockedAddress } from '../src/modules/webhooks/url-guard';
 import { startTestApp, type TestApp } from './support/app';
 import { until } from './support/net';
-import { Receiver } from './support/receiver';
+import { Receiver } from '../bench/receiver';
 
 /**
  * Outbound webhooks (docs/webhooks.md): endpoints, the transactional outbox, Standard Webhooks

@@ -12,10 +12,15 @@ export interface Received {
   data: Record<string, any>;
 }
 
-/** A webhook receiver on loopback (a real HTTP server) whose answer per request is chosen by `respond` (default 200; status 0: never answer); n counts the attempts of that webhook-id. */
+/**
+ * A webhook receiver on loopback (a real HTTP server), for the tests and the torture run. Its
+ * answer per request is chosen by `respond` (default 200; status 0: never answer; `delayMs`: answer
+ * that late); n counts the attempts of that webhook-id. `verify` checks a delivery with the
+ * `standardwebhooks` package, as a receiver would.
+ */
 export class Receiver {
   readonly got: Received[] = [];
-  respond: (r: Received, n: number) => { status: number; headers?: Record<string, string> } = () => ({ status: 200 });
+  respond: (r: Received, n: number) => { status: number; headers?: Record<string, string>; delayMs?: number } = () => ({ status: 200 });
   private server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c) => (body += c));
@@ -32,8 +37,12 @@ export class Receiver {
       this.got.push(r);
       const a = this.respond(r, this.got.filter((g) => g.id === r.id).length);
       if (a.status === 0) return; // hang: never answer (the sender times out or dies)
-      res.writeHead(a.status, a.headers ?? {});
-      res.end('ok');
+      const answer = () => {
+        res.writeHead(a.status, a.headers ?? {});
+        res.end('ok');
+      };
+      if (a.delayMs) setTimeout(answer, a.delayMs);
+      else answer();
     });
   });
   url = '';
