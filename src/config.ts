@@ -84,7 +84,7 @@ const EnvSchema = z.object({
   TOLLGATE_STATE_CACHE_STRICT: bool(true),
   TOLLGATE_SUBSCRIPTIONS_MAX: int(10_000, 0, 1_000_000),
   TOLLGATE_LIVE_MIN_INTERVAL_MS: int(100, 0, 60_000),
-  TOLLGATE_LIVE_KEEPALIVE_MS: int(15_000, 10, 300_000),
+  TOLLGATE_LIVE_KEEPALIVE_MS: int(10_000, 10, 12_000),
   TOLLGATE_WEBHOOK_ALLOW_HTTP: bool(false),
   TOLLGATE_WEBHOOK_ALLOW_PRIVATE: bool(false),
   TOLLGATE_WEBHOOK_TIMEOUT_MS: int(15_000, 100, 120_000),
@@ -134,7 +134,7 @@ export type Config = {
   subscriptionsMax: number;
   /** At most one `accessChanged` event per subscriber per this many ms (later changes are coalesced). */
   liveMinIntervalMs: number;
-  /** An SSE comment is sent on an idle `accessChanged` stream this often, so clients can tell a dead connection from a quiet one. */
+  /** An SSE comment is sent on an idle `accessChanged` stream this often, so clients can tell a dead connection from a quiet one (graphql-sse adds its own every 12 s, hence the 12 s maximum). */
   liveKeepAliveMs: number;
   stripe: { webhookSecrets: string[]; secretKey: string | undefined; apiBase: string | undefined };
   /** The dashboard at /dashboard; the portal may be framed by these origins (CSP frame-ancestors). */

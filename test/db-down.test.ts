@@ -50,6 +50,14 @@ test('with the database down, canAccess, consume and a write answer SERVICE_UNAV
     }
   }
   expect([...codes]).toEqual(['SERVICE_UNAVAILABLE']);
+  // The live stream answers the same way (503, retry), not 401: a client must not give up its watch.
+  const stream = await fetch(`${service.url}/graphql/stream`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${ADMIN}` },
+    body: JSON.stringify({ query: 'subscription { accessChanged(customerId: "down") { cause } }' }),
+  });
+  expect(stream.status).toBe(503);
+  expect(await stream.json()).toMatchObject({ errors: [{ extensions: { code: 'SERVICE_UNAVAILABLE' } }] });
 
   // The service restarted brings its PostgreSQL back; nothing was written while it was down.
   await service.kill();

@@ -37,8 +37,11 @@ function validationDetails(errors: ValidationError[]): Array<{ field: string; pr
  */
 export function createFormatError(log: (err: unknown) => void) {
   return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
-    const original = mapDbError(unwrapResolverError(error));
+    const raw = unwrapResolverError(error);
+    const original = mapDbError(raw);
     const base = { locations: formatted.locations, path: formatted.path };
+    // A lost connection mapped to SERVICE_UNAVAILABLE is still ours to see in the log.
+    if (original instanceof DomainError && original.code === ErrorCode.SERVICE_UNAVAILABLE && !(raw instanceof DomainError)) log(raw);
     if (original instanceof DomainError) {
       return { ...base, message: original.message, extensions: { code: original.code, ...(original.details ?? {}) } };
     }

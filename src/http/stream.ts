@@ -32,7 +32,7 @@ type Refusal = [string, { status: number; statusText: string; headers: Record<st
 function refusal(status: number, code: string, message: string): Refusal {
   return [
     JSON.stringify({ errors: [{ message, extensions: { code } }] }),
-    { status, statusText: status === 401 ? 'Unauthorized' : 'Bad Request', headers: { 'content-type': 'application/json; charset=utf-8' } },
+    { status, statusText: status === 401 ? 'Unauthorized' : status === 503 ? 'Service Unavailable' : 'Bad Request', headers: { 'content-type': 'application/json; charset=utf-8' } },
   ];
 }
 
@@ -52,7 +52,11 @@ export async function registerStream(fastify: FastifyInstance, opts: StreamOptio
         return null;
       } catch (err) {
         if (err instanceof GraphQLError && err.extensions.code === 'UNAUTHENTICATED') return refusal(401, 'UNAUTHENTICATED', err.message);
-        if (err instanceof GraphQLError && typeof err.extensions.code === 'string') return refusal(401, err.extensions.code, err.message);
+        if (err instanceof GraphQLError && typeof err.extensions.code === 'string') {
+          // The context's own status: 401 for a credential, 503 when the key lookup could not reach the database.
+          const status = (err.extensions.http as { status?: number } | undefined)?.status ?? 401;
+          return refusal(status, err.extensions.code, err.message);
+        }
         throw err;
       }
     },

@@ -323,8 +323,9 @@ class Meter {
       } catch (err) {
         if (!(err instanceof TollgateReplayed)) throw err; // denied, in progress elsewhere, unreachable...
         if (err.reservation.status === 'RELEASED') continue;
-        // COMMITTED: this call already ran and was charged (refused by the caller when every hold is).
-        return { feature, key: k, reservation: err.reservation };
+        // COMMITTED: this call already ran and was charged (the caller refuses it before the model runs).
+        if (err.reservation.status === 'COMMITTED') return { feature, key: k, reservation: err.reservation };
+        throw err; // lapsed under another holder: the key is finished
       }
     }
     throw new TollgateError('ATTEMPTS_EXHAUSTED', `${MAX_ATTEMPTS} attempts under the idempotency key '${key}' were released; use a new key`);
@@ -345,9 +346,13 @@ class MeteredCall {
     private readonly price: { input: Dec; output: Dec } | undefined,
   ) {}
 
-  /** Every hold was committed before, under this key: the call is a replay. */
+  /**
+   * A hold under this key was committed before: the call already ran (with two features, a run
+   * whose output commit was never acknowledged counts too: running the model again would charge
+   * only the output, and hand out the input for free).
+   */
   get alreadyCharged(): boolean {
-    return this.holds.every((h) => h.reservation.status === 'COMMITTED');
+    return this.holds.some((h) => h.reservation.status === 'COMMITTED');
   }
 
   get settled(): boolean {
@@ -374,7 +379,7 @@ class MeteredCall {
       }),
     );
     await this.settlement;
-    const h = this.holds[this.holds.length - 1];
+    const h = this.holds.find((x) => x.reservation.status === 'COMMITTED') ?? this.holds[0];
     throw new TollgateReplayed(this.key, this.holds.length === 1 ? h.reservation : { ...h.reservation, charged: sum(this.holds.map((x) => x.reservation.charged)) });
   }
 

@@ -1,4 +1,5 @@
 import type { AccessEvent, LiveUpdates } from './live';
+import { TollgateError } from './errors';
 
 /**
  * The client's optional cache of access decisions (`cache: true`), kept coherent by live
@@ -150,7 +151,7 @@ export class DecisionCache<D extends { resetsAt: string | null }> {
   /** Starts watching the customer (if not yet) and resolves once its stream is live. */
   watch(customerId: string): Promise<void> {
     const e = this.entry(customerId);
-    if (!e) return Promise.reject(new Error(`${customerId} is not watched (its watch was refused, or the client is closed)`));
+    if (!e) return Promise.reject(new TollgateError(this.disposed ? 'CLIENT_CLOSED' : 'WATCH_REFUSED', `${customerId} is not watched (${this.disposed ? 'the client is closed' : 'its watch was refused'})`));
     if (e.live) return Promise.resolve();
     return new Promise((resolve) => e.waiters.push(resolve));
   }

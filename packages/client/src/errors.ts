@@ -64,7 +64,8 @@ export class HoldNotResolved extends TollgateError {
 
 /**
  * `withCredits` (or the AI SDK middleware) was given an idempotency key whose operation already
- * finished: its reservation is COMMITTED (charged) or RELEASED (given back after a failure). The
+ * finished: its reservation is COMMITTED (charged), RELEASED (given back after a failure) or, for
+ * another holder, EXPIRED (the hold lapsed while someone else held it). The
  * work is not run again, because a second run under a finished key would be delivered uncharged;
  * name a new operation with a new key to run it again.
  */
@@ -91,9 +92,10 @@ export function describe(err: unknown): string {
 /**
  * `withCredits` (or the AI SDK middleware) was given an idempotency key whose reservation is still
  * HELD by another caller (a duplicate of a request that is still running, or a caller that died
- * before its commit): the work is not run a second time for one charge. It can run once that hold
- * is resolved (then TollgateReplayed says how) or has lapsed (`reservation.expiresAt`). A caller
- * that resumes its own work after a restart passes the same `holder` to continue the hold.
+ * before its commit): the work is not run a second time for one charge. Once that hold is
+ * resolved or has lapsed, the same key answers TollgateReplayed (the key is finished: the
+ * reservation can be charged once only). A caller that resumes its own work after a restart passes
+ * the same `holder` to continue the hold, even after it lapsed (the late commit is charged).
  */
 export class TollgateInProgress extends TollgateError {
   constructor(
@@ -103,7 +105,7 @@ export class TollgateInProgress extends TollgateError {
     super(
       'OPERATION_IN_PROGRESS',
       `the operation '${idempotencyKey}' is held by another caller (reservation ${reservation.id}, until ${reservation.expiresAt ?? 'it is resolved'}); ` +
-        'it is not run twice for one charge: retry after it is resolved or has lapsed, or use a new idempotency key',
+        'it is not run twice for one charge: retry once it is resolved (the answer is then its outcome), or use a new idempotency key',
       false,
       { reservationId: reservation.id, status: reservation.status, expiresAt: reservation.expiresAt },
     );

@@ -57,7 +57,7 @@ export interface TollgateClientOptions {
   cache?: boolean | CacheOptions;
   /**
    * Live updates (the cache's and `watchAccess`'s): a stream silent for this long is reconnected
-   * (default 45,000 ms; the service sends a keep-alive comment every 15 s).
+   * (default 45,000 ms; the service sends a keep-alive comment every 10 s).
    */
   liveIdleTimeoutMs?: number;
 }
@@ -203,7 +203,8 @@ export class TollgateClient {
       ...(this.options.liveIdleTimeoutMs !== undefined ? { idleTimeoutMs: this.options.liveIdleTimeoutMs } : {}),
     };
     if (typeof credential === 'function') {
-      const streamCredential = async (): Promise<string> => (this.streamToken = (await this.credential())!);
+      // Bounded like a request's: a token function that hangs interrupts the watch, which reconnects.
+      const streamCredential = async (): Promise<string> => (this.streamToken = (await this.boundedCredential())!);
       this.liveUpdates = new RefreshingLiveUpdates({ url: this.options.url, credential: streamCredential, ...fetchOption }, () => this.dropToken(this.streamToken));
     } else {
       this.liveUpdates = new LiveUpdates({ url: this.options.url, credential, ...fetchOption });
@@ -270,6 +271,7 @@ export class TollgateClient {
    * then an event with fresh decisions after every change. Returns the function that stops it.
    */
   watchAccess(customerId: string, features: string[], handlers: WatchHandlers): () => void {
+    if (this.closed) throw new TollgateError('CLIENT_CLOSED', 'this client was closed: live updates need a new TollgateClient');
     return this.live().watch(customerId, features, handlers);
   }
 
@@ -283,12 +285,14 @@ export class TollgateClient {
     await this.cache?.watch(customerId);
   }
 
-  /** Ends the live streams (the cache's and `watchAccess`'s); the client still answers, uncached. */
+  /** Ends the live streams (the cache's and `watchAccess`'s); the client still answers, uncached, and watches nothing more. */
   close(): void {
+    this.closed = true;
     this.cache?.dispose();
     this.liveUpdates?.dispose();
-    this.liveUpdates = null;
   }
+
+  private closed = false;
 
   // ---- access ------------------------------------------------------------------------------
 
@@ -392,8 +396,9 @@ export class TollgateClient {
    * again: a second run would be delivered uncharged. A key still HELD by another caller (a
    * duplicate in flight, or a process that died before its commit) throws TollgateInProgress and
    * `fn` is not run; this call's own retries (a lost answer to its reserve) are recognised by the
-   * `holder` stored with the hold. A lapsed one (EXPIRED) runs `fn`, and the late commit is charged
-   * against the balance then. If this process
+   * `holder` stored with the hold. A hold that lapsed (EXPIRED) runs `fn` for its own holder only
+   * (a caller resuming with the same `holder`; the late commit is charged against the balance
+   * then); for anyone else the key is finished (TollgateReplayed). If this process
    * dies between `fn` and the commit, the hold lapses: it is given back and recorded as a lapsed
    * reservation in the leakage report (`HoldNotResolved` says the same when a commit is never
    * acknowledged).
@@ -443,11 +448,20 @@ export class TollgateClient {
     if (!reserved.allowed || !reserved.reservation) throw new TollgateDenied(reserved.reason, reserved.detail);
     const hold = reserved.reservation;
     if (hold.status === 'COMMITTED' || hold.status === 'RELEASED') throw new TollgateReplayed(input.idempotencyKey, hold);
-    if (reserved.replayed && hold.status === 'HELD') {
-      // Rare: a reserve answered from an earlier one. Its own retry, or another caller's hold?
+    if (reserved.replayed) {
+      // Rare: a reserve answered from an earlier one (HELD, or lapsed). This call's own retry, or
+      // another caller's hold? Only the holder it was made for may run under it.
       const r = await this.request(ReservationHolderDocument, { customerId: input.customerId, idempotencyKey: input.idempotencyKey });
+      const status = r.usageEvent?.status;
+      // Resolved since the reserve answered (its holder committed or released it meanwhile).
+      if (status === 'COMMITTED' || status === 'RELEASED') throw new TollgateReplayed(input.idempotencyKey, { ...hold, status });
       const stored = (r.usageEvent?.properties as Record<string, unknown> | null | undefined)?.[HOLDER_PROPERTY];
-      if (stored !== holder) throw new TollgateInProgress(input.idempotencyKey, hold);
+      if (stored !== holder) {
+        // Lapsed under another holder: that caller may still be delivering, and the reservation
+        // can be charged once only, so the key is finished for everyone else.
+        if (hold.status === 'EXPIRED' || status === 'EXPIRED') throw new TollgateReplayed(input.idempotencyKey, { ...hold, status: 'EXPIRED' });
+        throw new TollgateInProgress(input.idempotencyKey, hold);
+      }
     }
     return hold;
   }
@@ -559,8 +573,13 @@ export class TollgateClient {
   }
 }
 
+/**
+ * The service could not be reached or could not answer for now: `onUnavailable` decides. An
+ * INTERNAL_SERVER_ERROR is retried but is not "unavailable": a persistent server fault must not
+ * turn into `allow` for every decision; it is thrown.
+ */
 function isUnavailable(err: unknown): boolean {
-  return err instanceof TollgateError && err.retryable;
+  return err instanceof TollgateError && err.retryable && err.code !== 'INTERNAL_SERVER_ERROR';
 }
 
 function requireKey(key: string | undefined, call: string): void {

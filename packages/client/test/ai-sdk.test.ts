@@ -420,6 +420,34 @@ describe('releases, denials, replays', () => {
     expect(await charged()).toBe('0.126');
   });
 
+  test('two features: a call whose input was committed and whose output commit was lost counts as done; the same key again never runs the model', async () => {
+    await t.ok(`mutation { upsertFeature(input: { key: "llm.in", name: "LLM input", type: METERED, creditPool: "credits", creditCost: "0.001" }) { key } }`);
+    await t.ok(`mutation { upsertFeature(input: { key: "llm.out", name: "LLM output", type: METERED, creditPool: "credits", creditCost: "0.004" }) { key } }`);
+    // Every commit after the first fails to reach Tollgate: the output's commit is lost.
+    let commits = 0;
+    const losing: typeof fetch = async (input, init) => {
+      if (String(init?.body).includes('mutation CommitReservation') && ++commits > 1) throw new TypeError('fetch failed');
+      return fetch(input, init);
+    };
+    const cut = new TollgateClient({ url: t.address, apiKey: serverKey, fetch: losing, retries: 0 });
+    const model = generating({ text: 'ok', usage: usage(100, 50) }, { text: 'again', usage: usage(100, 50) });
+    const feature = { input: 'llm.in', output: 'llm.out' };
+    const first = generateText({ model: wrapLanguageModel({ model, middleware: middleware({ feature, idempotencyKey: 'gen-io' }, cut) }), prompt: PROMPT, maxOutputTokens: 64 });
+    await expect(first).rejects.toMatchObject({ code: 'HOLD_NOT_RESOLVED' });
+    expect((await rows()).map((r) => [r.key, r.status])).toEqual([
+      ['gen-io:input', 'COMMITTED'],
+      ['gen-io:output', 'HELD'],
+    ]);
+    // The same call again (another process): refused before the model runs, whatever the output hold's state.
+    const again = generateText({ model: wrapLanguageModel({ model, middleware: middleware({ feature, idempotencyKey: 'gen-io' }) }), prompt: PROMPT, maxOutputTokens: 64, maxRetries: 0 });
+    await expect(again).rejects.toBeInstanceOf(TollgateError);
+    await expect(again).rejects.toMatchObject({ code: expect.stringMatching(/^(ALREADY_RESOLVED|OPERATION_IN_PROGRESS)$/) });
+    await t.sql(`update usage_event set expires_at = now() - interval '1 second' where customer_id = 'ai' and idempotency_key = 'gen-io:output'`);
+    await expect(generateText({ model: wrapLanguageModel({ model, middleware: middleware({ feature, idempotencyKey: 'gen-io' }) }), prompt: PROMPT, maxOutputTokens: 64, maxRetries: 0 })).rejects.toMatchObject({ code: 'ALREADY_RESOLVED' });
+    expect(model.doGenerateCalls).toHaveLength(1);
+    expect(await charged()).toBe('0.1');
+  });
+
   test("the AI SDK's own retry after a model failure charges once: the released attempt's key moves on to <key>#2, and the same call sent again finds it committed", async () => {
     const overloaded = new APICallError({ message: 'overloaded', url: 'http://provider.test', requestBodyValues: {}, statusCode: 529, isRetryable: true, responseHeaders: { 'retry-after-ms': '1' } });
     const model = generating(overloaded, { text: 'ok', usage: usage(12, 30) });

@@ -220,6 +220,33 @@ describe('@tollgate/client', () => {
     expect(await charges()).toBe(2);
   });
 
+  test('a hold that lapsed under another holder finishes the key (TollgateReplayed); its own holder may still resume it, charged late', async () => {
+    const tg = new TollgateClient({ url: t.address, apiKey: serverKey });
+    for (const key of ['lapsed-1', 'lapsed-2']) {
+      const r = await tg.reserve({ customerId: 'cl', feature: 'text.generate', estimate: 3, idempotencyKey: key, properties: { 'tollgate.holder': `${key}@worker` } });
+      expect(r.reservation?.status).toBe('HELD');
+    }
+    // Both holds lapse (their expiry is moved into the past).
+    await t.sql(`update usage_event set expires_at = now() - interval '1 second' where customer_id = 'cl' and idempotency_key like 'lapsed-%'`);
+    let runs = 0;
+    const err = await tg
+      .withCredits({ customerId: 'cl', feature: 'text.generate', estimate: 3, idempotencyKey: 'lapsed-1' }, async () => {
+        runs += 1;
+        return { result: 'x', quantity: 3 };
+      })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TollgateReplayed);
+    expect(err).toMatchObject({ reservation: { status: 'EXPIRED' } });
+    expect(runs).toBe(0);
+    const resumed = await tg.withCredits({ customerId: 'cl', feature: 'text.generate', estimate: 3, idempotencyKey: 'lapsed-2', holder: 'lapsed-2@worker' }, async () => {
+      runs += 1;
+      return { result: 'y', quantity: 3 };
+    });
+    expect(resumed.charge).toMatchObject({ allowed: true, charged: '3', late: true });
+    expect(runs).toBe(1);
+    expect(await charges()).toBe(1);
+  });
+
   test('withCredits: a function that reported what it produced and then threw is charged that, and its error still reaches the caller', async () => {
     const tg = new TollgateClient({ url: t.address, apiKey: serverKey });
     const err = await tg
@@ -251,6 +278,11 @@ describe('@tollgate/client', () => {
     expect(await tg.consume({ customerId: 'cl', feature: 'image.generate', idempotencyKey: 'ise' })).toMatchObject({ allowed: true, charged: '20', replayed: true });
     expect(attempts).toBe(2);
     expect(await charges()).toBe(1);
+    // A persistent internal error is retried, then thrown: never an onUnavailable fallback (an 'allow' would open everything).
+    const broken: typeof fetch = async () =>
+      new Response(JSON.stringify({ errors: [{ message: 'Internal server error', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] }), { status: 200, headers: { 'content-type': 'application/json' } });
+    const open = new TollgateClient({ url: t.address, apiKey: serverKey, fetch: broken, retries: 2, onUnavailable: 'allow', ...fast });
+    await expect(open.canAccess('cl', 'text.generate')).rejects.toMatchObject({ code: 'INTERNAL_SERVER_ERROR' });
   });
 
   test('a token function that never answers is bounded by timeoutMs like any attempt: canAccess falls back, and the next call asks it again', async () => {
