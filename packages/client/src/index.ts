@@ -271,7 +271,6 @@ export class TollgateClient {
    * then an event with fresh decisions after every change. Returns the function that stops it.
    */
   watchAccess(customerId: string, features: string[], handlers: WatchHandlers): () => void {
-    if (this.closed) throw new TollgateError('CLIENT_CLOSED', 'this client was closed: live updates need a new TollgateClient');
     return this.live().watch(customerId, features, handlers);
   }
 
@@ -285,14 +284,16 @@ export class TollgateClient {
     await this.cache?.watch(customerId);
   }
 
-  /** Ends the live streams (the cache's and `watchAccess`'s); the client still answers, uncached, and watches nothing more. */
+  /**
+   * Ends the live streams (the cache's and `watchAccess`'s, their reconnect timers too). The client
+   * still answers, uncached for good; a later `watchAccess` opens a new stream (React's StrictMode
+   * tears a provider's effects down and sets them up again on the same client).
+   */
   close(): void {
-    this.closed = true;
     this.cache?.dispose();
     this.liveUpdates?.dispose();
+    this.liveUpdates = null;
   }
-
-  private closed = false;
 
   // ---- access ------------------------------------------------------------------------------
 

@@ -173,7 +173,7 @@ test('after close() the client still answers, uncached, and watches nothing (no 
   }
   expect(streams).toBe(opened);
   await expect(tg.warm('cc')).rejects.toMatchObject({ code: 'CLIENT_CLOSED' });
-  expect(() => tg.watchAccess('cc', [], { onEvent: () => undefined })).toThrow(expect.objectContaining({ code: 'CLIENT_CLOSED' }));
+
 });
 
 test('a connection that dies silently (no FIN, no RST) is noticed by the idle timeout and reconnected; keep-alive comments keep a quiet stream up', async () => {
