@@ -220,3 +220,28 @@ test('a connection that dies silently (no FIN, no RST) is noticed by the idle ti
     await proxy.close();
   }
 });
+
+test('a token function that hangs interrupts a live watch (bounded by timeoutMs) instead of stalling it; the next attempt asks again and goes live', async () => {
+  const { createCustomerToken: token } = await t.ok<{ createCustomerToken: string }>(`mutation { createCustomerToken(customerId: "cc") }`);
+  let asked = 0;
+  const tg = new TollgateClient({
+    url: t.address,
+    token: () => {
+      asked += 1;
+      return asked === 1 ? new Promise<string>(() => undefined) : token;
+    },
+    timeoutMs: 200,
+  });
+  const causes: string[] = [];
+  const interruptions: unknown[] = [];
+  const stop = tg.watchAccess('cc', ['text.generate'], { onEvent: (e) => causes.push(e.cause), onInterrupted: (err) => interruptions.push(err) });
+  try {
+    await until(() => causes.includes('SUBSCRIBED'));
+    expect(interruptions.length).toBeGreaterThanOrEqual(1);
+    expect(String((interruptions[0] as Error).message)).toMatch(/token function gave no token within 200 ms/);
+    expect(asked).toBeGreaterThanOrEqual(2);
+  } finally {
+    stop();
+    tg.close();
+  }
+});
