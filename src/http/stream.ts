@@ -51,7 +51,6 @@ export async function registerStream(fastify: FastifyInstance, opts: StreamOptio
         contexts.set(req.raw, await opts.context(req.raw.headers.authorization, req.raw.id));
         return null;
       } catch (err) {
-        if (err instanceof GraphQLError && err.extensions.code === 'UNAUTHENTICATED') return refusal(401, 'UNAUTHENTICATED', err.message);
         if (err instanceof GraphQLError && typeof err.extensions.code === 'string') {
           // The context's own status: 401 for a credential, 503 when the key lookup could not reach the database.
           const status = (err.extensions.http as { status?: number } | undefined)?.status ?? 401;

@@ -8,7 +8,7 @@ import type {
   LanguageModelV3Usage,
   SharedV3ProviderMetadata,
 } from '@ai-sdk/provider';
-import { HOLDER_PROPERTY, TollgateError, TollgateReplayed, type ChargeResult, type Reservation, type TollgateClient } from './index';
+import { newHolder, TollgateError, TollgateReplayed, type ChargeResult, type Reservation, type TollgateClient } from './index';
 
 /**
  * `@tollgate/client/ai-sdk`: charge a Vercel AI SDK language model call in tokens, exactly once.
@@ -287,8 +287,8 @@ class Meter {
     }
     // Who holds this call's reservations: another caller bringing the same key while they are
     // held gets TollgateInProgress instead of running the model a second time for one charge.
-    const holder = globalThis.crypto.randomUUID();
-    const properties = { model: model.modelId, provider: model.provider, ...this.o.properties, [HOLDER_PROPERTY]: holder };
+    const holder = newHolder();
+    const properties = { model: model.modelId, provider: model.provider, ...this.o.properties };
     const holds: Hold[] = [];
     try {
       for (const w of wanted) holds.push(await this.hold(w.feature, w.key, w.quantity, properties, holder));

@@ -2,6 +2,14 @@ import type { AccessReason, ReserveMutation } from './generated/graphql';
 
 type Reservation = NonNullable<ReserveMutation['reserve']['reservation']>;
 
+/**
+ * Service codes retried (besides network errors, timeouts and 5xx), by requests and by the live
+ * stream alike. INTERNAL_SERVER_ERROR is retried too: a failed request leaves no partial write and
+ * every write is keyed, so sending it again is safe, and an unexpected failure (a database
+ * connection lost mid-request) is usually transient.
+ */
+export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['RETRY_LATER', 'SERVICE_UNAVAILABLE', 'INTERNAL_SERVER_ERROR']);
+
 /** An error from the service (its `extensions.code`), or from the client (a code of its own). */
 export class TollgateError extends Error {
   /**

@@ -15,7 +15,7 @@ import {
 
 export type { AccessReason, AccessChangeCause } from './generated/graphql';
 export { HoldNotResolved, TollgateDenied, TollgateError, TollgateInProgress, TollgateReplayed } from './errors';
-import { describe, HoldNotResolved, TollgateDenied, TollgateError, TollgateInProgress, TollgateReplayed } from './errors';
+import { describe, HoldNotResolved, RETRYABLE_CODES, TollgateDenied, TollgateError, TollgateInProgress, TollgateReplayed } from './errors';
 import { DecisionCache, type CacheOptions, type CacheStats } from './cache';
 import { graphqlEndpoint, LiveUpdates, type LiveOptions, type WatchHandlers } from './live';
 export type { CacheOptions, CacheStats } from './cache';
@@ -104,12 +104,6 @@ export interface WithCreditsInput extends ReserveInput {
   holder?: string;
 }
 
-/**
- * Retried besides network errors, timeouts and 5xx. INTERNAL_SERVER_ERROR is retried too: a failed
- * request leaves no partial write and every write is keyed, so sending it again is safe, and an
- * unexpected failure (a database connection lost mid-request) is usually transient.
- */
-const RETRYABLE_CODES = new Set(['RETRY_LATER', 'SERVICE_UNAVAILABLE', 'INTERNAL_SERVER_ERROR']);
 
 /** What `withCredits` hands the function besides the hold. */
 export interface Progress {
@@ -408,8 +402,8 @@ export class TollgateClient {
     input: WithCreditsInput,
     fn: (hold: Reservation, progress: Progress) => Promise<{ result: T; quantity: string | number; providerCost?: string | number }>,
   ): Promise<{ result: T; charge: ChargeResult; reservation: Reservation }> {
-    const { holder = randomId(), ...reserveInput } = input;
-    const hold = await this.holdFor({ ...reserveInput, properties: { ...reserveInput.properties, [HOLDER_PROPERTY]: holder } }, holder);
+    const { holder = newHolder(), ...reserveInput } = input;
+    const hold = await this.holdFor(reserveInput, holder);
     let produced: { quantity: string | number; providerCost?: string | number } | undefined;
     const progress: Progress = {
       report(quantity, opts = {}) {
@@ -440,12 +434,13 @@ export class TollgateClient {
   }
 
   /**
-   * Reserves for `withCredits` and the AI SDK middleware: denied → TollgateDenied; a finished key →
-   * TollgateReplayed; a key HELD by another holder → TollgateInProgress. Returns a hold `fn` may run
-   * under: new, this holder's own (a retried reserve), or lapsed.
+   * Reserves for `withCredits` and the AI SDK middleware, tagged with `holder` (HOLDER_PROPERTY):
+   * denied → TollgateDenied; a finished key → TollgateReplayed; a key HELD by another holder →
+   * TollgateInProgress. Returns a hold the work may run under: new, this holder's own (a retried
+   * reserve), or lapsed under this holder.
    */
   async holdFor(input: ReserveInput, holder: string): Promise<Reservation> {
-    const reserved = await this.reserve(input);
+    const reserved = await this.reserve({ ...input, properties: { ...input.properties, [HOLDER_PROPERTY]: holder } });
     if (!reserved.allowed || !reserved.reservation) throw new TollgateDenied(reserved.reason, reserved.detail);
     const hold = reserved.reservation;
     if (hold.status === 'COMMITTED' || hold.status === 'RELEASED') throw new TollgateReplayed(input.idempotencyKey, hold);
@@ -602,7 +597,7 @@ function consumeVars(input: ConsumeInput) {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** A random holder id (Web Crypto: Node 20 and browsers). */
-function randomId(): string {
+/** A random holder id for `holdFor` (Web Crypto: Node 20 and browsers). */
+export function newHolder(): string {
   return globalThis.crypto.randomUUID();
 }

@@ -1,5 +1,5 @@
 import { createClient, NetworkError, type Client } from 'graphql-sse';
-import { TollgateError, describe } from './errors';
+import { RETRYABLE_CODES, TollgateError, describe } from './errors';
 import { AccessChangedDocument, type AccessChangeCause, type AccessChangedSubscription } from './generated/graphql';
 
 /**
@@ -115,8 +115,7 @@ export class LiveUpdates {
               ended = true;
               unsubscribe?.(); // the service may keep the stream open: this one is done
               const code = error.extensions?.code ?? 'INTERNAL_SERVER_ERROR';
-              const retryable = code === 'RETRY_LATER' || code === 'INTERNAL_SERVER_ERROR' || code === 'SERVICE_UNAVAILABLE';
-              if (retryable) interrupted(new TollgateError(code, error.message ?? code, true));
+              if (RETRYABLE_CODES.has(code)) interrupted(new TollgateError(code, error.message ?? code, true));
               else refused(new TollgateError(code, error.message ?? code));
               return;
             }
